@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672, then run
+# `cargo test --all-targets --locked` from the repository root. Extra arguments go to cargo test.
+#
+#   scripts/test.sh                        # broker + whole test suite
+#   scripts/test.sh -- --nocapture         # extra arguments are passed to cargo test
+#   scripts/test.sh --ensure-broker-only   # only make sure the broker is up, then exit
+#
+# Environment:
+#   RABBITMQ_WAIT_SECS   how long to wait for the broker to come up (default 90)
+set -euo pipefail
+
+REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+AMQP_HOST=127.0.0.1
+AMQP_PORT=5672
+WAIT_SECS="${RABBITMQ_WAIT_SECS:-90}"
+
+log() { printf '[test.sh] %s\n' "$*"; }
+die() {
+    printf '[test.sh] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# Run a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+port_open() {
+    # bash's /dev/tcp; `timeout` keeps a filtered port from hanging us.
+    timeout 2 bash -c "exec 3<>/dev/tcp/${AMQP_HOST}/${AMQP_PORT}" >/dev/null 2>&1
+}
+
+broker_ping() {
+    as_root rabbitmq-diagnostics -q ping --timeout 5 >/dev/null 2>&1
+}
+
+install_broker() {
+    log "rabbitmq-server is not installed: installing it with apt-get"
+    # Do not let the package's maintainer scripts try to start the service (there may be no
+    # init system); we start the broker ourselves below.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        created_policy=1
+    fi
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server || rc=$?
+    fi
+    if [ "$created_policy" -eq 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    [ "$rc" -eq 0 ] || die "apt-get could not install rabbitmq-server (exit $rc)"
+    command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server still not on PATH after install"
+}
+
+broker_logs() {
+    local f
+    for f in /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log /var/log/rabbitmq/rabbit@*.log; do
+        [ -s "$f" ] || continue
+        printf '[test.sh] --- last lines of %s ---\n' "$f" >&2
+        tail -n 20 "$f" >&2 || true
+    done
+}
+
+ensure_guest_user() {
+    if as_root rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx guest; then
+        return 0
+    fi
+    log "guest user missing: creating guest/guest with full permissions on vhost /"
+    as_root rabbitmqctl -q add_user guest guest >/dev/null
+    as_root rabbitmqctl -q set_user_tags guest administrator >/dev/null
+    as_root rabbitmqctl -q set_permissions -p / guest '.*' '.*' '.*' >/dev/null
+}
+
+ensure_broker() {
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        install_broker
+    fi
+
+    if broker_ping && port_open; then
+        log "RabbitMQ already running and answering on ${AMQP_HOST}:${AMQP_PORT}"
+    else
+        if ! broker_ping; then
+            log "RabbitMQ is not running: starting it (rabbitmq-server -detached)"
+            # Fails harmlessly when a node is already booting; the wait below decides.
+            as_root rabbitmq-server -detached >/dev/null 2>&1 || log "rabbitmq-server -detached returned non-zero; waiting anyway"
+        fi
+        log "waiting up to ${WAIT_SECS}s for RabbitMQ on ${AMQP_HOST}:${AMQP_PORT}"
+        local deadline=$((SECONDS + WAIT_SECS)) up=0
+        while [ "$SECONDS" -lt "$deadline" ]; do
+            if broker_ping; then
+                local left=$((deadline - SECONDS))
+                [ "$left" -ge 1 ] || left=1
+                if as_root rabbitmqctl -q --timeout "$left" await_startup >/dev/null 2>&1 && port_open; then
+                    up=1
+                    break
+                fi
+            fi
+            sleep 2
+        done
+        if [ "$up" -ne 1 ]; then
+            broker_logs
+            die "RabbitMQ did not come up on ${AMQP_HOST}:${AMQP_PORT} within ${WAIT_SECS}s (see logs above and /var/log/rabbitmq/)"
+        fi
+        log "RabbitMQ is up after $((SECONDS - deadline + WAIT_SECS))s"
+    fi
+    ensure_guest_user
+    log "broker ready: amqp://guest:guest@${AMQP_HOST}:${AMQP_PORT}/%2f"
+}
+
+main() {
+    local broker_only=0
+    if [ "${1:-}" = "--ensure-broker-only" ]; then
+        broker_only=1
+        shift
+    fi
+
+    ensure_broker
+    if [ "$broker_only" -eq 1 ]; then
+        return 0
+    fi
+
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
+        export PATH="${HOME:-/root}/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
+
+    log "running: cargo test --all-targets --locked${*:+ $*}"
+    cargo test --all-targets --locked "$@"
+}
+
+main "$@"

@@ -1,0 +1,321 @@
+//! The canonical model: entity schemas from `schemas/`, validation, and the message envelope.
+//!
+//! The [`Registry`] loads every `schemas/<domain>/<entity>.v<N>.json` once, compiles a
+//! JSON Schema 2020-12 validator for each (with the UK identifier formats), and answers the
+//! mapping compiler's questions through [`crate::mapping::SchemaLookup`]. Canonical does no I/O
+//! after [`Registry::load`]; it never talks to the store or the broker.
+
+pub mod envelope;
+pub mod uk_formats;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::mapping::{FieldError, JsonType, SchemaLookup, TargetField, TargetSchema};
+use crate::pii::PiiClass;
+
+/// A schema folder that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file is not a usable schema.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One canonical entity at its newest version.
+#[derive(Debug)]
+pub struct Entity {
+    /// `<domain>.<entity>`, e.g. `payroll.pay_result`.
+    pub name: String,
+    /// `payroll`.
+    pub domain: String,
+    /// `pay_result`.
+    pub short_name: String,
+    /// Major version (the `v<N>` of the file name).
+    pub version: u32,
+    /// The schema's `$id`, used as the CloudEvents `dataschema`.
+    pub id: String,
+    /// The schema file.
+    pub path: PathBuf,
+    fields: BTreeMap<String, TargetField>,
+    required: Vec<String>,
+    validator: jsonschema::Validator,
+}
+
+impl Entity {
+    /// Validates a canonical record. Errors name the field and the rule and never carry the
+    /// value (the validator's messages are masked).
+    pub fn validate(&self, record: &Value) -> Result<(), Vec<FieldError>> {
+        let errors: Vec<FieldError> = self
+            .validator
+            .iter_errors(record)
+            .map(|e| {
+                let pointer = e.instance_path().to_string();
+                let field = pointer.trim_start_matches('/').replace('/', ".");
+                FieldError {
+                    field: if field.is_empty() { "(record)".into() } else { field },
+                    column: None,
+                    rule: "schema".into(),
+                    message: e.masked().to_string(),
+                    value: None,
+                }
+            })
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// The personal-data class of a field (dotted path); nested fields inherit their parent's.
+    pub fn pii(&self, path: &str) -> Option<PiiClass> {
+        self.fields.get(path).and_then(|f| f.pii)
+    }
+}
+
+impl TargetSchema for Entity {
+    fn field(&self, path: &str) -> Option<TargetField> {
+        self.fields.get(path).cloned()
+    }
+    fn fields(&self) -> Vec<String> {
+        self.fields.keys().cloned().collect()
+    }
+    fn required(&self) -> Vec<String> {
+        self.required.clone()
+    }
+}
+
+/// Every canonical entity, loaded once.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entities: BTreeMap<String, Entity>,
+}
+
+impl Registry {
+    /// Loads every `<domain>/<entity>.v<N>.json` under `dir`, keeping each entity's newest
+    /// version for validation.
+    pub fn load(dir: &Path) -> Result<Self, SchemaError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SchemaError::Io { path, source }
+        };
+        let mut registry = Registry::default();
+        let mut domains: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io(dir))?;
+        domains.sort_by_key(|d| d.path());
+        for domain in domains {
+            if !domain.path().is_dir() {
+                continue;
+            }
+            let mut files: Vec<_> = std::fs::read_dir(domain.path())
+                .map_err(io(&domain.path()))?
+                .collect::<Result<_, _>>()
+                .map_err(io(&domain.path()))?;
+            files.sort_by_key(|f| f.path());
+            for f in files {
+                let path = f.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let entity = load_entity(&path, &domain.file_name().to_string_lossy())?;
+                let newer = registry
+                    .entities
+                    .get(&entity.name)
+                    .is_none_or(|old| old.version < entity.version);
+                if newer {
+                    registry.entities.insert(entity.name.clone(), entity);
+                }
+            }
+        }
+        Ok(registry)
+    }
+
+    /// An entity by name.
+    pub fn get(&self, name: &str) -> Option<&Entity> {
+        self.entities.get(name)
+    }
+
+    /// Every entity, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Entity> {
+        self.entities.values()
+    }
+}
+
+impl SchemaLookup for Registry {
+    fn target(&self, entity: &str) -> Option<&dyn TargetSchema> {
+        self.entities.get(entity).map(|e| e as &dyn TargetSchema)
+    }
+    fn entities(&self) -> Vec<String> {
+        self.entities.keys().cloned().collect()
+    }
+}
+
+fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
+    let invalid = |message: String| SchemaError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    let (short, version) = stem
+        .rsplit_once(".v")
+        .and_then(|(s, v)| Some((s, v.parse::<u32>().ok()?)))
+        .ok_or_else(|| invalid("schema files are named <entity>.v<N>.json".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let schema: Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let id = schema
+        .get("$id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("has no `$id`".into()))?
+        .to_string();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .with_format("uk-nino", uk_formats::is_nino)
+        .with_format("uk-sort-code", uk_formats::is_sort_code)
+        .with_format("uk-postcode", uk_formats::is_uk_postcode)
+        .build(&schema)
+        .map_err(|e| invalid(format!("not a valid JSON Schema: {e}")))?;
+    let mut fields = BTreeMap::new();
+    let mut required = Vec::new();
+    collect_fields(&schema, "", None, true, &mut fields, &mut required);
+    Ok(Entity {
+        name: format!("{domain}.{short}"),
+        domain: domain.to_string(),
+        short_name: short.to_string(),
+        version,
+        id,
+        path: path.to_path_buf(),
+        fields,
+        required,
+        validator,
+    })
+}
+
+fn json_types(schema: &Value) -> Vec<JsonType> {
+    let one = |s: &str| match s {
+        "string" => Some(JsonType::String),
+        "integer" => Some(JsonType::Integer),
+        "number" => Some(JsonType::Number),
+        "boolean" => Some(JsonType::Boolean),
+        "object" => Some(JsonType::Object),
+        "array" => Some(JsonType::Array),
+        "null" => Some(JsonType::Null),
+        _ => None,
+    };
+    match schema.get("type") {
+        Some(Value::String(s)) => one(s).into_iter().collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|t| t.as_str().and_then(one)).collect(),
+        _ => {
+            // `enum`/`const` without `type`: take the types of the allowed values.
+            let mut types = vec![JsonType::String, JsonType::Integer, JsonType::Number, JsonType::Boolean];
+            if let Some(Value::Array(values)) = schema.get("enum") {
+                types.retain(|t| values.iter().any(|v| match t {
+                    JsonType::String => v.is_string(),
+                    JsonType::Integer => v.is_i64() || v.is_u64(),
+                    JsonType::Number => v.is_number(),
+                    JsonType::Boolean => v.is_boolean(),
+                    _ => false,
+                }));
+            }
+            types
+        }
+    }
+}
+
+fn collect_fields(
+    schema: &Value,
+    prefix: &str,
+    inherited: Option<PiiClass>,
+    parent_required: bool,
+    fields: &mut BTreeMap<String, TargetField>,
+    required: &mut Vec<String>,
+) {
+    let Some(Value::Object(props)) = schema.get("properties") else {
+        return;
+    };
+    let req: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, prop) in props {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        let pii = prop
+            .get("x-pii")
+            .and_then(Value::as_str)
+            .and_then(PiiClass::parse)
+            .or(inherited);
+        let is_required = parent_required && req.contains(&name.as_str());
+        if is_required {
+            required.push(path.clone());
+        }
+        let types = json_types(prop);
+        fields.insert(path.clone(), TargetField { types: types.clone(), pii });
+        if types.contains(&JsonType::Object) {
+            collect_fields(prop, &path, pii, is_required, fields, required);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")).unwrap()
+    }
+
+    #[test]
+    fn loads_the_bundled_schemas_with_pii_classes() {
+        let r = registry();
+        let payroll = r.get("payroll.pay_result").expect("payroll schema");
+        assert_eq!(payroll.domain, "payroll");
+        assert!(payroll.required().contains(&"employee_number".to_string()));
+        assert!(payroll.pii("employee_number").is_none());
+        let hr = r.get("hr.employee").expect("hr schema");
+        assert_eq!(hr.pii("nino"), Some(PiiClass::Personal));
+        assert!(hr.pii("address.postcode").is_some(), "nested fields inherit or declare x-pii");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_hides_the_value() {
+        let r = registry();
+        let hr = r.get("hr.employee").unwrap();
+        let mut example = hr_example(hr);
+        example["nino"] = Value::String("QQ123456C".into());
+        let errors = hr.validate(&example).unwrap_err();
+        assert_eq!(errors[0].field, "nino");
+        assert!(!errors[0].message.contains("QQ123456C"), "{}", errors[0].message);
+    }
+
+    fn hr_example(hr: &Entity) -> Value {
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&hr.path).unwrap()).unwrap();
+        let example = schema["examples"][0].clone();
+        hr.validate(&example).expect("the schema's own example is valid");
+        example
+    }
+}

@@ -1,0 +1,619 @@
+//! Compiling a mapping file: every check that can be made before a row is read.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde_json::Value;
+use serde_saphyr::{Location, Spanned};
+
+use super::spec::{ColumnSpec, FieldSpec, MappingSpec, SourceSpec, TrailerSpec};
+use super::transforms::DateFormat;
+use super::{
+    did_you_mean, JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema,
+};
+use crate::formats::csv::{ControlMatch, CsvOptions};
+use crate::formats::encoding::Encoding;
+use crate::formats::{ColumnRef, Header};
+use crate::pii::PiiClass;
+
+/// What to do when a file's control totals do not match what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPolicy {
+    /// Keep the batch's messages back until an operator releases them.
+    Hold,
+    /// Publish anyway; the mismatch is still reported.
+    Publish,
+}
+
+/// The control-record checks of a feed.
+#[derive(Debug, Clone)]
+pub struct ControlSpec {
+    /// Trailer column with the detail-row count.
+    pub count_column: Option<ColumnRef>,
+    /// Trailer column with the control total.
+    pub total_column: Option<ColumnRef>,
+    /// Source column summed (as money) for the control total.
+    pub total_of: Option<ColumnRef>,
+}
+
+/// How to read the feed's files.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// CSV decoding options.
+    pub csv: CsvOptions,
+    /// Control checks, when the file has a trailer.
+    pub control: Option<ControlSpec>,
+    /// What a control mismatch does.
+    pub on_control_mismatch: ControlPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum FieldSource {
+    Column(ColumnRef),
+    Concat(Vec<ColumnRef>, String),
+    Literal(Value),
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Transform {
+    Trim,
+    Upper,
+    Lower,
+    Compact,
+    Digits,
+    Date(Vec<DateFormat>),
+    Money,
+    Integer,
+    Decimal,
+    Boolean,
+    Map {
+        values: HashMap<String, Value>,
+        default: Option<Value>,
+    },
+}
+
+impl Transform {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Transform::Trim => "trim",
+            Transform::Upper => "upper",
+            Transform::Lower => "lower",
+            Transform::Compact => "compact",
+            Transform::Digits => "digits",
+            Transform::Date(_) => "date",
+            Transform::Money => "money",
+            Transform::Integer => "integer",
+            Transform::Decimal => "decimal",
+            Transform::Boolean => "boolean",
+            Transform::Map { .. } => "map",
+        }
+    }
+}
+
+const TRANSFORMS: &[&str] = &[
+    "trim", "upper", "lower", "compact", "digits", "date", "money", "integer", "decimal",
+    "boolean", "map",
+];
+
+#[derive(Debug, Clone)]
+pub(super) struct CompiledField {
+    pub path: String,
+    pub segments: Vec<String>,
+    pub source: FieldSource,
+    pub transforms: Vec<Transform>,
+    pub required: bool,
+    pub default: Option<Value>,
+    pub pii: Option<PiiClass>,
+}
+
+/// A compiled mapping: immutable, cheap to apply, shared by every record of a feed.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// Mapping id.
+    pub id: String,
+    /// Mapping version.
+    pub version: u32,
+    /// Canonical entity (`payroll.pay_result`).
+    pub entity: String,
+    /// Event action (`upserted`).
+    pub action: String,
+    /// The mapping file.
+    pub file: String,
+    /// How to read the source.
+    pub source: SourceOptions,
+    /// Key fields, in order.
+    pub key: Vec<String>,
+    pub(super) fields: Vec<CompiledField>,
+}
+
+/// A mapping's columns resolved against one file's header.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub(super) columns: Vec<Vec<(usize, String)>>,
+    public_columns: Vec<bool>,
+}
+
+impl Binding {
+    /// Whether the value at a 0-based column may be shown unmasked: true only for columns that
+    /// feed canonical fields none of which is classified as personal data. Unmapped columns are
+    /// masked too, since nothing says what they hold.
+    pub fn is_public_column(&self, index: usize) -> bool {
+        self.public_columns.get(index).copied().unwrap_or(false)
+    }
+}
+
+impl Mapping {
+    /// Resolves the mapping's columns against a file's header. A mapped column missing from the
+    /// file makes the whole file unusable with this mapping.
+    pub fn bind(&self, header: &Header) -> Result<Binding, MappingError> {
+        let mut diagnostics = Vec::new();
+        let mut columns = Vec::with_capacity(self.fields.len());
+        let mut public: Vec<Option<bool>> = vec![None; header.names().len()];
+        for field in &self.fields {
+            let refs: Vec<&ColumnRef> = match &field.source {
+                FieldSource::Column(c) => vec![c],
+                FieldSource::Concat(cs, _) => cs.iter().collect(),
+                FieldSource::Literal(_) => vec![],
+            };
+            let mut resolved = Vec::new();
+            for c in refs {
+                match c.resolve(header) {
+                    Some(i) if matches!(c, ColumnRef::Name(_)) || i < header.names().len() || header.names().is_empty() => {
+                        let name = header.names().get(i).cloned().unwrap_or_else(|| (i + 1).to_string());
+                        if let Some(p) = public.get_mut(i) {
+                            *p = Some(p.unwrap_or(true) && field.pii.is_none());
+                        }
+                        resolved.push((i, name));
+                    }
+                    _ => {
+                        let hint = match c {
+                            ColumnRef::Name(n) => did_you_mean(n, header.names().iter().map(String::as_str))
+                                .map(|s| format!(" Did you mean \"{s}\"?"))
+                                .unwrap_or_default(),
+                            ColumnRef::Position(_) => String::new(),
+                        };
+                        diagnostics.push(MappingDiagnostic {
+                            file: self.file.clone(),
+                            line: 0,
+                            column: 0,
+                            field: Some(field.path.clone()),
+                            message: format!(
+                                "the file has no column {c} (its columns are: {}).{hint}",
+                                header.names().join(", ")
+                            ),
+                        });
+                    }
+                }
+            }
+            columns.push(resolved);
+        }
+        if diagnostics.is_empty() {
+            Ok(Binding {
+                columns,
+                public_columns: public.into_iter().map(|p| p.unwrap_or(false)).collect(),
+            })
+        } else {
+            Err(MappingError::Invalid {
+                file: self.file.clone(),
+                diagnostics,
+            })
+        }
+    }
+
+    /// The canonical field paths this mapping fills, in file order.
+    pub fn field_paths(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.path.as_str())
+    }
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    diagnostics: Vec<MappingDiagnostic>,
+}
+
+impl Ctx<'_> {
+    fn at(&mut self, loc: &Location, field: Option<&str>, message: impl Into<String>) {
+        self.diagnostics.push(MappingDiagnostic {
+            file: self.file.to_string(),
+            line: loc.line(),
+            column: loc.column(),
+            field: field.map(str::to_owned),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn compile(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+) -> Result<Mapping, MappingError> {
+    let spec: MappingSpec = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        MappingError::Invalid {
+            file: file.to_string(),
+            diagnostics: vec![MappingDiagnostic {
+                file: file.to_string(),
+                line,
+                column,
+                field: None,
+                message: first_line(&e.to_string()),
+            }],
+        }
+    })?;
+    let mut cx = Ctx {
+        file,
+        diagnostics: Vec::new(),
+    };
+
+    let entity = spec.entity.value.clone();
+    let target = schemas.target(&entity);
+    if target.is_none() {
+        let all = schemas.entities();
+        let hint = did_you_mean(&entity, all.iter().map(String::as_str))
+            .map(|s| format!(" Did you mean `{s}`?"))
+            .unwrap_or_else(|| format!(" Known entities: {}.", all.join(", ")));
+        cx.at(&spec.entity.referenced, None, format!("unknown canonical entity `{entity}`.{hint}"));
+    }
+    let source = compile_source(&mut cx, &spec.source);
+
+    let mut fields = Vec::new();
+    for (path, fs) in &spec.fields {
+        if let Some(f) = compile_field(&mut cx, path, fs, target) {
+            fields.push(f);
+        }
+    }
+    if let Some(target) = target {
+        for req in target.required() {
+            if !spec.fields.contains_key(&req) && !spec.fields.keys().any(|k| k.starts_with(&format!("{req}."))) {
+                cx.at(
+                    &spec.fields.values().next().map(|f| f.referenced).unwrap_or(spec.entity.referenced),
+                    Some(&req),
+                    format!("`{entity}` requires this field but the mapping does not fill it; add it under `fields:`"),
+                );
+            }
+        }
+    }
+    for k in &spec.key.value {
+        match fields.iter().find(|f| &f.path == k) {
+            None => cx.at(&spec.key.referenced, Some(k), "a key field must be one of the mapped fields"),
+            Some(f) => {
+                if f.pii.is_some() {
+                    cx.at(&spec.key.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
+                }
+                if !f.required && !matches!(f.source, FieldSource::Literal(_)) && f.default.is_none() {
+                    cx.at(&spec.key.referenced, Some(k), "a key field must be `required: true` (or have a default)");
+                }
+            }
+        }
+    }
+    if spec.key.value.is_empty() {
+        cx.at(&spec.key.referenced, None, "`key` must name at least one field");
+    }
+    let action = spec.action.as_ref().map(|a| a.value.clone()).unwrap_or_else(|| "upserted".into());
+    if !action.chars().all(|c| c.is_ascii_lowercase() || c == '_') || action.is_empty() {
+        let loc = spec.action.as_ref().map(|a| a.referenced).unwrap_or(spec.entity.referenced);
+        cx.at(&loc, None, "`action` must be lower-case letters and `_` (it is part of the routing key)");
+    }
+
+    if !cx.diagnostics.is_empty() {
+        return Err(MappingError::Invalid {
+            file: file.to_string(),
+            diagnostics: cx.diagnostics,
+        });
+    }
+    Ok(Mapping {
+        id: spec.mapping.value,
+        version: spec.version,
+        entity,
+        action,
+        file: file.to_string(),
+        source: source.expect("no diagnostics means source compiled"),
+        key: spec.key.value,
+        fields,
+    })
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or(s).to_string()
+}
+
+fn column_ref(c: &ColumnSpec) -> ColumnRef {
+    match c {
+        ColumnSpec::Position(p) => ColumnRef::Position(*p),
+        ColumnSpec::Name(n) => ColumnRef::Name(n.clone()),
+    }
+}
+
+fn one_byte(cx: &mut Ctx, s: &Option<Spanned<String>>, what: &str, default: u8) -> u8 {
+    match s {
+        None => default,
+        Some(sp) => {
+            let v = if sp.value == "\\t" || sp.value == "tab" { "\t" } else { sp.value.as_str() };
+            if v.len() == 1 {
+                v.as_bytes()[0]
+            } else {
+                cx.at(&sp.referenced, None, format!("`{what}` must be a single character"));
+                default
+            }
+        }
+    }
+}
+
+fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOptions> {
+    let s = &spec.value;
+    if s.format.value != "csv" {
+        cx.at(&s.format.referenced, None, format!("unknown source format `{}`; this release reads `csv`", s.format.value));
+    }
+    let encoding = match &s.encoding {
+        None => Encoding::UTF_8,
+        Some(e) => Encoding::for_label(&e.value).unwrap_or_else(|| {
+            cx.at(&e.referenced, None, format!("unknown encoding `{}` (try utf-8, windows-1252, iso-8859-1, utf-16le)", e.value));
+            Encoding::UTF_8
+        }),
+    };
+    let delimiter = one_byte(cx, &s.delimiter, "delimiter", b',');
+    let quote = one_byte(cx, &s.quote, "quote", b'"');
+    let on_control_mismatch = match s.on_control_mismatch.as_ref().map(|p| (p.value.as_str(), p.referenced)) {
+        None | Some(("hold", _)) => ControlPolicy::Hold,
+        Some(("publish", _)) => ControlPolicy::Publish,
+        Some((other, loc)) => {
+            cx.at(&loc, None, format!("`on_control_mismatch` is `hold` or `publish`, not `{other}`"));
+            ControlPolicy::Hold
+        }
+    };
+    let (control_match, control) = match &s.trailer {
+        None => (None, None),
+        Some(t) => compile_trailer(cx, t),
+    };
+    Some(SourceOptions {
+        csv: CsvOptions {
+            encoding,
+            delimiter,
+            quote,
+            skip_rows: s.skip_rows,
+            header: s.header,
+            control_match,
+        },
+        control,
+        on_control_mismatch,
+    })
+}
+
+fn compile_trailer(cx: &mut Ctx, t: &Spanned<TrailerSpec>) -> (Option<ControlMatch>, Option<ControlSpec>) {
+    let spec = &t.value;
+    let pattern = match Regex::new(&spec.match_.pattern) {
+        Ok(r) => r,
+        Err(e) => {
+            cx.at(&t.referenced, None, format!("trailer `match.pattern` is not a valid regular expression: {}", first_line(&e.to_string())));
+            return (None, None);
+        }
+    };
+    if spec.total_column.is_some() != spec.total_of.is_some() {
+        cx.at(&t.referenced, None, "trailer `total_column` and `total_of` go together: name both or neither");
+    }
+    (
+        Some(ControlMatch {
+            column: column_ref(&spec.match_.column),
+            pattern,
+        }),
+        Some(ControlSpec {
+            count_column: spec.count_column.as_ref().map(column_ref),
+            total_column: spec.total_column.as_ref().map(column_ref),
+            total_of: spec.total_of.as_ref().map(column_ref),
+        }),
+    )
+}
+
+/// The JSON type a value has.
+fn type_of(v: &Value) -> JsonType {
+    match v {
+        Value::Null => JsonType::Null,
+        Value::Bool(_) => JsonType::Boolean,
+        Value::Number(n) if n.is_i64() || n.is_u64() => JsonType::Integer,
+        Value::Number(_) => JsonType::Number,
+        Value::String(_) => JsonType::String,
+        Value::Array(_) => JsonType::Array,
+        Value::Object(_) => JsonType::Object,
+    }
+}
+
+fn accepts(allowed: &[JsonType], got: JsonType) -> bool {
+    allowed.contains(&got) || (got == JsonType::Integer && allowed.contains(&JsonType::Number))
+}
+
+fn type_name(t: JsonType) -> &'static str {
+    match t {
+        JsonType::String => "string",
+        JsonType::Integer => "integer",
+        JsonType::Number => "number",
+        JsonType::Boolean => "boolean",
+        JsonType::Object => "object",
+        JsonType::Array => "array",
+        JsonType::Null => "null",
+    }
+}
+
+fn compile_field(
+    cx: &mut Ctx,
+    path: &str,
+    fs: &Spanned<FieldSpec>,
+    target: Option<&dyn TargetSchema>,
+) -> Option<CompiledField> {
+    let loc = fs.referenced;
+    let spec = &fs.value;
+    let target_field = target.and_then(|t| t.field(path));
+    if let Some(t) = target {
+        if target_field.is_none() {
+            let all = t.fields();
+            let hint = did_you_mean(path, all.iter().map(String::as_str))
+                .map(|s| format!(" Did you mean `{s}`?"))
+                .unwrap_or_default();
+            cx.at(&loc, Some(path), format!("the canonical entity has no such field.{hint}"));
+        }
+    }
+    let sources = [spec.from.is_some(), spec.value.is_some(), spec.concat.is_some()];
+    let source = match sources.iter().filter(|b| **b).count() {
+        1 => {
+            if let Some(c) = &spec.from {
+                FieldSource::Column(column_ref(c))
+            } else if let Some(v) = &spec.value {
+                FieldSource::Literal(v.clone())
+            } else {
+                let c = spec.concat.as_ref().expect("counted");
+                if c.from.is_empty() {
+                    cx.at(&loc, Some(path), "`concat.from` must list at least one column");
+                }
+                FieldSource::Concat(
+                    c.from.iter().map(column_ref).collect(),
+                    c.separator.clone().unwrap_or_else(|| " ".into()),
+                )
+            }
+        }
+        0 => {
+            cx.at(&loc, Some(path), "says nowhere where its value comes from: give one of `from`, `value` or `concat`");
+            return None;
+        }
+        _ => {
+            cx.at(&loc, Some(path), "give only one of `from`, `value` or `concat`");
+            return None;
+        }
+    };
+    let mut transforms = Vec::new();
+    let mut out = JsonType::String;
+    for t in &spec.transforms {
+        let Some(tr) = compile_transform(cx, path, t) else { continue };
+        if out != JsonType::String {
+            cx.at(&t.referenced, Some(path), format!("`{}` reads text, but the value is already a {} here; put it earlier in the list", tr.name(), type_name(out)));
+        }
+        out = match &tr {
+            Transform::Money | Transform::Integer => JsonType::Integer,
+            Transform::Decimal => JsonType::Number,
+            Transform::Boolean => JsonType::Boolean,
+            Transform::Map { values, .. } => {
+                let types: Vec<JsonType> = values.values().map(type_of).collect();
+                types.first().copied().filter(|f| types.iter().all(|t| t == f)).unwrap_or(JsonType::String)
+            }
+            _ => JsonType::String,
+        };
+        transforms.push(tr);
+    }
+    if let FieldSource::Literal(v) = &source {
+        if !transforms.is_empty() {
+            cx.at(&loc, Some(path), "a literal `value` is used as written; remove its `transforms`");
+        }
+        out = type_of(v);
+    }
+    if let Some(tf) = &target_field {
+        if !accepts(&tf.types, out) {
+            let want: Vec<&str> = tf.types.iter().map(|t| type_name(*t)).collect();
+            let hint = if tf.types.contains(&JsonType::Integer) && path.ends_with("_pence") {
+                " Add the `money` transform."
+            } else if tf.types.contains(&JsonType::Integer) {
+                " Add the `integer` transform."
+            } else if tf.types.contains(&JsonType::Number) {
+                " Add the `decimal` transform."
+            } else if tf.types.contains(&JsonType::Boolean) {
+                " Add the `boolean` transform."
+            } else {
+                ""
+            };
+            cx.at(&loc, Some(path), format!("the canonical model wants {} here but the mapping produces {}.{hint}", want.join(" or "), type_name(out)));
+        }
+        if let Some(d) = &spec.default {
+            if !accepts(&tf.types, type_of(d)) {
+                cx.at(&loc, Some(path), format!("the default is a {} but the canonical model wants {}", type_name(type_of(d)), tf.types.iter().map(|t| type_name(*t)).collect::<Vec<_>>().join(" or ")));
+            }
+        }
+    }
+    Some(CompiledField {
+        path: path.to_string(),
+        segments: path.split('.').map(str::to_owned).collect(),
+        source,
+        transforms,
+        required: spec.required,
+        default: spec.default.clone(),
+        pii: target_field.and_then(|f| f.pii),
+    })
+}
+
+fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Transform> {
+    let loc = t.referenced;
+    let (name, arg) = match &t.value {
+        Value::String(s) => (s.as_str(), None),
+        Value::Object(o) if o.len() == 1 => {
+            let (k, v) = o.iter().next().expect("len 1");
+            (k.as_str(), Some(v))
+        }
+        _ => {
+            cx.at(&loc, Some(path), "a transform is a name (`trim`) or a name with options (`date: dd/mm/yyyy`)");
+            return None;
+        }
+    };
+    let simple = |t: Transform| Some(t);
+    match (name, arg) {
+        ("trim", None) => simple(Transform::Trim),
+        ("upper", None) => simple(Transform::Upper),
+        ("lower", None) => simple(Transform::Lower),
+        ("compact", None) => simple(Transform::Compact),
+        ("digits", None) => simple(Transform::Digits),
+        ("money", None) => simple(Transform::Money),
+        ("integer", None) => simple(Transform::Integer),
+        ("decimal", None) => simple(Transform::Decimal),
+        ("boolean", None) => simple(Transform::Boolean),
+        ("date", Some(arg)) => {
+            let list: Vec<&Value> = match arg {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            let mut formats = Vec::new();
+            for v in list {
+                match v.as_str().map(DateFormat::new) {
+                    Some(Ok(f)) => formats.push(f),
+                    Some(Err(e)) => cx.at(&loc, Some(path), e),
+                    None => cx.at(&loc, Some(path), "`date` takes a format or a list of formats, e.g. `date: [dd/mm/yyyy, d-MMM-yyyy]`"),
+                }
+            }
+            if formats.is_empty() {
+                cx.at(&loc, Some(path), "`date` needs at least one format");
+                return None;
+            }
+            Some(Transform::Date(formats))
+        }
+        ("map", Some(Value::Object(o))) => {
+            let mut values = HashMap::new();
+            let mut default = None;
+            for (k, v) in o {
+                match (k.as_str(), v) {
+                    ("values", Value::Object(m)) => {
+                        for (code, to) in m {
+                            values.insert(code.trim().to_string(), to.clone());
+                        }
+                    }
+                    ("default", Value::String(s)) if s == "error" => default = None,
+                    ("default", v) => default = Some(v.clone()),
+                    (other, _) => cx.at(&loc, Some(path), format!("`map` takes `values` and `default`, not `{other}`")),
+                }
+            }
+            if values.is_empty() {
+                cx.at(&loc, Some(path), "`map` needs `values: {CODE: value, ...}`");
+            }
+            Some(Transform::Map { values, default })
+        }
+        ("date" | "map", None) => {
+            cx.at(&loc, Some(path), format!("`{name}` needs options, see docs/mapping-format.md"));
+            None
+        }
+        (name, Some(_)) if TRANSFORMS.contains(&name) => {
+            cx.at(&loc, Some(path), format!("`{name}` takes no options; write it as `- {name}`"));
+            None
+        }
+        (name, _) => {
+            let hint = did_you_mean(name, TRANSFORMS.iter().copied())
+                .map(|s| format!(" Did you mean `{s}`?"))
+                .unwrap_or_else(|| format!(" Known transforms: {}.", TRANSFORMS.join(", ")));
+            cx.at(&loc, Some(path), format!("unknown transform `{name}`.{hint}"));
+            None
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Applying a compiled mapping to one record.
+
+use serde_json::{Map, Value};
+
+use super::compile::{CompiledField, FieldSource, Transform};
+use super::transforms;
+use super::{Binding, FieldError, MappedRecord, Mapping};
+use crate::formats::SourceRecord;
+
+pub(super) fn apply(
+    mapping: &Mapping,
+    binding: &Binding,
+    record: &SourceRecord,
+) -> Result<MappedRecord, Vec<FieldError>> {
+    let mut body = Map::new();
+    let mut errors = Vec::new();
+    for (field, columns) in mapping.fields.iter().zip(&binding.columns) {
+        match field_value(field, columns, record) {
+            Ok(Some(v)) => insert(&mut body, &field.segments, v),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut key = String::new();
+    for (i, k) in mapping.key.iter().enumerate() {
+        let v = get(&body, k);
+        if i > 0 {
+            key.push('/');
+        }
+        match v {
+            Some(Value::String(s)) => key.push_str(s),
+            Some(other) => key.push_str(&other.to_string()),
+            None => {
+                return Err(vec![FieldError {
+                    field: k.clone(),
+                    column: None,
+                    rule: "key".into(),
+                    message: "is part of the record key but has no value".into(),
+                    value: None,
+                }]);
+            }
+        }
+    }
+    Ok(MappedRecord { key, body })
+}
+
+fn get<'a>(body: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut segments = path.split('.');
+    let mut v = body.get(segments.next()?)?;
+    for s in segments {
+        v = v.get(s)?;
+    }
+    Some(v)
+}
+
+fn insert(body: &mut Map<String, Value>, segments: &[String], value: Value) {
+    let (last, parents) = segments.split_last().expect("a field path has a segment");
+    let mut map = body;
+    for p in parents {
+        let entry = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        map = entry.as_object_mut().expect("made an object");
+    }
+    map.insert(last.clone(), value);
+}
+
+fn field_value(
+    field: &CompiledField,
+    columns: &[(usize, String)],
+    record: &SourceRecord,
+) -> Result<Option<Value>, FieldError> {
+    let column_name = || columns.first().map(|(_, n)| n.clone());
+    let raw: String = match &field.source {
+        FieldSource::Literal(v) => return Ok(Some(v.clone())),
+        FieldSource::Column(_) => columns
+            .first()
+            .map(|(i, _)| record.get(*i).to_string())
+            .unwrap_or_default(),
+        FieldSource::Concat(_, sep) => columns
+            .iter()
+            .map(|(i, _)| record.get(*i).trim())
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(sep),
+    };
+    let error = |rule: &str, message: String, value: Option<String>| FieldError {
+        field: field.path.clone(),
+        column: column_name(),
+        rule: rule.to_string(),
+        message,
+        value,
+    };
+    if raw.trim().is_empty() {
+        return match (&field.default, field.required) {
+            (Some(d), _) => Ok(Some(d.clone())),
+            (None, true) => Err(error("required", "is required but empty".into(), None)),
+            (None, false) => Ok(None),
+        };
+    }
+    let mut value = Value::String(raw);
+    for t in &field.transforms {
+        let Value::String(s) = &value else {
+            unreachable!("compile checks only text reaches a text transform")
+        };
+        value = match t {
+            Transform::Trim => Value::String(s.trim().to_string()),
+            Transform::Upper => Value::String(s.to_uppercase()),
+            Transform::Lower => Value::String(s.to_lowercase()),
+            Transform::Compact => Value::String(transforms::compact(s)),
+            Transform::Digits => Value::String(transforms::digits(s)),
+            Transform::Date(formats) => match transforms::parse_date(s, formats) {
+                Ok(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+                Err(m) => return Err(error("date", m, Some(s.clone()))),
+            },
+            Transform::Money => match transforms::parse_money(s) {
+                Ok(p) => Value::from(p),
+                Err(m) => return Err(error("money", m, Some(s.clone()))),
+            },
+            Transform::Integer => match transforms::parse_integer(s) {
+                Ok(p) => Value::from(p),
+                Err(m) => return Err(error("integer", m, Some(s.clone()))),
+            },
+            Transform::Decimal => match transforms::parse_decimal(s) {
+                Ok(p) => Value::from(p),
+                Err(m) => return Err(error("decimal", m, Some(s.clone()))),
+            },
+            Transform::Boolean => match transforms::parse_boolean(s) {
+                Ok(p) => Value::from(p),
+                Err(m) => return Err(error("boolean", m, Some(s.clone()))),
+            },
+            Transform::Map { values, default } => match values.get(s.trim()) {
+                Some(v) => v.clone(),
+                None => match default {
+                    Some(d) => d.clone(),
+                    None => {
+                        let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
+                        known.sort_unstable();
+                        return Err(error(
+                            "map",
+                            format!("is not a known code (known: {})", known.join(", ")),
+                            Some(s.clone()),
+                        ));
+                    }
+                },
+            },
+        };
+    }
+    if value.as_str().is_some_and(|s| s.trim().is_empty()) {
+        return match (&field.default, field.required) {
+            (Some(d), _) => Ok(Some(d.clone())),
+            (None, true) => Err(error("required", "is required but empty".into(), None)),
+            (None, false) => Ok(None),
+        };
+    }
+    Ok(Some(value))
+}

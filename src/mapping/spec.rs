@@ -1,0 +1,136 @@
+//! The mapping file as written: serde structures read with serde-saphyr, keeping the line of
+//! every field so diagnostics can point at it. Nothing here interprets values; see `compile`.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A mapping file, format v1 (see docs/mapping-format.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingSpec {
+    /// Mapping id, unique in the installation.
+    pub mapping: Spanned<String>,
+    /// Version of this mapping; bumped on every change.
+    pub version: u32,
+    /// Canonical entity, `<domain>.<entity>`.
+    pub entity: Spanned<String>,
+    /// Event action in the routing key.
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// How to read the source file.
+    pub source: Spanned<SourceSpec>,
+    /// Canonical fields whose values identify a record.
+    pub key: Spanned<Vec<String>>,
+    /// Canonical field → how to fill it.
+    pub fields: IndexMap<String, Spanned<FieldSpec>>,
+}
+
+/// The `source:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// `csv`.
+    pub format: Spanned<String>,
+    /// Character encoding label.
+    #[serde(default)]
+    pub encoding: Option<Spanned<String>>,
+    /// One-character delimiter.
+    #[serde(default)]
+    pub delimiter: Option<Spanned<String>>,
+    /// One-character quote.
+    #[serde(default)]
+    pub quote: Option<Spanned<String>>,
+    /// Rows before the header.
+    #[serde(default)]
+    pub skip_rows: usize,
+    /// Whether there is a header row.
+    #[serde(default = "yes")]
+    pub header: bool,
+    /// Control (trailer) row.
+    #[serde(default)]
+    pub trailer: Option<Spanned<TrailerSpec>>,
+    /// `hold` or `publish`.
+    #[serde(default)]
+    pub on_control_mismatch: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A column, by name or by 1-based number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSpec {
+    /// By 1-based position.
+    Position(usize),
+    /// By header name.
+    Name(String),
+}
+
+/// The `trailer:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrailerSpec {
+    /// Which rows are trailers.
+    #[serde(rename = "match")]
+    pub match_: MatchSpec,
+    /// Trailer column with the detail-row count.
+    #[serde(default)]
+    pub count_column: Option<ColumnSpec>,
+    /// Trailer column with a money control total.
+    #[serde(default)]
+    pub total_column: Option<ColumnSpec>,
+    /// Source column summed for the control total.
+    #[serde(default)]
+    pub total_of: Option<ColumnSpec>,
+}
+
+/// `match: {column, pattern}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Column to test.
+    pub column: ColumnSpec,
+    /// Regular expression.
+    pub pattern: String,
+}
+
+/// One canonical field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpec {
+    /// Source column.
+    #[serde(default)]
+    pub from: Option<ColumnSpec>,
+    /// Literal value.
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+    /// Several columns joined.
+    #[serde(default)]
+    pub concat: Option<ConcatSpec>,
+    /// Transform chain.
+    #[serde(default)]
+    pub transforms: Vec<Spanned<serde_json::Value>>,
+    /// Empty is a failure.
+    #[serde(default)]
+    pub required: bool,
+    /// Used when empty.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+}
+
+/// `concat: {from: [...], separator}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcatSpec {
+    /// Columns, in order.
+    pub from: Vec<ColumnSpec>,
+    /// Put between non-empty values (default one space).
+    #[serde(default)]
+    pub separator: Option<String>,
+}
