@@ -5,14 +5,14 @@
 //! orchestrated by [`pipeline`] and driven from [`cli`]. See ARCHITECTURE.md for the map and
 //! the invariants, and `tests/architecture.rs` for the test that keeps the direction.
 
-//TMP pub mod amqp;
+pub mod amqp;
 pub mod canonical;
-//TMP pub mod cli;
-//TMP pub mod config;
+pub mod cli;
+pub mod config;
 pub mod formats;
 pub mod mapping;
 pub mod pii;
-//TMP pub mod pipeline;
-//TMP pub mod sources;
-//TMP pub mod store;
-//TMP pub mod telemetry;
+pub mod pipeline;
+pub mod sources;
+pub mod store;
+pub mod telemetry;

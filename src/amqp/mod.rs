@@ -1,0 +1,306 @@
+//! The only module that talks to the broker (RabbitMQ, AMQP 0.9.1, via lapin).
+//!
+//! [`Publisher`] publishes a slice of messages with publisher confirms, `mandatory`, and a
+//! bounded window of unconfirmed messages, and says for each message what became of it. It keeps
+//! no state of its own beyond the connection: the store's outbox is the source of truth, and the
+//! caller marks a message sent only on [`Outcome::Confirmed`]. Every await on the network is
+//! wrapped in a timeout (lapin can hang on a dead connection), and any connection-level failure
+//! makes the publisher unusable, so the caller reconnects and resends what is still pending.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+
+use crate::canonical::envelope::OutboundMessage;
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `amqp://user:pass@host:port/vhost`.
+    pub url: String,
+    /// Topic exchange for events.
+    pub exchange: String,
+    /// Dead-letter exchange.
+    pub dead_letter_exchange: String,
+    /// Durable quorum queue bound to the dead-letter exchange.
+    pub dead_letter_queue: String,
+    /// Name shown in the broker's connection list.
+    pub connection_name: String,
+    /// Longest wait for a connection, a publish or a confirm.
+    pub timeout: Duration,
+    /// Most messages published but not yet confirmed.
+    pub window: usize,
+}
+
+impl BrokerConfig {
+    /// A configuration with the brief's names and sensible limits.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            exchange: "council-bridge.events".into(),
+            dead_letter_exchange: "council-bridge.dlx".into(),
+            dead_letter_queue: "council-bridge.dead-letters".into(),
+            connection_name: "council-bridge".into(),
+            timeout: Duration::from_secs(30),
+            window: 512,
+        }
+    }
+
+    /// The URL with any password hidden, for logs and messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Hides the password of an AMQP URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The broker cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// Connecting failed or timed out.
+    #[error("cannot connect to the broker at {url}: {message}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        message: String,
+    },
+    /// The broker refused a declaration or a channel operation.
+    #[error("broker refused {what}: {message}")]
+    Protocol {
+        /// What was being done.
+        what: String,
+        /// Cause.
+        message: String,
+    },
+}
+
+/// What became of one published message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The broker confirmed it (routed and stored).
+    Confirmed,
+    /// The broker returned it: no queue is bound for its routing key.
+    Returned {
+        /// AMQP reply code (312 = NO_ROUTE).
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// The broker refused it (nack).
+    Nacked,
+    /// Unknown: the connection failed or timed out before a confirm. Resend.
+    Failed(String),
+}
+
+/// A confirm-mode publisher on one connection and one channel.
+pub struct Publisher {
+    config: BrokerConfig,
+    connection: Connection,
+    channel: Channel,
+}
+
+fn protocol(what: &str) -> impl FnOnce(lapin::Error) -> AmqpError + '_ {
+    move |e| AmqpError::Protocol {
+        what: what.to_string(),
+        message: e.to_string(),
+    }
+}
+
+async fn timed<T>(
+    limit: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, AmqpError> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.map_err(protocol(what)),
+        Err(_) => Err(AmqpError::Protocol {
+            what: what.to_string(),
+            message: format!("no answer within {}s", limit.as_secs()),
+        }),
+    }
+}
+
+impl Publisher {
+    /// Connects, declares the topology and enables publisher confirms.
+    pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(config.connection_name.as_str()));
+        let connection = match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(AmqpError::Connect { url: config.redacted_url(), message: e.to_string() });
+            }
+            Err(_) => {
+                return Err(AmqpError::Connect {
+                    url: config.redacted_url(),
+                    message: format!("no answer within {}s", config.timeout.as_secs()),
+                });
+            }
+        };
+        let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
+        declare_topology(&channel, config).await?;
+        timed(config.timeout, "confirm.select", channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        Ok(Self {
+            config: config.clone(),
+            connection,
+            channel,
+        })
+    }
+
+    /// Whether the connection and channel are still usable.
+    pub fn is_healthy(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+
+    /// Publishes `messages` in order, keeping at most `window` unconfirmed, and returns one
+    /// outcome per message, in the same order. After a connection failure, every message not
+    /// yet confirmed is [`Outcome::Failed`] and the publisher should be dropped.
+    pub async fn publish(&self, messages: &[&OutboundMessage]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; messages.len()];
+        let mut in_flight = FuturesOrdered::new();
+        let limit = self.config.timeout;
+        let mut broken: Option<String> = None;
+        for (i, m) in messages.iter().enumerate() {
+            if in_flight.len() >= self.config.window.max(1) {
+                if let Some((j, outcome)) = in_flight.next().await {
+                    outcomes[j] = Some(outcome);
+                }
+            }
+            let publish = self.channel.basic_publish(
+                ShortString::from(self.config.exchange.as_str()),
+                ShortString::from(m.routing_key.as_str()),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                &m.body,
+                properties(m),
+            );
+            match tokio::time::timeout(limit, publish).await {
+                Ok(Ok(confirm)) => in_flight.push_back(async move {
+                    let outcome = match tokio::time::timeout(limit, confirm).await {
+                        Ok(Ok(Confirmation::Ack(None))) => Outcome::Confirmed,
+                        Ok(Ok(Confirmation::Ack(Some(returned)))) => Outcome::Returned {
+                            code: returned.reply_code,
+                            text: returned.reply_text.to_string(),
+                        },
+                        Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
+                        Ok(Ok(Confirmation::NotRequested)) => Outcome::Failed("confirms not enabled".into()),
+                        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+                        Err(_) => Outcome::Failed(format!("no confirm within {}s", limit.as_secs())),
+                    };
+                    (i, outcome)
+                }),
+                Ok(Err(e)) => {
+                    broken = Some(e.to_string());
+                    break;
+                }
+                Err(_) => {
+                    broken = Some(format!("publish blocked for {}s", limit.as_secs()));
+                    break;
+                }
+            }
+        }
+        while let Some((j, outcome)) = in_flight.next().await {
+            outcomes[j] = Some(outcome);
+        }
+        let reason = broken.unwrap_or_else(|| "not published".into());
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Outcome::Failed(reason.clone())))
+            .collect()
+    }
+
+    /// Closes the connection politely (best effort).
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            self.connection.close(200, ShortString::from("bye")),
+        )
+        .await;
+    }
+}
+
+/// Declares the exchanges and the dead-letter queue. Idempotent: declaring what exists with
+/// the same settings is a no-op for the broker.
+pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Result<(), AmqpError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let t = config.timeout;
+    timed(t, "exchange.declare (events)", channel.exchange_declare(
+        ShortString::from(config.exchange.as_str()), ExchangeKind::Topic, durable, FieldTable::default(),
+    )).await?;
+    timed(t, "exchange.declare (dead letters)", channel.exchange_declare(
+        ShortString::from(config.dead_letter_exchange.as_str()), ExchangeKind::Topic, durable, FieldTable::default(),
+    )).await?;
+    let mut args = FieldTable::default();
+    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    timed(t, "queue.declare (dead letters)", channel.queue_declare(
+        ShortString::from(config.dead_letter_queue.as_str()),
+        QueueDeclareOptions { durable: true, ..Default::default() },
+        args,
+    )).await?;
+    timed(t, "queue.bind (dead letters)", channel.queue_bind(
+        ShortString::from(config.dead_letter_queue.as_str()),
+        ShortString::from(config.dead_letter_exchange.as_str()),
+        ShortString::from("#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )).await?;
+    Ok(())
+}
+
+/// Connects once to declare the topology (`council-bridge broker setup`).
+pub async fn setup(config: &BrokerConfig) -> Result<(), AmqpError> {
+    let publisher = Publisher::connect(config).await?;
+    publisher.close().await;
+    Ok(())
+}
+
+fn properties(m: &OutboundMessage) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in &m.headers {
+        let value = match v {
+            Value::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+            Value::Number(n) if n.is_u64() => AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64),
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
+        };
+        headers.insert(ShortString::from(k.as_str()), value);
+    }
+    BasicProperties::default()
+        .with_message_id(ShortString::from(m.message_id.as_str()))
+        .with_correlation_id(ShortString::from(m.correlation_id.as_str()))
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_timestamp(m.timestamp.max(0) as u64)
+        .with_app_id(ShortString::from("council-bridge"))
+        .with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

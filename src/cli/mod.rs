@@ -1,0 +1,377 @@
+//! The command line: parse arguments, call the library, render results. No business logic
+//! lives here. Errors become `anyhow` reports with context an IT officer can act on.
+//!
+//! Exit codes: 0 done; 1 a feed or command could not be carried out; 2 usage; 3 messages are
+//! waiting in the outbox because the configured broker could not be reached; 4 a batch was held
+//! (control totals did not match).
+
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::amqp::BrokerConfig;
+use crate::canonical::Registry;
+use crate::config::Config;
+use crate::pipeline::{self, flush::Retry};
+use crate::store::Store;
+use crate::telemetry::{self, LogFormat};
+
+/// council-bridge: council exports → canonical model → RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "council-bridge", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "COUNCIL_BRIDGE_CONFIG", default_value = "council-bridge.yaml")]
+    pub config: PathBuf,
+    /// Broker URL (overrides `broker.url`); without one, messages wait in the outbox.
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// SQLite store file (overrides `store`).
+    #[arg(long, global = true, env = "COUNCIL_BRIDGE_STORE")]
+    pub store: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Process the configured feeds' files once, then publish what waits in the outbox.
+    Run {
+        /// Only this council.
+        #[arg(long)]
+        council: Option<String>,
+        /// Only this feed.
+        #[arg(long)]
+        feed: Option<String>,
+        /// Read files again even if already processed (same sha256).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The outbox: messages waiting for the broker.
+    Outbox {
+        /// status | flush
+        #[command(subcommand)]
+        action: OutboxCmd,
+    },
+    /// Records that could not be delivered.
+    Failures {
+        /// list | show | replay
+        #[command(subcommand)]
+        action: FailuresCmd,
+    },
+    /// Batches (one per file processed).
+    Batches {
+        /// list | release
+        #[command(subcommand)]
+        action: BatchesCmd,
+    },
+    /// Mapping files.
+    Mapping {
+        /// check
+        #[command(subcommand)]
+        action: MappingCmd,
+    },
+    /// The broker.
+    Broker {
+        /// setup
+        #[command(subcommand)]
+        action: BrokerCmd,
+    },
+}
+
+/// `outbox` actions.
+#[derive(Debug, Subcommand)]
+pub enum OutboxCmd {
+    /// Count messages by state.
+    Status,
+    /// Publish every pending message now.
+    Flush,
+}
+
+/// `failures` actions.
+#[derive(Debug, Subcommand)]
+pub enum FailuresCmd {
+    /// List open failures.
+    List {
+        /// Only this council.
+        #[arg(long)]
+        council: Option<String>,
+        /// Include replayed ones.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one failure (personal data masked).
+    Show {
+        /// Failure id.
+        id: i64,
+    },
+    /// Re-map a failure's raw record with the current mapping and queue it.
+    Replay {
+        /// Failure ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "mapping or data fixed")]
+        reason: String,
+    },
+}
+
+/// `batches` actions.
+#[derive(Debug, Subcommand)]
+pub enum BatchesCmd {
+    /// List batches, newest first.
+    List {
+        /// Only this council.
+        #[arg(long)]
+        council: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Release a held batch so its messages are published.
+    Release {
+        /// Batch id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `mapping` actions.
+#[derive(Debug, Subcommand)]
+pub enum MappingCmd {
+    /// Compile mapping files against the canonical model and report every problem.
+    Check {
+        /// Mapping files (default: every feed's mapping in the configuration).
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// `broker` actions.
+#[derive(Debug, Subcommand)]
+pub enum BrokerCmd {
+    /// Declare the exchanges and the dead-letter queue (idempotent).
+    Setup,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    telemetry::init(cli.log_format, level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(execute(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+struct Env {
+    config: Config,
+    broker: Option<BrokerConfig>,
+    store_path: PathBuf,
+}
+
+fn env(cli: &Cli) -> Result<Env> {
+    let config = Config::load(&cli.config).with_context(|| {
+        format!("cannot load the configuration {} (use --config or COUNCIL_BRIDGE_CONFIG)", cli.config.display())
+    })?;
+    let url = cli.amqp_url.clone().filter(|u| !u.trim().is_empty()).or_else(|| config.broker.url.clone());
+    let broker = url.map(|url| {
+        let mut b = BrokerConfig::new(url);
+        b.exchange = config.broker.exchange.clone();
+        b.dead_letter_exchange = config.broker.dead_letter_exchange.clone();
+        b.dead_letter_queue = config.broker.dead_letter_queue.clone();
+        b.connection_name = format!("council-bridge pid {}", std::process::id());
+        b.timeout = Duration::from_secs(30);
+        b
+    });
+    let store_path = cli.store.clone().unwrap_or_else(|| config.store.clone());
+    Ok(Env { config, broker, store_path })
+}
+
+fn open_store(env: &Env) -> Result<Store> {
+    Store::open(&env.store_path).with_context(|| format!("cannot open the store {}", env.store_path.display()))
+}
+
+fn registry(env: &Env) -> Result<Registry> {
+    Registry::load(&env.config.schemas)
+        .with_context(|| format!("cannot load the canonical schemas from {}", env.config.schemas.display()))
+}
+
+fn actor() -> String {
+    std::env::var("COUNCIL_BRIDGE_ACTOR")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn flush_if_configured(env: &Env, store: &Store, retry: &Retry) -> Result<Option<pipeline::FlushReport>> {
+    match &env.broker {
+        None => Ok(None),
+        Some(b) => Ok(Some(pipeline::flush(store, b, retry).await.context("the store failed while publishing")?)),
+    }
+}
+
+async fn execute(cli: &Cli) -> Result<u8> {
+    let env = env(cli)?;
+    match &cli.command {
+        Command::Run { council, feed, force } => {
+            if let Some(c) = council {
+                if env.config.council(c).is_none() {
+                    bail!("no council `{c}` is configured (councils: {})", env.config.councils.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
+                }
+            }
+            let registry = registry(&env)?;
+            let store = open_store(&env)?;
+            let reports = pipeline::process(&env.config, &registry, &store, council.as_deref(), feed.as_deref(), *force);
+            if reports.is_empty() {
+                bail!("no feed matches (check --council and --feed)");
+            }
+            let retry = Retry { attempts: 3, first_pause: Duration::from_millis(500) };
+            let flush = flush_if_configured(&env, &store, &retry).await?;
+            let counts = store.outbox_counts()?;
+            render::run(cli.json, &reports, flush.as_ref(), &counts, env.broker.is_some());
+            let mut code = 0;
+            if flush.as_ref().is_some_and(|f| f.error.is_some() && f.still_pending > 0) {
+                code = 3;
+            }
+            if reports.iter().flat_map(|r| &r.files).any(|f| f.status == "held") {
+                code = 4;
+            }
+            if reports.iter().any(|r| r.error.is_some() || r.files.iter().any(|f| f.status == "failed")) {
+                code = 1;
+            }
+            Ok(code)
+        }
+        Command::Outbox { action } => {
+            let store = open_store(&env)?;
+            match action {
+                OutboxCmd::Status => {
+                    render::outbox(cli.json, &store.outbox_counts()?, env.broker.is_some());
+                    Ok(0)
+                }
+                OutboxCmd::Flush => {
+                    let Some(broker) = &env.broker else {
+                        bail!("no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)");
+                    };
+                    let report = pipeline::flush(&store, broker, &Retry::default()).await?;
+                    render::flush(cli.json, &report);
+                    Ok(if report.error.is_some() && report.still_pending > 0 { 3 } else { 0 })
+                }
+            }
+        }
+        Command::Failures { action } => {
+            let store = open_store(&env)?;
+            match action {
+                FailuresCmd::List { council, all, limit } => {
+                    render::failures(cli.json, &store.failures(council.as_deref(), *all, *limit)?);
+                    Ok(0)
+                }
+                FailuresCmd::Show { id } => {
+                    let failure = store.failure(*id)?;
+                    let registry = registry(&env)?;
+                    render::failure(cli.json, &failure, &env.config, &registry);
+                    Ok(0)
+                }
+                FailuresCmd::Replay { ids, reason } => {
+                    let registry = registry(&env)?;
+                    let mut code = 0;
+                    let mut outcomes = Vec::new();
+                    for id in ids {
+                        match pipeline::replay_failure(&env.config, &registry, &store, *id, &actor(), reason) {
+                            Ok(o) => outcomes.push((*id, Ok(o))),
+                            Err(e) => {
+                                code = 1;
+                                outcomes.push((*id, Err(e.to_string())));
+                            }
+                        }
+                    }
+                    if outcomes.iter().any(|(_, o)| matches!(o, Ok(pipeline::ReplayOutcome::StillFailing { .. }))) {
+                        code = 1;
+                    }
+                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    render::replays(cli.json, &outcomes, flush.as_ref());
+                    Ok(code)
+                }
+            }
+        }
+        Command::Batches { action } => {
+            let store = open_store(&env)?;
+            match action {
+                BatchesCmd::List { council, limit } => {
+                    render::batches(cli.json, &store.batches(council.as_deref(), *limit)?);
+                    Ok(0)
+                }
+                BatchesCmd::Release { id, reason } => {
+                    let n = store.release_batch(id, &actor(), reason)?;
+                    println!("released batch {id}: {n} messages are now pending");
+                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    if let Some(f) = flush {
+                        render::flush(cli.json, &f);
+                    }
+                    Ok(0)
+                }
+            }
+        }
+        Command::Mapping { action: MappingCmd::Check { paths } } => {
+            let registry = registry(&env)?;
+            let paths: Vec<PathBuf> = if paths.is_empty() {
+                env.config.councils.iter().flat_map(|c| c.feeds.iter().map(|f| f.mapping.clone())).collect()
+            } else {
+                paths.clone()
+            };
+            let mut bad = 0;
+            for p in &paths {
+                match crate::mapping::load(p, &registry) {
+                    Ok(m) => println!("ok    {} ({} v{} → {}, {} fields)", p.display(), m.id, m.version, m.entity, m.field_paths().count()),
+                    Err(e) => {
+                        bad += 1;
+                        println!("FAIL  {e}");
+                    }
+                }
+            }
+            Ok(if bad > 0 { 1 } else { 0 })
+        }
+        Command::Broker { action: BrokerCmd::Setup } => {
+            let Some(broker) = &env.broker else {
+                bail!("no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)");
+            };
+            crate::amqp::setup(broker).await?;
+            println!("topology declared on {}: exchange {}, dead-letter exchange {}, queue {}", broker.redacted_url(), broker.exchange, broker.dead_letter_exchange, broker.dead_letter_queue);
+            Ok(0)
+        }
+    }
+}

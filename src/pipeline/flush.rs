@@ -1,0 +1,132 @@
+//! Outbox → broker: publish what is pending, mark what the broker confirmed, keep the rest.
+
+use std::time::Duration;
+
+use crate::amqp::{BrokerConfig, Outcome, Publisher};
+use crate::store::Store;
+
+/// Messages read from the outbox per round.
+const PAGE: u32 = 2000;
+/// Nacks before a message is moved to the failures.
+const MAX_NACKS: i64 = 5;
+
+/// What a flush did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FlushReport {
+    /// Confirmed by the broker in this flush.
+    pub published: u64,
+    /// Returned as unroutable and moved to the failures.
+    pub unroutable: u64,
+    /// Refused too often and moved to the failures.
+    pub rejected: u64,
+    /// Times the connection was (re)established.
+    pub connections: u64,
+    /// Still waiting in the outbox afterwards.
+    pub still_pending: u64,
+    /// Why the flush stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// How hard to try.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Connection attempts in a row before giving up.
+    pub attempts: u32,
+    /// First pause between attempts (doubles each time, at most 10 s).
+    pub first_pause: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { attempts: 5, first_pause: Duration::from_millis(500) }
+    }
+}
+
+/// Publishes every pending outbox message. A lost connection is re-established and the
+/// unconfirmed messages are sent again (same message ids); when the broker cannot be reached
+/// after `retry.attempts` tries in a row, the flush stops and the messages stay pending.
+pub async fn flush(store: &Store, broker: &BrokerConfig, retry: &Retry) -> Result<FlushReport, crate::store::StoreError> {
+    let mut report = FlushReport::default();
+    let mut publisher: Option<Publisher> = None;
+    let mut failures_in_a_row = 0u32;
+    let mut pause = retry.first_pause;
+    loop {
+        let page = store.pending(PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        let p = match publisher.take().filter(Publisher::is_healthy) {
+            Some(p) => p,
+            None => match Publisher::connect(broker).await {
+                Ok(p) => {
+                    report.connections += 1;
+                    tracing::info!(broker = %broker.redacted_url(), "connected to the broker");
+                    p
+                }
+                Err(e) => {
+                    failures_in_a_row += 1;
+                    tracing::warn!(error = %e, attempt = failures_in_a_row, "broker unavailable");
+                    if failures_in_a_row >= retry.attempts {
+                        report.error = Some(e.to_string());
+                        break;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            },
+        };
+        let messages: Vec<_> = page.iter().map(|m| &m.message).collect();
+        let outcomes = p.publish(&messages).await;
+        let mut sent = Vec::new();
+        let mut retry_later = Vec::new();
+        let mut broken = None;
+        for (m, outcome) in page.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Confirmed => sent.push(m.outbox_id),
+                Outcome::Returned { code, text } => {
+                    report.unroutable += 1;
+                    tracing::warn!(message_id = %m.message.message_id, routing_key = %m.message.routing_key, code, "broker returned the message: no queue is bound for its routing key");
+                    store.mark_undeliverable(m.outbox_id, "unroutable", &format!("the broker returned it ({code} {text}): no queue is bound for routing key {}", m.message.routing_key))?;
+                }
+                Outcome::Nacked if m.attempts + 1 >= MAX_NACKS => {
+                    report.rejected += 1;
+                    store.mark_undeliverable(m.outbox_id, "rejected", &format!("the broker refused it {MAX_NACKS} times (nack)"))?;
+                }
+                Outcome::Nacked => retry_later.push(m.outbox_id),
+                Outcome::Failed(reason) => {
+                    retry_later.push(m.outbox_id);
+                    broken.get_or_insert(reason);
+                }
+            }
+        }
+        store.mark_sent(&sent)?;
+        report.published += sent.len() as u64;
+        if let Some(reason) = &broken {
+            store.mark_attempt_failed(&retry_later, reason)?;
+            tracing::warn!(unconfirmed = retry_later.len(), reason = %reason, "connection lost while publishing; reconnecting to resend the unconfirmed messages");
+            p.close().await;
+            if sent.is_empty() {
+                failures_in_a_row += 1;
+                if failures_in_a_row >= retry.attempts {
+                    report.error = Some(format!("publishing keeps failing: {reason}"));
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        } else {
+            if !retry_later.is_empty() {
+                store.mark_attempt_failed(&retry_later, "nacked by the broker")?;
+            }
+            failures_in_a_row = 0;
+            pause = retry.first_pause;
+            publisher = Some(p);
+        }
+    }
+    if let Some(p) = publisher {
+        p.close().await;
+    }
+    report.still_pending = store.outbox_counts()?.pending;
+    Ok(report)
+}

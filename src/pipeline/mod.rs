@@ -1,0 +1,470 @@
+//! Orchestration: one file through decode → map → validate → outbox, then outbox → broker.
+//!
+//! The pipeline owns ordering and transactions. Records are written to the store in chunks,
+//! staged, and become publishable only when their batch finishes (and its control totals
+//! agree, or the feed's policy says publish anyway). Publishing reads the outbox, so a run
+//! without a broker, a broker outage or a crash leaves messages waiting, never lost.
+
+pub mod flush;
+mod replay;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+pub use flush::{FlushReport, flush};
+pub use replay::{ReplayOutcome, replay_failure};
+
+use crate::canonical::Registry;
+use crate::canonical::envelope::{self, Provenance};
+use crate::config::{Config, Feed};
+use crate::formats::csv::CsvDecoder;
+use crate::formats::{Item, SourceRecord};
+use crate::mapping::{self, ControlPolicy, FieldError, Mapping};
+use crate::sources::{self, RawFile};
+use crate::store::{NewBatch, NewFailure, Store};
+
+/// Records written to the store per transaction.
+const CHUNK: usize = 1000;
+
+/// A feed that cannot be processed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The mapping is unusable.
+    #[error(transparent)]
+    Mapping(#[from] mapping::MappingError),
+    /// The drop folder is unusable.
+    #[error(transparent)]
+    Source(#[from] sources::SourceError),
+    /// The store is unusable.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Something else, said plainly.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileReport {
+    /// File name.
+    pub file: String,
+    /// `processed`, `held`, `skipped` (already processed) or `failed` (unreadable).
+    pub status: String,
+    /// Batch id (for skipped files, the batch that took the file before).
+    pub batch_id: Option<String>,
+    /// Detail rows read.
+    pub read: u64,
+    /// Rows that became valid canonical records.
+    pub valid: u64,
+    /// Rows rejected (kept in the failure store).
+    pub rejected: u64,
+    /// Rejections by reason (`field rule`).
+    pub rejected_by_reason: BTreeMap<String, u64>,
+    /// Messages new to the outbox.
+    pub new_messages: u64,
+    /// Valid records whose identical message was already in the outbox.
+    pub already_known: u64,
+    /// Control-record check.
+    pub control: Option<Value>,
+    /// Why the file failed or was held.
+    pub reason: Option<String>,
+}
+
+impl FileReport {
+    fn new(file: &str, status: &str) -> Self {
+        Self {
+            file: file.to_string(),
+            status: status.to_string(),
+            batch_id: None,
+            read: 0,
+            valid: 0,
+            rejected: 0,
+            rejected_by_reason: BTreeMap::new(),
+            new_messages: 0,
+            already_known: 0,
+            control: None,
+            reason: None,
+        }
+    }
+}
+
+/// What happened to one feed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedReport {
+    /// Council id.
+    pub council: String,
+    /// Feed id.
+    pub feed: String,
+    /// Each file taken.
+    pub files: Vec<FileReport>,
+    /// Set when the feed could not be processed at all.
+    pub error: Option<String>,
+}
+
+/// Loads and compiles a feed's mapping against the registry.
+pub fn load_mapping(feed: &Feed, registry: &Registry) -> Result<Mapping, PipelineError> {
+    Ok(mapping::load(&feed.mapping, registry)?)
+}
+
+/// Processes every file of every selected feed into the store. Publishing is separate
+/// ([`flush`]), so this never needs the broker.
+pub fn process(
+    config: &Config,
+    registry: &Registry,
+    store: &Store,
+    council: Option<&str>,
+    feed: Option<&str>,
+    force: bool,
+) -> Vec<FeedReport> {
+    let mut reports = Vec::new();
+    for c in &config.councils {
+        if council.is_some_and(|want| want != c.id) {
+            continue;
+        }
+        for f in &c.feeds {
+            if feed.is_some_and(|want| want != f.id) {
+                continue;
+            }
+            let mut report = FeedReport {
+                council: c.id.clone(),
+                feed: f.id.clone(),
+                files: Vec::new(),
+                error: None,
+            };
+            match process_feed(registry, store, &c.id, f, force, &mut report.files) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(council = %c.id, feed = %f.id, error = %e, "feed could not be processed");
+                    report.error = Some(e.to_string());
+                }
+            }
+            reports.push(report);
+        }
+    }
+    reports
+}
+
+fn process_feed(
+    registry: &Registry,
+    store: &Store,
+    council: &str,
+    feed: &Feed,
+    force: bool,
+    files: &mut Vec<FileReport>,
+) -> Result<(), PipelineError> {
+    let mapping = load_mapping(feed, registry)?;
+    let paths = sources::list(&feed.input)?;
+    if paths.is_empty() {
+        tracing::info!(council, feed = %feed.id, input = %feed.input, "no files waiting");
+    }
+    for path in paths {
+        let raw = sources::describe(&path)?;
+        files.push(process_file(registry, store, council, &feed.id, &mapping, &raw, force)?);
+    }
+    Ok(())
+}
+
+/// Processes one file. Row problems become failures; a file that cannot be read becomes a
+/// `failed` report; only a store failure is an `Err`.
+pub fn process_file(
+    registry: &Registry,
+    store: &Store,
+    council: &str,
+    feed: &str,
+    mapping: &Mapping,
+    raw: &RawFile,
+    force: bool,
+) -> Result<FileReport, PipelineError> {
+    if !force {
+        if let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
+            tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
+            let mut r = FileReport::new(&raw.name, "skipped");
+            r.batch_id = Some(previous.id);
+            r.reason = Some(format!("already processed on {} (same sha256)", previous.started_at));
+            return Ok(r);
+        }
+    }
+    let entity = registry
+        .get(&mapping.entity)
+        .ok_or_else(|| PipelineError::Other(format!("no schema for {}", mapping.entity)))?;
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    store.begin_batch(&NewBatch {
+        id: &batch_id,
+        council,
+        feed,
+        file_name: &raw.name,
+        file_sha256: &raw.sha256,
+        mapping_id: &mapping.id,
+        mapping_version: mapping.version,
+    })?;
+    let mut report = FileReport::new(&raw.name, "processed");
+    report.batch_id = Some(batch_id.clone());
+    match read_into_store(registry, store, council, feed, mapping, entity, raw, &batch_id, force, &mut report) {
+        Ok(()) => Ok(report),
+        Err(ReadError::Store(e)) => Err(e.into()),
+        Err(ReadError::File(reason)) => {
+            tracing::error!(council, feed, file = %raw.name, reason = %reason, "file could not be read; nothing from it is kept");
+            store.fail_batch(&batch_id, &reason)?;
+            let mut failed = FileReport::new(&raw.name, "failed");
+            failed.batch_id = Some(batch_id);
+            failed.reason = Some(reason);
+            Ok(failed)
+        }
+    }
+}
+
+enum ReadError {
+    Store(crate::store::StoreError),
+    File(String),
+}
+
+impl From<crate::store::StoreError> for ReadError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+struct Control {
+    count: Option<u64>,
+    total_pence: Option<i64>,
+    line: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_into_store(
+    _registry: &Registry,
+    store: &Store,
+    council: &str,
+    feed: &str,
+    mapping: &Mapping,
+    entity: &crate::canonical::Entity,
+    raw: &RawFile,
+    batch_id: &str,
+    force: bool,
+    report: &mut FileReport,
+) -> Result<(), ReadError> {
+    let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
+    let decoder = CsvDecoder::new(raw.name.clone(), bytes, mapping.source.csv.clone())
+        .map_err(|e| ReadError::File(e.to_string()))?;
+    let header = decoder.header();
+    let binding = mapping.bind(&header).map_err(|e| ReadError::File(e.to_string()))?;
+    let control_spec = mapping.source.control.as_ref();
+    let total_of = control_spec.and_then(|c| c.total_of.as_ref()).and_then(|c| c.resolve(&header));
+    let mut summed_pence: i64 = 0;
+    let mut unparsable_total_rows = 0u64;
+    let mut control: Option<Control> = None;
+    let now = chrono::Utc::now();
+    let mut messages = Vec::with_capacity(CHUNK);
+    let mut failures = Vec::new();
+
+    let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>, failures: &mut Vec<NewFailure>, report: &mut FileReport| -> Result<(), ReadError> {
+        if messages.is_empty() && failures.is_empty() {
+            return Ok(());
+        }
+        let outcome = store.write_chunk(batch_id, council, feed, (&mapping.id, mapping.version), messages, failures, force)?;
+        report.new_messages += outcome.new;
+        report.already_known += outcome.already_known;
+        messages.clear();
+        failures.clear();
+        Ok(())
+    };
+
+    for item in decoder {
+        let item = item.map_err(|e| ReadError::File(e.to_string()))?;
+        match item {
+            Item::Control(rec) => {
+                control = Some(read_control(control_spec, &rec));
+                continue;
+            }
+            Item::Failure(f) => {
+                report.read += 1;
+                report.rejected += 1;
+                *report.rejected_by_reason.entry("decode".into()).or_default() += 1;
+                if let (Some(i), Some(rec)) = (total_of, &f.record) {
+                    add_total(rec.get(i), &mut summed_pence, &mut unparsable_total_rows);
+                }
+                tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
+                failures.push(NewFailure {
+                    stage: "decode",
+                    file_name: f.locator.file.clone(),
+                    line: f.locator.line,
+                    row: f.locator.row,
+                    raw_record: f.record.as_ref().map(SourceRecord::to_raw_json),
+                    errors: json!([{ "field": "(row)", "rule": "decode", "message": f.reason }]),
+                });
+            }
+            Item::Record(rec) => {
+                report.read += 1;
+                if let Some(i) = total_of {
+                    add_total(rec.get(i), &mut summed_pence, &mut unparsable_total_rows);
+                }
+                let result = mapping
+                    .apply(&binding, &rec)
+                    .map_err(|e| ("mapping", e))
+                    .and_then(|m| {
+                        let body = Value::Object(m.body);
+                        entity.validate(&body).map(|()| (m.key, body)).map_err(|e| ("validation", e))
+                    });
+                match result {
+                    Ok((key, body)) => {
+                        report.valid += 1;
+                        messages.push(envelope::record_message(
+                            entity,
+                            &mapping.action,
+                            &key,
+                            &body,
+                            &Provenance {
+                                council,
+                                feed,
+                                batch_id,
+                                file_sha256: &raw.sha256,
+                                locator: &rec.locator,
+                                mapping_id: &mapping.id,
+                                mapping_version: mapping.version,
+                            },
+                            now,
+                        ));
+                    }
+                    Err((stage, errors)) => {
+                        report.rejected += 1;
+                        for e in &errors {
+                            *report.rejected_by_reason.entry(format!("{} {}", e.field, e.rule)).or_default() += 1;
+                        }
+                        log_rejection(council, feed, &rec, &errors);
+                        failures.push(NewFailure {
+                            stage,
+                            file_name: rec.locator.file.clone(),
+                            line: rec.locator.line,
+                            row: rec.locator.row,
+                            raw_record: Some(rec.to_raw_json()),
+                            errors: serde_json::to_value(&errors).unwrap_or(Value::Null),
+                        });
+                    }
+                }
+            }
+        }
+        if messages.len() >= CHUNK || failures.len() >= CHUNK {
+            flush_chunk(&mut messages, &mut failures, report)?;
+        }
+    }
+    flush_chunk(&mut messages, &mut failures, report)?;
+
+    let (control_report, mismatch) = check_control(control_spec, control.as_ref(), report.read, summed_pence, unparsable_total_rows);
+    report.control = control_report;
+    let hold = mismatch.is_some() && mapping.source.on_control_mismatch == ControlPolicy::Hold;
+    if let Some(m) = &mismatch {
+        tracing::warn!(council, feed, file = %raw.name, batch = batch_id, mismatch = %m, held = hold, "control totals do not match");
+        report.reason = Some(m.clone());
+        if hold {
+            report.status = "held".into();
+        }
+    }
+    let summary = json!({
+        "batch_id": batch_id,
+        "council": council,
+        "feed": feed,
+        "entity": mapping.entity,
+        "file": raw.name,
+        "file_sha256": raw.sha256,
+        "mapping": { "id": mapping.id, "version": mapping.version },
+        "status": report.status,
+        "counts": {
+            "read": report.read,
+            "valid": report.valid,
+            "rejected": report.rejected,
+            "new_messages": report.new_messages,
+            "already_known": report.already_known,
+        },
+        "rejected_by_reason": report.rejected_by_reason,
+        "control": report.control,
+    });
+    let manifest = envelope::manifest_message(&entity.domain, council, feed, batch_id, &summary, now);
+    store.finish_batch(batch_id, &summary, &manifest, hold)?;
+    tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
+        rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
+    Ok(())
+}
+
+fn add_total(value: &str, sum: &mut i64, unparsable: &mut u64) {
+    match mapping::transforms::parse_money(value) {
+        Ok(p) => *sum = sum.saturating_add(p),
+        Err(_) => *unparsable += 1,
+    }
+}
+
+fn read_control(spec: Option<&mapping::ControlSpec>, rec: &SourceRecord) -> Control {
+    let value = |c: Option<&crate::formats::ColumnRef>| -> Option<String> {
+        let c = c?;
+        let i = match c {
+            crate::formats::ColumnRef::Position(p) => p.checked_sub(1)?,
+            crate::formats::ColumnRef::Name(_) => c.resolve(&rec.header)?,
+        };
+        rec.values.get(i).cloned()
+    };
+    let count = value(spec.and_then(|s| s.count_column.as_ref()))
+        .and_then(|v| mapping::transforms::parse_integer(&v).ok())
+        .map(|v| v.max(0) as u64);
+    let total_pence = value(spec.and_then(|s| s.total_column.as_ref()))
+        .and_then(|v| mapping::transforms::parse_money(&v).ok());
+    Control { count, total_pence, line: rec.locator.line }
+}
+
+fn check_control(
+    spec: Option<&mapping::ControlSpec>,
+    control: Option<&Control>,
+    read: u64,
+    summed: i64,
+    unparsable: u64,
+) -> (Option<Value>, Option<String>) {
+    let Some(spec) = spec else { return (None, None) };
+    let Some(control) = control else {
+        return (
+            Some(json!({ "trailer": "missing" })),
+            Some("the file has no trailer row, so its completeness cannot be checked".into()),
+        );
+    };
+    let mut problems = Vec::new();
+    if spec.count_column.is_some() {
+        match control.count {
+            Some(c) if c == read => {}
+            Some(c) => problems.push(format!("trailer (line {}) says {c} rows but {read} were read", control.line)),
+            None => problems.push(format!("trailer (line {}) has no readable row count", control.line)),
+        }
+    }
+    if spec.total_column.is_some() {
+        match control.total_pence {
+            Some(t) if t == summed && unparsable == 0 => {}
+            Some(t) => problems.push(format!(
+                "trailer (line {}) total is {} but the rows add up to {}{}",
+                control.line,
+                pounds(t),
+                pounds(summed),
+                if unparsable > 0 { format!(" ({unparsable} rows had no readable amount)") } else { String::new() }
+            )),
+            None => problems.push(format!("trailer (line {}) has no readable total", control.line)),
+        }
+    }
+    let report = json!({
+        "trailer_line": control.line,
+        "trailer_count": control.count,
+        "rows_read": read,
+        "trailer_total_pence": control.total_pence,
+        "rows_total_pence": spec.total_of.as_ref().map(|_| summed),
+        "matches": problems.is_empty(),
+    });
+    (Some(report), (!problems.is_empty()).then(|| problems.join("; ")))
+}
+
+fn pounds(pence: i64) -> String {
+    let sign = if pence < 0 { "-" } else { "" };
+    format!("{sign}£{}.{:02}", pence.abs() / 100, pence.abs() % 100)
+}
+
+fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {
+    for e in errors {
+        // Never the value: field, column and rule are enough to find it in the file.
+        tracing::warn!(council, feed, file = %rec.locator.file, line = rec.locator.line, row = rec.locator.row,
+            field = %e.field, column = e.column.as_deref().unwrap_or(""), rule = %e.rule, problem = %e.message, "row rejected");
+    }
+}

@@ -1,0 +1,79 @@
+//! Schema migrations, applied in order and recorded in SQLite's `user_version`.
+//! Never edit a migration that has shipped: add the next one.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: batches, outbox, failures, audit.
+    "CREATE TABLE batches (
+        id TEXT PRIMARY KEY,
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL,
+        mapping_id TEXT,
+        mapping_version INTEGER,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        summary TEXT
+    );
+    CREATE INDEX batches_by_file ON batches (council, feed, file_sha256);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL UNIQUE,
+        batch_id TEXT REFERENCES batches (id),
+        council TEXT NOT NULL,
+        routing_key TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body BLOB NOT NULL,
+        correlation_id TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_by_status ON outbox (status, id);
+    CREATE INDEX outbox_by_batch ON outbox (batch_id, status);
+    CREATE TABLE failures (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        batch_id TEXT REFERENCES batches (id),
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        file_name TEXT,
+        line INTEGER,
+        row INTEGER,
+        raw_record TEXT,
+        mapping_id TEXT,
+        mapping_version INTEGER,
+        errors TEXT NOT NULL,
+        message_id TEXT,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        resolved_at TEXT
+    );
+    CREATE INDEX failures_by_council ON failures (council, status, id);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
+];
+
+/// Applies the migrations the database has not had yet, each in its own transaction.
+pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

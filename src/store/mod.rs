@@ -1,0 +1,689 @@
+//! The embedded store (SQLite): batches, the outbox, failures and the audit log.
+//!
+//! The store is the only shared state and the source of truth for delivery: a message is
+//! written here, in the same transaction as its batch's progress, before anything is sent, and
+//! it is marked sent only after the broker confirms it. Nothing else in the crate opens the
+//! database file. Calls are short and synchronous; the connection sits behind a mutex so the
+//! store can be shared by the async publisher and the pipeline.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use crate::canonical::envelope::OutboundMessage;
+
+/// The store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+    /// The folder for the database cannot be made.
+    #[error("cannot create the store folder {path}: {source}")]
+    Io {
+        /// The folder.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A row refers to something that is not there.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Batch states.
+pub mod batch_status {
+    /// Being read; its messages are staged, not yet publishable.
+    pub const PROCESSING: &str = "processing";
+    /// Read; its messages are publishable.
+    pub const COMPLETED: &str = "completed";
+    /// Read, but control totals did not match: messages wait for an operator.
+    pub const HELD: &str = "held";
+    /// Released by an operator after being held.
+    pub const RELEASED: &str = "released";
+    /// Could not be read at all.
+    pub const FAILED: &str = "failed";
+}
+
+/// A batch as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BatchRow {
+    /// Batch id.
+    pub id: String,
+    /// Council.
+    pub council: String,
+    /// Feed.
+    pub feed: String,
+    /// File name.
+    pub file_name: String,
+    /// sha256 of the file.
+    pub file_sha256: String,
+    /// State (see [`batch_status`]).
+    pub status: String,
+    /// When reading began (RFC 3339).
+    pub started_at: String,
+    /// Counts and control totals, JSON.
+    pub summary: Option<Value>,
+}
+
+/// A batch about to be read.
+#[derive(Debug, Clone)]
+pub struct NewBatch<'a> {
+    /// Batch id.
+    pub id: &'a str,
+    /// Council.
+    pub council: &'a str,
+    /// Feed.
+    pub feed: &'a str,
+    /// File name.
+    pub file_name: &'a str,
+    /// sha256 of the file.
+    pub file_sha256: &'a str,
+    /// Mapping id.
+    pub mapping_id: &'a str,
+    /// Mapping version.
+    pub mapping_version: u32,
+}
+
+/// A record that could not be delivered, as the operator sees it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct FailureRow {
+    /// Failure id.
+    pub id: i64,
+    /// Batch it came from.
+    pub batch_id: Option<String>,
+    /// Council.
+    pub council: String,
+    /// Feed.
+    pub feed: String,
+    /// `decode`, `mapping`, `validation`, `unroutable`.
+    pub stage: String,
+    /// Source file.
+    pub file_name: Option<String>,
+    /// Physical line.
+    pub line: Option<i64>,
+    /// Data row.
+    pub row: Option<i64>,
+    /// `{"header": [...], "values": [...]}`.
+    pub raw_record: Option<Value>,
+    /// Mapping id.
+    pub mapping_id: Option<String>,
+    /// Mapping version.
+    pub mapping_version: Option<i64>,
+    /// `[FieldError]` as JSON.
+    pub errors: Value,
+    /// The message, for failures after mapping (unroutable).
+    pub message_id: Option<String>,
+    /// `open`, `replayed`, `discarded`.
+    pub status: String,
+    /// When it failed.
+    pub created_at: String,
+}
+
+/// A failure about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewFailure {
+    /// `decode`, `mapping`, `validation`.
+    pub stage: &'static str,
+    /// Source file.
+    pub file_name: String,
+    /// Physical line.
+    pub line: u64,
+    /// Data row.
+    pub row: u64,
+    /// Raw record JSON.
+    pub raw_record: Option<Value>,
+    /// Errors JSON.
+    pub errors: Value,
+}
+
+/// An outbox row waiting to be published.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    /// Outbox row id (publishing order).
+    pub outbox_id: i64,
+    /// Council.
+    pub council: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// The message.
+    pub message: OutboundMessage,
+}
+
+/// What a chunk write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChunkOutcome {
+    /// Messages new to the outbox.
+    pub new: u64,
+    /// Messages whose id was already in the outbox (same record content seen before).
+    pub already_known: u64,
+}
+
+/// Counts of outbox rows by state.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct OutboxCounts {
+    /// Waiting to be published.
+    pub pending: u64,
+    /// Kept back with a held batch.
+    pub held: u64,
+    /// Confirmed by the broker.
+    pub sent: u64,
+    /// Given up (moved to failures).
+    pub failed: u64,
+    /// Of a batch still being read.
+    pub staged: u64,
+}
+
+/// The store.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let sq = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sq)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
+        migrations::run(&mut conn).map_err(sq)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// The batch that already took this file for this feed, if any (so a rerun skips it).
+    pub fn processed_batch(&self, council: &str, feed: &str, sha256: &str) -> Result<Option<BatchRow>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
+                 FROM batches WHERE council = ?1 AND feed = ?2 AND file_sha256 = ?3
+                 AND status IN ('completed', 'held', 'released') ORDER BY started_at DESC LIMIT 1",
+                params![council, feed, sha256],
+                batch_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Records that a batch is being read.
+    pub fn begin_batch(&self, b: &NewBatch<'_>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO batches (id, council, feed, file_name, file_sha256, mapping_id,
+                 mapping_version, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8)",
+                params![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Writes a chunk of a batch's messages (staged: not publishable until the batch finishes)
+    /// and failures in one transaction. A message whose id is already in the outbox is not
+    /// written again; with `force`, an already sent one is queued again.
+    pub fn write_chunk(
+        &self,
+        batch_id: &str,
+        council: &str,
+        feed: &str,
+        mapping: (&str, u32),
+        messages: &[OutboundMessage],
+        failures: &[NewFailure],
+        force: bool,
+    ) -> Result<ChunkOutcome> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut outcome = ChunkOutcome::default();
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+                     correlation_id, timestamp, status, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
+                     ON CONFLICT(message_id) DO UPDATE SET batch_id = excluded.batch_id,
+                       status = 'staged', correlation_id = excluded.correlation_id
+                     WHERE outbox.status = 'staged' OR (?10 AND outbox.status = 'sent')",
+                )?;
+                let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE message_id = ?1")?;
+                let created = now();
+                for m in messages {
+                    let known = exists.exists(params![m.message_id])?;
+                    insert.execute(params![
+                        m.message_id,
+                        batch_id,
+                        council,
+                        m.routing_key,
+                        Value::Object(m.headers.clone()).to_string(),
+                        m.body,
+                        m.correlation_id,
+                        m.timestamp,
+                        created,
+                        force
+                    ])?;
+                    if known {
+                        outcome.already_known += 1;
+                    } else {
+                        outcome.new += 1;
+                    }
+                }
+                let mut fail = tx.prepare_cached(
+                    "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+                     raw_record, mapping_id, mapping_version, errors, status, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
+                )?;
+                for f in failures {
+                    fail.execute(params![
+                        batch_id,
+                        council,
+                        feed,
+                        f.stage,
+                        f.file_name,
+                        f.line as i64,
+                        f.row as i64,
+                        f.raw_record.as_ref().map(Value::to_string),
+                        mapping.0,
+                        mapping.1,
+                        f.errors.to_string(),
+                        created
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    /// Finishes a batch in one transaction: stores its summary and manifest message and makes
+    /// its staged messages publishable (`hold = false`) or holds them (`hold = true`).
+    pub fn finish_batch(&self, batch_id: &str, summary: &Value, manifest: &OutboundMessage, hold: bool) -> Result<()> {
+        let council = summary.get("council").and_then(Value::as_str).unwrap_or_default().to_string();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+                 correlation_id, timestamp, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
+                 ON CONFLICT(message_id) DO UPDATE SET status = 'staged', body = excluded.body",
+                params![
+                    manifest.message_id,
+                    batch_id,
+                    council,
+                    manifest.routing_key,
+                    Value::Object(manifest.headers.clone()).to_string(),
+                    manifest.body,
+                    manifest.correlation_id,
+                    manifest.timestamp,
+                    now()
+                ],
+            )?;
+            let next = if hold { "held" } else { "pending" };
+            tx.execute(
+                "UPDATE outbox SET status = ?2 WHERE batch_id = ?1 AND status = 'staged'",
+                params![batch_id, next],
+            )?;
+            tx.execute(
+                "UPDATE batches SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+                params![
+                    batch_id,
+                    if hold { batch_status::HELD } else { batch_status::COMPLETED },
+                    now(),
+                    summary.to_string()
+                ],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Marks a batch that could not be read; its staged messages are dropped (the file stays
+    /// unprocessed, so the next run reads it again).
+    pub fn fail_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
+            tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
+            tx.execute(
+                "UPDATE batches SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",
+                params![batch_id, now(), serde_json::json!({ "error": reason }).to_string()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Releases a held batch: its messages become publishable. Audited.
+    pub fn release_batch(&self, batch_id: &str, actor: &str, reason: &str) -> Result<u64> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let status: Option<String> = tx
+                .query_row("SELECT status FROM batches WHERE id = ?1", params![batch_id], |r| r.get(0))
+                .optional()?;
+            if status.as_deref() != Some(batch_status::HELD) {
+                return Err(rusqlite::Error::QueryReturnedNoRows);
+            }
+            let n = tx.execute(
+                "UPDATE outbox SET status = 'pending' WHERE batch_id = ?1 AND status = 'held'",
+                params![batch_id],
+            )?;
+            tx.execute("UPDATE batches SET status = 'released' WHERE id = ?1", params![batch_id])?;
+            audit(&tx, actor, "batch.release", batch_id, reason)?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .map_err(|e| match e {
+            StoreError::Sqlite { source: rusqlite::Error::QueryReturnedNoRows, .. } => {
+                StoreError::NotFound(format!("no held batch {batch_id}"))
+            }
+            other => other,
+        })
+    }
+
+    /// Batches, newest first.
+    pub fn batches(&self, council: Option<&str>, limit: u32) -> Result<Vec<BatchRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
+                 FROM batches WHERE (?1 IS NULL OR council = ?1) ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            st.query_map(params![council, limit], batch_row)?.collect()
+        })
+    }
+
+    /// Up to `limit` publishable messages, oldest first.
+    pub fn pending(&self, limit: u32) -> Result<Vec<PendingMessage>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id, timestamp
+                 FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?1",
+            )?;
+            st.query_map(params![limit], |r| {
+                let headers: String = r.get(5)?;
+                Ok(PendingMessage {
+                    outbox_id: r.get(0)?,
+                    council: r.get(1)?,
+                    attempts: r.get(2)?,
+                    message: OutboundMessage {
+                        message_id: r.get(3)?,
+                        routing_key: r.get(4)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body: r.get(6)?,
+                        correlation_id: r.get(7)?,
+                        timestamp: r.get(8)?,
+                    },
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Marks messages confirmed by the broker.
+    pub fn mark_sent(&self, outbox_ids: &[i64]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
+                )?;
+                let at = now();
+                for id in outbox_ids {
+                    st.execute(params![id, at])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a failed attempt; the message stays pending.
+    pub fn mark_attempt_failed(&self, outbox_ids: &[i64], error: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                )?;
+                for id in outbox_ids {
+                    st.execute(params![id, error])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Moves a message the broker could not route (or refused) to the failures, with the reason.
+    pub fn mark_undeliverable(&self, outbox_id: i64, stage: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row, raw_record,
+                   mapping_id, mapping_version, errors, message_id, status, created_at)
+                 SELECT o.batch_id, o.council, COALESCE(b.feed, ''), ?2, b.file_name,
+                   json_extract(o.headers, '$.\"x-source-line\"'), json_extract(o.headers, '$.\"x-source-row\"'),
+                   NULL, json_extract(o.headers, '$.\"x-mapping-id\"'), json_extract(o.headers, '$.\"x-mapping-version\"'),
+                   json_array(json_object('field', '(message)', 'rule', ?2, 'message', ?3)), o.message_id, 'open', ?4
+                 FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.id = ?1",
+                params![outbox_id, stage, reason, now()],
+            )?;
+            tx.execute(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                params![outbox_id, reason],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Counts of outbox rows by state.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts> {
+        self.with(|c| {
+            let mut counts = OutboxCounts::default();
+            let mut st = c.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (status, n) = row?;
+                let n = n as u64;
+                match status.as_str() {
+                    "pending" => counts.pending = n,
+                    "held" => counts.held = n,
+                    "sent" => counts.sent = n,
+                    "failed" => counts.failed = n,
+                    "staged" => counts.staged = n,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+    }
+
+    /// Open failures (or all, with `all`), oldest first.
+    pub fn failures(&self, council: Option<&str>, all: bool, limit: u32) -> Result<Vec<FailureRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
+            ))?;
+            st.query_map(params![council, all, limit], failure_row)?.collect()
+        })
+    }
+
+    /// One failure.
+    pub fn failure(&self, id: i64) -> Result<FailureRow> {
+        self.with(|c| {
+            c.query_row(&format!("{FAILURE_SELECT} WHERE id = ?1"), params![id], failure_row)
+                .optional()
+        })?
+        .ok_or_else(|| StoreError::NotFound(format!("no failure {id}")))
+    }
+
+    /// Resolves a failure by replay: the new message goes to the outbox (publishable) in the
+    /// same transaction that marks the failure replayed and writes the audit entry.
+    pub fn replay_failure(&self, id: i64, message: &OutboundMessage, actor: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (batch_id, council): (Option<String>, String) =
+                tx.query_row("SELECT batch_id, council FROM failures WHERE id = ?1", params![id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            tx.execute(
+                "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+                 correlation_id, timestamp, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
+                 ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
+                 WHERE outbox.status IN ('failed', 'staged')",
+                params![
+                    message.message_id,
+                    batch_id,
+                    council,
+                    message.routing_key,
+                    Value::Object(message.headers.clone()).to_string(),
+                    message.body,
+                    message.correlation_id,
+                    message.timestamp,
+                    now()
+                ],
+            )?;
+            tx.execute(
+                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )?;
+            audit(&tx, actor, "failure.replay", &id.to_string(), &format!("{reason}; message {}", message.message_id))?;
+            tx.commit()
+        })
+    }
+
+    /// Re-queues a message that was moved to the failures (unroutable, refused): the same
+    /// message, same id, becomes pending again. Audited.
+    pub fn requeue_failed_message(&self, id: i64, message_id: &str, actor: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE outbox SET status = 'pending' WHERE message_id = ?1 AND status = 'failed'",
+                params![message_id],
+            )?;
+            tx.execute(
+                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
+                params![id, now()],
+            )?;
+            audit(&tx, actor, "failure.requeue", &id.to_string(), &format!("{reason}; message {message_id}"))?;
+            tx.commit()
+        })
+    }
+
+    /// The sha256 of a batch's file.
+    pub fn batch_sha256(&self, batch_id: Option<&str>) -> Result<Option<String>> {
+        let Some(batch_id) = batch_id else { return Ok(None) };
+        self.with(|c| {
+            c.query_row("SELECT file_sha256 FROM batches WHERE id = ?1", params![batch_id], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Records that a replay was tried and failed again (the failure stays open). Audited.
+    pub fn replay_failed(&self, id: i64, errors: &Value, actor: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("UPDATE failures SET errors = ?2 WHERE id = ?1", params![id, errors.to_string()])?;
+            audit(&tx, actor, "failure.replay-failed", &id.to_string(), "still fails with the current mapping")?;
+            tx.commit()
+        })
+    }
+
+    /// The audit log, newest first.
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<Value>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            st.query_map(params![limit], |r| {
+                Ok(serde_json::json!({
+                    "at": r.get::<_, String>(0)?, "actor": r.get::<_, String>(1)?,
+                    "action": r.get::<_, String>(2)?, "target": r.get::<_, String>(3)?,
+                    "detail": r.get::<_, String>(4)?,
+                }))
+            })?
+            .collect()
+        })
+    }
+}
+
+const FAILURE_SELECT: &str = "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
+    mapping_id, mapping_version, errors, message_id, status, created_at FROM failures";
+
+fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
+    let raw: Option<String> = r.get(8)?;
+    let errors: String = r.get(11)?;
+    Ok(FailureRow {
+        id: r.get(0)?,
+        batch_id: r.get(1)?,
+        council: r.get(2)?,
+        feed: r.get(3)?,
+        stage: r.get(4)?,
+        file_name: r.get(5)?,
+        line: r.get(6)?,
+        row: r.get(7)?,
+        raw_record: raw.and_then(|s| serde_json::from_str(&s).ok()),
+        mapping_id: r.get(9)?,
+        mapping_version: r.get(10)?,
+        errors: serde_json::from_str(&errors).unwrap_or(Value::Null),
+        message_id: r.get(12)?,
+        status: r.get(13)?,
+        created_at: r.get(14)?,
+    })
+}
+
+fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
+    let summary: Option<String> = r.get(7)?;
+    Ok(BatchRow {
+        id: r.get(0)?,
+        council: r.get(1)?,
+        feed: r.get(2)?,
+        file_name: r.get(3)?,
+        file_sha256: r.get(4)?,
+        status: r.get(5)?,
+        started_at: r.get(6)?,
+        summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+    })
+}
+
+fn audit(tx: &rusqlite::Transaction<'_>, actor: &str, action: &str, target: &str, detail: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now(), actor, action, target, detail],
+    )
+    .map(|_| ())
+}
