@@ -1,0 +1,196 @@
+//! Test harness: a sandbox installation (config, mappings, schemas, store in a temp folder)
+//! and a real RabbitMQ consumer. Tests that need the broker fail loudly when it is absent.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Connection, ConnectionProperties};
+
+use council_bridge::amqp::{BrokerConfig, declare_topology};
+
+/// The broker the tests use (AMQP_TEST_URL overrides).
+pub fn broker_url() -> String {
+    std::env::var("AMQP_TEST_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A private installation: its own copy of mappings and schemas, its own store and its own
+/// exchange names, so tests run in parallel against one broker without seeing each other.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub exchange: String,
+    pub dlx: String,
+    pub dlq: String,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("mappings"), &dir.path().join("mappings"));
+        copy_dir(&repo().join("schemas"), &dir.path().join("schemas"));
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let exchange = format!("cb-test-{id}.events");
+        let dlx = format!("cb-test-{id}.dlx");
+        let dlq = format!("cb-test-{id}.dead-letters");
+        std::fs::write(
+            dir.path().join("council-bridge.yaml"),
+            format!(
+                "store: var/test.db\nmappings: mappings\nschemas: schemas\nbroker:\n  exchange: {exchange}\n  dead_letter_exchange: {dlx}\n  dead_letter_queue: {dlq}\n"
+            ),
+        )
+        .unwrap();
+        Sandbox { dir, exchange, dlx, dlq }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("council-bridge.yaml")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.path("var/test.db")
+    }
+
+    pub fn broker(&self, url: &str) -> BrokerConfig {
+        let mut b = BrokerConfig::new(url);
+        b.exchange = self.exchange.clone();
+        b.dead_letter_exchange = self.dlx.clone();
+        b.dead_letter_queue = self.dlq.clone();
+        b.connection_name = format!("test {}", self.exchange);
+        b
+    }
+
+    /// The CLI, pointed at this sandbox, with no broker unless `url` is given.
+    pub fn cli(&self, url: Option<&str>) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::cargo_bin("council-bridge").unwrap();
+        cmd.current_dir(self.dir.path())
+            .env_remove("AMQP_URL")
+            .env_remove("COUNCIL_BRIDGE_STORE")
+            .env("COUNCIL_BRIDGE_CONFIG", self.config())
+            .env("COUNCIL_BRIDGE_ACTOR", "test-operator")
+            .env("RUST_LOG", "info")
+            .arg("--log-format")
+            .arg("json");
+        if let Some(u) = url {
+            cmd.env("AMQP_URL", u);
+        }
+        cmd
+    }
+}
+
+/// A message as the platform receives it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub message_id: String,
+    pub correlation_id: String,
+    pub delivery_mode: Option<u8>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+/// A consumer bound to the sandbox's exchange with `#` before anything is published.
+pub struct Consumer {
+    conn: Connection,
+    consumer: lapin::Consumer,
+    queue: String,
+    exchange: String,
+    dlx: String,
+    dlq: String,
+}
+
+impl Consumer {
+    pub async fn bind(sandbox: &Sandbox) -> Self {
+        let url = broker_url();
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ is required for this test and is not reachable at {url}: {e}. Start it with `rabbitmq-server -detached`."));
+        let channel = conn.create_channel().await.unwrap();
+        declare_topology(&channel, &sandbox.broker(&url)).await.unwrap();
+        let queue = format!("{}.test-consumer", sandbox.exchange);
+        channel
+            .queue_declare(ShortString::from(queue.as_str()), QueueDeclareOptions { durable: false, auto_delete: false, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .queue_bind(ShortString::from(queue.as_str()), ShortString::from(sandbox.exchange.as_str()), ShortString::from("#"), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(ShortString::from(queue.as_str()), ShortString::from("test"), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await
+            .unwrap();
+        Consumer { conn, consumer, queue, exchange: sandbox.exchange.clone(), dlx: sandbox.dlx.clone(), dlq: sandbox.dlq.clone() }
+    }
+
+    /// Receives until `idle` passes with nothing new (or `max` messages).
+    pub async fn drain(&mut self, idle: Duration, max: usize) -> Vec<Received> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match tokio::time::timeout(idle, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => out.push(received(&d)),
+                Ok(Some(Err(e))) => panic!("consumer error: {e}"),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        out
+    }
+
+    /// Deletes the queue and the sandbox's exchanges.
+    pub async fn cleanup(self) {
+        let ch = self.conn.create_channel().await.unwrap();
+        let _ = ch.queue_delete(ShortString::from(self.queue.as_str()), QueueDeleteOptions::default()).await;
+        let _ = ch.queue_delete(ShortString::from(self.dlq.as_str()), QueueDeleteOptions::default()).await;
+        let _ = ch.exchange_delete(ShortString::from(self.exchange.as_str()), ExchangeDeleteOptions::default()).await;
+        let _ = ch.exchange_delete(ShortString::from(self.dlx.as_str()), ExchangeDeleteOptions::default()).await;
+        let _ = self.conn.close(200, ShortString::from("done")).await;
+    }
+}
+
+fn received(d: &lapin::message::Delivery) -> Received {
+    let p = &d.properties;
+    let mut headers = std::collections::BTreeMap::new();
+    if let Some(h) = p.headers() {
+        for (k, v) in h {
+            let s = match v {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                AMQPValue::LongLongInt(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            headers.insert(k.to_string(), s);
+        }
+    }
+    Received {
+        routing_key: d.routing_key.to_string(),
+        message_id: p.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        delivery_mode: *p.delivery_mode(),
+        headers,
+        body: serde_json::from_slice(&d.data).expect("body is JSON"),
+    }
+}
