@@ -481,8 +481,13 @@ fn compile_field(
     };
     let mut transforms = Vec::new();
     let mut out = JsonType::String;
+    let mut chain_complete = true;
     for t in &spec.transforms {
-        let Some(tr) = compile_transform(cx, path, t) else { continue };
+        let Some(tr) = compile_transform(cx, path, t) else {
+            // The output type is unknown now: checking it would only repeat this error.
+            chain_complete = false;
+            continue;
+        };
         if out != JsonType::String {
             cx.at(&t.referenced, Some(path), format!("`{}` reads text, but the value is already a {} here; put it earlier in the list", tr.name(), type_name(out)));
         }
@@ -504,7 +509,7 @@ fn compile_field(
         }
         out = type_of(v);
     }
-    if let Some(tf) = &target_field {
+    if let Some(tf) = target_field.as_ref().filter(|_| chain_complete) {
         if !accepts(&tf.types, out) {
             let want: Vec<&str> = tf.types.iter().map(|t| type_name(*t)).collect();
             let hint = if tf.types.contains(&JsonType::Integer) && path.ends_with("_pence") {
