@@ -152,22 +152,39 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let root: RootFile = read_yaml(path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let mappings = resolve(&root.mappings);
         let mut councils = Vec::new();
         let entries = std::fs::read_dir(&mappings).map_err(|source| ConfigError::Io {
             path: mappings.clone(),
             source,
         })?;
-        let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("council.yaml").is_file()).collect();
+        let mut dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("council.yaml").is_file())
+            .collect();
         dirs.sort();
         for dir in dirs {
             let file = dir.join("council.yaml");
             let c: CouncilFile = read_yaml(&file)?;
-            if !c.council.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-') || c.council.is_empty() {
+            if !c
+                .council
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+                || c.council.is_empty()
+            {
                 return Err(ConfigError::Invalid {
                     path: file,
-                    message: format!("council id `{}` must be lower-case letters, digits and `-` (it is part of routing keys)", c.council),
+                    message: format!(
+                        "council id `{}` must be lower-case letters, digits and `-` (it is part of routing keys)",
+                        c.council
+                    ),
                 });
             }
             let feeds = c
@@ -176,10 +193,19 @@ impl Config {
                 .map(|(id, f)| Feed {
                     id,
                     mapping: dir.join(f.mapping),
-                    input: if Path::new(&f.input).is_absolute() { f.input } else { dir.join(&f.input).to_string_lossy().into_owned() },
+                    input: if Path::new(&f.input).is_absolute() {
+                        f.input
+                    } else {
+                        dir.join(&f.input).to_string_lossy().into_owned()
+                    },
                 })
                 .collect();
-            councils.push(Council { id: c.council, name: c.name, dir, feeds });
+            councils.push(Council {
+                id: c.council,
+                name: c.name,
+                dir,
+                feeds,
+            });
         }
         Ok(Config {
             store: resolve(&root.store),

@@ -46,7 +46,10 @@ mod tests {
         assert_eq!(mask(""), "");
         assert_eq!(mask("AB"), "****");
         let m = mask("JX123456A");
-        assert!(!m.contains("JX") && !m.contains("123") && !m.contains('A'), "{m}");
+        assert!(
+            !m.contains("JX") && !m.contains("123") && !m.contains('A'),
+            "{m}"
+        );
         assert_eq!(m, "****(9 chars)");
     }
 
@@ -54,7 +57,10 @@ mod tests {
     fn parses_schema_classes() {
         assert_eq!(PiiClass::parse("personal"), Some(PiiClass::Personal));
         assert_eq!(PiiClass::parse("financial"), Some(PiiClass::Financial));
-        assert_eq!(PiiClass::parse("special-category"), Some(PiiClass::SpecialCategory));
+        assert_eq!(
+            PiiClass::parse("special-category"),
+            Some(PiiClass::SpecialCategory)
+        );
         assert_eq!(PiiClass::parse("public"), None);
     }
 }

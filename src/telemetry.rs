@@ -21,13 +21,19 @@ pub fn init(format: LogFormat, default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
         // lapin logs a returned (unroutable) message whole, body included: personal data.
         // council-bridge logs the return itself, without the body.
-        .add_directive("lapin::returned_messages=off".parse().expect("valid directive"));
+        .add_directive(
+            "lapin::returned_messages=off"
+                .parse()
+                .expect("valid directive"),
+        );
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {

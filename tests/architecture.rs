@@ -4,7 +4,16 @@
 use std::path::{Path, PathBuf};
 
 /// Stages in data-flow order: a module may use only the ones before it.
-const STAGES: &[&str] = &["sources", "formats", "mapping", "canonical", "store", "amqp", "pipeline", "cli"];
+const STAGES: &[&str] = &[
+    "sources",
+    "formats",
+    "mapping",
+    "canonical",
+    "store",
+    "amqp",
+    "pipeline",
+    "cli",
+];
 /// Modules any stage may use.
 const SHARED: &[&str] = &["pii", "telemetry"];
 
@@ -21,7 +30,13 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -48,29 +63,55 @@ fn lines() -> Vec<(PathBuf, String, usize, String)> {
 fn stages_depend_only_on_earlier_stages() {
     let mut violations = Vec::new();
     for (file, module, n, line) in lines() {
-        let Some(me) = STAGES.iter().position(|s| *s == module) else { continue };
+        let Some(me) = STAGES.iter().position(|s| *s == module) else {
+            continue;
+        };
         for (i, other) in STAGES.iter().enumerate() {
-            let uses = line.contains(&format!("crate::{other}::")) || line.contains(&format!("crate::{other};")) || line.contains(&format!("crate::{other} "));
+            let uses = line.contains(&format!("crate::{other}::"))
+                || line.contains(&format!("crate::{other};"))
+                || line.contains(&format!("crate::{other} "));
             if uses && i >= me && *other != module {
-                violations.push(format!("{}:{n}: `{module}` uses the later stage `{other}`", file.display()));
+                violations.push(format!(
+                    "{}:{n}: `{module}` uses the later stage `{other}`",
+                    file.display()
+                ));
             }
         }
         if line.contains("crate::config") && !["pipeline", "cli"].contains(&module.as_str()) {
-            violations.push(format!("{}:{n}: only pipeline and cli read the configuration", file.display()));
+            violations.push(format!(
+                "{}:{n}: only pipeline and cli read the configuration",
+                file.display()
+            ));
         }
     }
-    assert!(violations.is_empty(), "dependency direction broken:\n{}", violations.join("\n"));
-    assert!(SHARED.iter().all(|m| Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/{m}.rs")).exists()));
+    assert!(
+        violations.is_empty(),
+        "dependency direction broken:\n{}",
+        violations.join("\n")
+    );
+    assert!(SHARED.iter().all(|m| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("src/{m}.rs"))
+            .exists()
+    }));
 }
 
 fn only_in(needle: &str, allowed: &[&str], why: &str) {
     let bad: Vec<String> = lines()
         .into_iter()
         // A needle inside a string (a log filter naming a crate) is not a use of it.
-        .filter(|(_, module, _, line)| line.contains(needle) && !line.contains(&format!("\"{needle}")) && !allowed.contains(&module.as_str()))
+        .filter(|(_, module, _, line)| {
+            line.contains(needle)
+                && !line.contains(&format!("\"{needle}"))
+                && !allowed.contains(&module.as_str())
+        })
         .map(|(f, _, n, _)| format!("{}:{n}", f.display()))
         .collect();
-    assert!(bad.is_empty(), "{why}; found `{needle}` at:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{why}; found `{needle}` at:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -80,17 +121,35 @@ fn only_amqp_talks_to_the_broker() {
 
 #[test]
 fn only_store_touches_sqlite() {
-    only_in("rusqlite", &["store"], "nothing but store opens the database");
+    only_in(
+        "rusqlite",
+        &["store"],
+        "nothing but store opens the database",
+    );
 }
 
 #[test]
 fn mapping_and_canonical_do_no_io_beyond_loading_their_definitions() {
     for needle in ["std::net", "tokio", "reqwest", "std::process"] {
-        only_in(needle, &["amqp", "pipeline", "cli", "main", "sources", "telemetry", "store"], "mapping, canonical and formats do no network or process I/O");
+        only_in(
+            needle,
+            &[
+                "amqp",
+                "pipeline",
+                "cli",
+                "main",
+                "sources",
+                "telemetry",
+                "store",
+            ],
+            "mapping, canonical and formats do no network or process I/O",
+        );
     }
     let fs_uses: Vec<String> = lines()
         .into_iter()
-        .filter(|(_, m, _, l)| ["mapping", "canonical", "formats"].contains(&m.as_str()) && l.contains("std::fs::"))
+        .filter(|(_, m, _, l)| {
+            ["mapping", "canonical", "formats"].contains(&m.as_str()) && l.contains("std::fs::")
+        })
         .map(|(f, _, _, _)| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
     assert!(
@@ -101,6 +160,13 @@ fn mapping_and_canonical_do_no_io_beyond_loading_their_definitions() {
 
 #[test]
 fn the_binary_is_thin() {
-    let main = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
-    assert!(main.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).count() <= 4, "main.rs only calls cli::main");
+    let main =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/main.rs")).unwrap();
+    assert!(
+        main.lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
+            .count()
+            <= 4,
+        "main.rs only calls cli::main"
+    );
 }

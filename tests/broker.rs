@@ -30,9 +30,16 @@ fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
         *by_key.entry(m.routing_key.as_str()).or_default() += 1;
     }
     for (rk, n) in RECORDS {
-        assert_eq!(by_key.get(rk).copied(), Some(n), "messages for {rk}: {by_key:?}");
+        assert_eq!(
+            by_key.get(rk).copied(),
+            Some(n),
+            "messages for {rk}: {by_key:?}"
+        );
     }
-    let manifests = got.iter().filter(|m| m.routing_key.ends_with(".batch.completed.northshire")).count();
+    let manifests = got
+        .iter()
+        .filter(|m| m.routing_key.ends_with(".batch.completed.northshire"))
+        .count();
     assert_eq!(manifests, MANIFESTS);
     let ids: HashSet<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), got.len(), "message ids are unique");
@@ -51,14 +58,25 @@ fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
         assert_eq!(uuid.get_version_num(), 5, "deterministic UUIDv5 ids");
         let parts: Vec<&str> = m.routing_key.split('.').collect();
         let entity = registry.get(&format!("{}.{}", parts[0], parts[1])).unwrap();
-        assert_eq!(h["cloudEvents:type"], format!("uk.gov.council.{}.{}.upserted.v1", parts[0], parts[1]));
+        assert_eq!(
+            h["cloudEvents:type"],
+            format!("uk.gov.council.{}.{}.upserted.v1", parts[0], parts[1])
+        );
         assert_eq!(h["cloudEvents:dataschema"], entity.id);
         assert!(!h["cloudEvents:subject"].is_empty());
         assert!(h.contains_key("cloudEvents:time"));
-        for k in ["x-source-file", "x-source-sha256", "x-source-line", "x-mapping-id", "x-mapping-version"] {
+        for k in [
+            "x-source-file",
+            "x-source-sha256",
+            "x-source-line",
+            "x-mapping-id",
+            "x-mapping-version",
+        ] {
             assert!(h.contains_key(k), "provenance header {k}");
         }
-        entity.validate(&m.body).unwrap_or_else(|e| panic!("{} body invalid: {e:?}", m.routing_key));
+        entity
+            .validate(&m.body)
+            .unwrap_or_else(|e| panic!("{} body invalid: {e:?}", m.routing_key));
     }
 }
 
@@ -66,19 +84,46 @@ fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
 async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothing() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let out = sandbox.cli(Some(&broker_url())).arg("run").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let out = sandbox
+        .cli(Some(&broker_url()))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = consumer.drain(IDLE, TOTAL + 10).await;
     assert_eq!(got.len(), TOTAL, "{}", stdout(&out));
     check_messages(&sandbox, &got);
     let text = stdout(&out);
-    assert!(text.contains("payroll_202610.csv  processed: read 15, valid 13, rejected 2"), "{text}");
-    assert!(text.contains("control: trailer count and total match"), "{text}");
+    assert!(
+        text.contains("payroll_202610.csv  processed: read 15, valid 13, rejected 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("control: trailer count and total match"),
+        "{text}"
+    );
 
-    let again = sandbox.cli(Some(&broker_url())).arg("run").output().unwrap();
+    let again = sandbox
+        .cli(Some(&broker_url()))
+        .arg("run")
+        .output()
+        .unwrap();
     assert_eq!(again.status.code(), Some(0));
-    assert!(stdout(&again).matches("skipped: already processed").count() == 3, "{}", stdout(&again));
-    assert!(consumer.drain(IDLE, 10).await.is_empty(), "a rerun publishes nothing");
+    assert!(
+        stdout(&again).matches("skipped: already processed").count() == 3,
+        "{}",
+        stdout(&again)
+    );
+    assert!(
+        consumer.drain(IDLE, 10).await.is_empty(),
+        "a rerun publishes nothing"
+    );
     consumer.cleanup().await;
 }
 
@@ -86,25 +131,62 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
 async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_each_once() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let out = sandbox.cli(Some("amqp://guest:guest@127.0.0.1:1/%2f")).arg("run").output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "exit 3: messages wait for the broker\n{}", stdout(&out));
-    assert!(stdout(&out).contains(&format!("{TOTAL} messages wait in the outbox")), "{}", stdout(&out));
-    assert!(consumer.drain(Duration::from_millis(300), 10).await.is_empty());
+    let out = sandbox
+        .cli(Some("amqp://guest:guest@127.0.0.1:1/%2f"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit 3: messages wait for the broker\n{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("{TOTAL} messages wait in the outbox")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        consumer
+            .drain(Duration::from_millis(300), 10)
+            .await
+            .is_empty()
+    );
 
     let store = Store::open(&sandbox.store_path()).unwrap();
     assert_eq!(store.outbox_counts().unwrap().pending, TOTAL as u64);
     drop(store);
 
-    let flush = sandbox.cli(Some(&broker_url())).args(["outbox", "flush"]).output().unwrap();
+    let flush = sandbox
+        .cli(Some(&broker_url()))
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
     assert_eq!(flush.status.code(), Some(0), "{}", stdout(&flush));
     let got = consumer.drain(IDLE, TOTAL + 10).await;
     assert_eq!(got.len(), TOTAL);
     check_messages(&sandbox, &got);
 
-    let second = sandbox.cli(Some(&broker_url())).args(["outbox", "flush"]).output().unwrap();
-    assert!(stdout(&second).contains("published 0 messages"), "{}", stdout(&second));
-    assert!(consumer.drain(IDLE, 10).await.is_empty(), "each message is delivered once");
-    let status = sandbox.cli(None).args(["outbox", "status", "--json"]).output().unwrap();
+    let second = sandbox
+        .cli(Some(&broker_url()))
+        .args(["outbox", "flush"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&second).contains("published 0 messages"),
+        "{}",
+        stdout(&second)
+    );
+    assert!(
+        consumer.drain(IDLE, 10).await.is_empty(),
+        "each message is delivered once"
+    );
+    let status = sandbox
+        .cli(None)
+        .args(["outbox", "status", "--json"])
+        .output()
+        .unwrap();
     let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(counts["sent"], TOTAL as u64);
     assert_eq!(counts["pending"], 0);
@@ -115,10 +197,18 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
 async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_is_fixed() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let out = sandbox.cli(None).args(["run", "--feed", "hr-employees"]).output().unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--feed", "hr-employees"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 
-    let list = sandbox.cli(None).args(["failures", "list", "--json"]).output().unwrap();
+    let list = sandbox
+        .cli(None)
+        .args(["failures", "list", "--json"])
+        .output()
+        .unwrap();
     let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     let status_failure = failures
         .as_array()
@@ -130,32 +220,75 @@ async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_i
     assert_eq!(status_failure["line"], 9);
     let id = status_failure["id"].as_i64().unwrap().to_string();
 
-    let show = sandbox.cli(None).args(["failures", "show", &id]).output().unwrap();
+    let show = sandbox
+        .cli(None)
+        .args(["failures", "show", &id])
+        .output()
+        .unwrap();
     let text = stdout(&show);
-    assert!(text.contains("employees_20261101.csv, line 9, row 8"), "{text}");
-    assert!(text.contains("field `status` (column \"Status\")"), "{text}");
+    assert!(
+        text.contains("employees_20261101.csv, line 9, row 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `status` (column \"Status\")"),
+        "{text}"
+    );
     assert!(text.contains("is not a known code"), "{text}");
 
     // The officer fixes the mapping: code X now means suspended.
     let mapping = sandbox.path("mappings/northshire/hr_employee.yaml");
     let yaml = std::fs::read_to_string(&mapping).unwrap();
     assert!(yaml.contains("S: suspended }"), "the sample mapping maps S");
-    std::fs::write(&mapping, yaml.replacen("S: suspended }", "S: suspended, X: suspended }", 1)).unwrap();
-    let check = sandbox.cli(None).args(["mapping", "check"]).arg(&mapping).output().unwrap();
+    std::fs::write(
+        &mapping,
+        yaml.replacen("S: suspended }", "S: suspended, X: suspended }", 1),
+    )
+    .unwrap();
+    let check = sandbox
+        .cli(None)
+        .args(["mapping", "check"])
+        .arg(&mapping)
+        .output()
+        .unwrap();
     assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
 
-    let replay = sandbox.cli(Some(&broker_url())).args(["failures", "replay", &id, "--reason", "code X agreed with HR"]).output().unwrap();
+    let replay = sandbox
+        .cli(Some(&broker_url()))
+        .args([
+            "failures",
+            "replay",
+            &id,
+            "--reason",
+            "code X agreed with HR",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(replay.status.code(), Some(0), "{}", stdout(&replay));
     let got = consumer.drain(IDLE, 100).await;
-    let employees: Vec<_> = got.iter().filter(|m| m.routing_key == "hr.employee.upserted.northshire").collect();
+    let employees: Vec<_> = got
+        .iter()
+        .filter(|m| m.routing_key == "hr.employee.upserted.northshire")
+        .collect();
     // 9 good rows of the first run were waiting in the outbox (no broker then) + the replayed one.
     assert_eq!(employees.len(), 10, "{got:?}");
-    assert!(employees.iter().any(|m| m.body["status"] == "suspended" && m.headers["x-source-line"] == "9"));
+    assert!(
+        employees
+            .iter()
+            .any(|m| m.body["status"] == "suspended" && m.headers["x-source-line"] == "9")
+    );
 
     let store = Store::open(&sandbox.store_path()).unwrap();
-    assert_eq!(store.failure(id.parse().unwrap()).unwrap().status, "replayed");
+    assert_eq!(
+        store.failure(id.parse().unwrap()).unwrap().status,
+        "replayed"
+    );
     let audit = store.audit_log(10).unwrap();
-    assert!(audit.iter().any(|a| a["action"] == "failure.replay" && a["actor"] == "test-operator"));
+    assert!(
+        audit
+            .iter()
+            .any(|a| a["action"] == "failure.replay" && a["actor"] == "test-operator")
+    );
     consumer.cleanup().await;
 }
 
@@ -171,13 +304,30 @@ async fn a_trailer_count_mismatch_is_reported_and_the_batch_held_until_released(
         payroll.join("payroll_trailer_mismatch.csv"),
     )
     .unwrap();
-    let out = sandbox.cli(Some(&broker_url())).args(["run", "--feed", "payroll"]).output().unwrap();
+    let out = sandbox
+        .cli(Some(&broker_url()))
+        .args(["run", "--feed", "payroll"])
+        .output()
+        .unwrap();
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(4), "exit 4: batch held\n{text}");
-    assert!(text.contains("CONTROL MISMATCH: trailer (line 7) says 5 rows but 4 were read"), "{text}");
-    assert!(consumer.drain(Duration::from_millis(800), 10).await.is_empty(), "nothing from a held batch is published");
+    assert!(
+        text.contains("CONTROL MISMATCH: trailer (line 7) says 5 rows but 4 were read"),
+        "{text}"
+    );
+    assert!(
+        consumer
+            .drain(Duration::from_millis(800), 10)
+            .await
+            .is_empty(),
+        "nothing from a held batch is published"
+    );
 
-    let batches = sandbox.cli(None).args(["batches", "list", "--json"]).output().unwrap();
+    let batches = sandbox
+        .cli(None)
+        .args(["batches", "list", "--json"])
+        .output()
+        .unwrap();
     let batches: serde_json::Value = serde_json::from_slice(&batches.stdout).unwrap();
     let held = &batches[0];
     assert_eq!(held["status"], "held");
@@ -185,11 +335,24 @@ async fn a_trailer_count_mismatch_is_reported_and_the_batch_held_until_released(
     assert_eq!(held["summary"]["control"]["rows_read"], 4);
 
     let id = held["id"].as_str().unwrap();
-    let release = sandbox.cli(Some(&broker_url())).args(["batches", "release", id, "--reason", "payroll confirmed 4 rows"]).output().unwrap();
+    let release = sandbox
+        .cli(Some(&broker_url()))
+        .args([
+            "batches",
+            "release",
+            id,
+            "--reason",
+            "payroll confirmed 4 rows",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(release.status.code(), Some(0), "{}", stdout(&release));
     let got = consumer.drain(IDLE, 20).await;
     assert_eq!(got.len(), 5, "4 records and the manifest once released");
-    let manifest = got.iter().find(|m| m.routing_key == "payroll.batch.completed.northshire").unwrap();
+    let manifest = got
+        .iter()
+        .find(|m| m.routing_key == "payroll.batch.completed.northshire")
+        .unwrap();
     assert_eq!(manifest.body["control"]["matches"], false);
     consumer.cleanup().await;
 }
@@ -198,8 +361,17 @@ async fn a_trailer_count_mismatch_is_reported_and_the_batch_held_until_released(
 async fn broker_setup_is_idempotent() {
     let sandbox = Sandbox::new();
     for _ in 0..2 {
-        let out = sandbox.cli(Some(&broker_url())).args(["broker", "setup"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = sandbox
+            .cli(Some(&broker_url()))
+            .args(["broker", "setup"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout(&out).contains("topology declared"));
     }
     Consumer::bind(&sandbox).await.cleanup().await;

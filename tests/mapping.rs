@@ -13,7 +13,9 @@ fn registry() -> Registry {
 fn diagnostics(text: &str) -> Vec<String> {
     match compile_str("bad.yaml", text, &registry()) {
         Ok(_) => panic!("the mapping should not compile"),
-        Err(MappingError::Invalid { diagnostics, .. }) => diagnostics.iter().map(ToString::to_string).collect(),
+        Err(MappingError::Invalid { diagnostics, .. }) => {
+            diagnostics.iter().map(ToString::to_string).collect()
+        }
         Err(e) => panic!("{e}"),
     }
 }
@@ -34,7 +36,9 @@ fields:
 
 #[test]
 fn a_good_mapping_compiles() {
-    let text = format!("{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [money], required: true }}\n");
+    let text = format!(
+        "{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [money], required: true }}\n"
+    );
     let m = compile_str("good.yaml", &text, &registry()).unwrap();
     assert_eq!(m.entity, "finance.supplier_payment");
     assert_eq!(m.action, "upserted");
@@ -49,40 +53,68 @@ fn each_mistake_names_file_line_and_field() {
     let all = d.join("\n");
     assert!(all.contains("bad.yaml:13:17: field `amount_pence`: the canonical model wants integer here but the mapping produces string. Add the `money` transform."), "{all}");
     assert!(all.contains("bad.yaml:14:17: field `amount_pense`: the canonical entity has no such field. Did you mean `amount_pence`?"), "{all}");
-    assert!(all.contains("bad.yaml:15:40: field `vat_pence`: unknown transform `mony`. Did you mean `money`?"), "{all}");
+    assert!(
+        all.contains(
+            "bad.yaml:15:40: field `vat_pence`: unknown transform `mony`. Did you mean `money`?"
+        ),
+        "{all}"
+    );
     assert_eq!(d.len(), 3, "{all}");
 }
 
 #[test]
 fn unknown_entity_missing_required_field_and_personal_key_are_reported() {
-    let d = diagnostics("mapping: t\nversion: 1\nentity: finance.supplier_paymnt\nsource: { format: csv }\nkey: [x]\nfields:\n  x: { from: X, required: true }\n");
+    let d = diagnostics(
+        "mapping: t\nversion: 1\nentity: finance.supplier_paymnt\nsource: { format: csv }\nkey: [x]\nfields:\n  x: { from: X, required: true }\n",
+    );
     assert!(d[0].starts_with("bad.yaml:3:") && d[0].contains("unknown canonical entity `finance.supplier_paymnt`. Did you mean `finance.supplier_payment`?"), "{d:?}");
 
     let text = "mapping: t\nversion: 1\nentity: hr.employee\nsource: { format: csv }\nkey: [nino]\nfields:\n  nino: { from: NI, required: true }\n";
     let all = diagnostics(text).join("\n");
-    assert!(all.contains("field `nino`: is personal data (x-pii) and cannot be part of the record key"), "{all}");
-    assert!(all.contains("field `employee_number`: `hr.employee` requires this field"), "{all}");
+    assert!(
+        all.contains("field `nino`: is personal data (x-pii) and cannot be part of the record key"),
+        "{all}"
+    );
+    assert!(
+        all.contains("field `employee_number`: `hr.employee` requires this field"),
+        "{all}"
+    );
 }
 
 #[test]
 fn yaml_typos_are_caught_with_their_line() {
-    let d = diagnostics("mapping: t\nversion: 1\nentity: hr.employee\nsource: { format: csv, skip_row: 2 }\nkey: [a]\nfields: {}\n");
+    let d = diagnostics(
+        "mapping: t\nversion: 1\nentity: hr.employee\nsource: { format: csv, skip_row: 2 }\nkey: [a]\nfields: {}\n",
+    );
     assert!(d[0].starts_with("bad.yaml:4:"), "{d:?}");
     assert!(d[0].contains("skip_row"), "{d:?}");
 }
 
 #[test]
 fn a_file_without_a_mapped_column_is_rejected_naming_it() {
-    let text = format!("{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [money], required: true }}\n");
+    let text = format!(
+        "{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [money], required: true }}\n"
+    );
     let m = compile_str("good.yaml", &text, &registry()).unwrap();
-    let header = council_bridge::formats::Header::new(["Txn", "Supplier", "Name", "Date", "Amuont"].map(String::from).to_vec());
+    let header = council_bridge::formats::Header::new(
+        ["Txn", "Supplier", "Name", "Date", "Amuont"]
+            .map(String::from)
+            .to_vec(),
+    );
     let err = m.bind(&header).unwrap_err().to_string();
-    assert!(err.contains("field `amount_pence`: the file has no column \"Amount\"") && err.contains("Did you mean \"Amuont\"?"), "{err}");
+    assert!(
+        err.contains("field `amount_pence`: the file has no column \"Amount\"")
+            && err.contains("Did you mean \"Amuont\"?"),
+        "{err}"
+    );
 }
 
 #[test]
 fn every_bundled_mapping_compiles() {
-    let config = council_bridge::config::Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("council-bridge.yaml")).unwrap();
+    let config = council_bridge::config::Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("council-bridge.yaml"),
+    )
+    .unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let mut n = 0;
     for c in &config.councils {

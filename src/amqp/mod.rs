@@ -16,7 +16,9 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use serde_json::Value;
 
 use crate::canonical::envelope::OutboundMessage;
@@ -144,21 +146,32 @@ impl Publisher {
     pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(config.connection_name.as_str()));
-        let connection = match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(AmqpError::Connect { url: config.redacted_url(), message: e.to_string() });
-            }
-            Err(_) => {
-                return Err(AmqpError::Connect {
-                    url: config.redacted_url(),
-                    message: format!("no answer within {}s", config.timeout.as_secs()),
-                });
-            }
-        };
+        let connection =
+            match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(AmqpError::Connect {
+                        url: config.redacted_url(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(AmqpError::Connect {
+                        url: config.redacted_url(),
+                        message: format!("no answer within {}s", config.timeout.as_secs()),
+                    });
+                }
+            };
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
         declare_topology(&channel, config).await?;
-        timed(config.timeout, "confirm.select", channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        timed(
+            config.timeout,
+            "confirm.select",
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         Ok(Self {
             config: config.clone(),
             connection,
@@ -180,15 +193,18 @@ impl Publisher {
         let limit = self.config.timeout;
         let mut broken: Option<String> = None;
         for (i, m) in messages.iter().enumerate() {
-            if in_flight.len() >= self.config.window.max(1) {
-                if let Some((j, outcome)) = in_flight.next().await {
-                    outcomes[j] = Some(outcome);
-                }
+            if in_flight.len() >= self.config.window.max(1)
+                && let Some((j, outcome)) = in_flight.next().await
+            {
+                outcomes[j] = Some(outcome);
             }
             let publish = self.channel.basic_publish(
                 ShortString::from(self.config.exchange.as_str()),
                 ShortString::from(m.routing_key.as_str()),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &m.body,
                 properties(m),
             );
@@ -201,9 +217,13 @@ impl Publisher {
                             text: returned.reply_text.to_string(),
                         },
                         Ok(Ok(Confirmation::Nack(_))) => Outcome::Nacked,
-                        Ok(Ok(Confirmation::NotRequested)) => Outcome::Failed("confirms not enabled".into()),
+                        Ok(Ok(Confirmation::NotRequested)) => {
+                            Outcome::Failed("confirms not enabled".into())
+                        }
                         Ok(Err(e)) => Outcome::Failed(e.to_string()),
-                        Err(_) => Outcome::Failed(format!("no confirm within {}s", limit.as_secs())),
+                        Err(_) => {
+                            Outcome::Failed(format!("no confirm within {}s", limit.as_secs()))
+                        }
                     };
                     (i, outcome)
                 }),
@@ -240,28 +260,63 @@ impl Publisher {
 /// Declares the exchanges and the dead-letter queue. Idempotent: declaring what exists with
 /// the same settings is a no-op for the broker.
 pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Result<(), AmqpError> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let t = config.timeout;
-    timed(t, "exchange.declare (events)", channel.exchange_declare(
-        ShortString::from(config.exchange.as_str()), ExchangeKind::Topic, durable, FieldTable::default(),
-    )).await?;
-    timed(t, "exchange.declare (dead letters)", channel.exchange_declare(
-        ShortString::from(config.dead_letter_exchange.as_str()), ExchangeKind::Topic, durable, FieldTable::default(),
-    )).await?;
+    timed(
+        t,
+        "exchange.declare (events)",
+        channel.exchange_declare(
+            ShortString::from(config.exchange.as_str()),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
+    timed(
+        t,
+        "exchange.declare (dead letters)",
+        channel.exchange_declare(
+            ShortString::from(config.dead_letter_exchange.as_str()),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        ),
+    )
+    .await?;
     let mut args = FieldTable::default();
-    args.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
-    timed(t, "queue.declare (dead letters)", channel.queue_declare(
-        ShortString::from(config.dead_letter_queue.as_str()),
-        QueueDeclareOptions { durable: true, ..Default::default() },
-        args,
-    )).await?;
-    timed(t, "queue.bind (dead letters)", channel.queue_bind(
-        ShortString::from(config.dead_letter_queue.as_str()),
-        ShortString::from(config.dead_letter_exchange.as_str()),
-        ShortString::from("#"),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )).await?;
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    timed(
+        t,
+        "queue.declare (dead letters)",
+        channel.queue_declare(
+            ShortString::from(config.dead_letter_queue.as_str()),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        ),
+    )
+    .await?;
+    timed(
+        t,
+        "queue.bind (dead letters)",
+        channel.queue_bind(
+            ShortString::from(config.dead_letter_queue.as_str()),
+            ShortString::from(config.dead_letter_exchange.as_str()),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await?;
     Ok(())
 }
 
@@ -276,8 +331,12 @@ fn properties(m: &OutboundMessage) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in &m.headers {
         let value = match v {
-            Value::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
-            Value::Number(n) if n.is_u64() => AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64),
+            Value::Number(n) if n.is_i64() => {
+                AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
+            }
+            Value::Number(n) if n.is_u64() => {
+                AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64)
+            }
             Value::Bool(b) => AMQPValue::Boolean(*b),
             Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
             other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
@@ -300,7 +359,10 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        assert_eq!(redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 }

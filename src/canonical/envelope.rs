@@ -45,7 +45,10 @@ pub struct Provenance<'a> {
 }
 
 fn namespace() -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://council-bridge.org.uk/ns/message-id")
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        b"https://council-bridge.org.uk/ns/message-id",
+    )
 }
 
 /// The JSON text of a value with object keys sorted at every level, so the content hash does
@@ -56,7 +59,11 @@ pub fn canonical_json(value: &Value) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
             }
             Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
             other => other.clone(),
@@ -96,7 +103,10 @@ pub fn record_message(
     h("cloudEvents:id", json!(id));
     h(
         "cloudEvents:source",
-        json!(format!("urn:council:{}:{}", provenance.council, provenance.feed)),
+        json!(format!(
+            "urn:council:{}:{}",
+            provenance.council, provenance.feed
+        )),
     );
     h(
         "cloudEvents:type",
@@ -106,7 +116,10 @@ pub fn record_message(
         )),
     );
     h("cloudEvents:subject", json!(key));
-    h("cloudEvents:time", json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    h(
+        "cloudEvents:time",
+        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
     h("cloudEvents:dataschema", json!(entity.id));
     h("cloudEvents:datacontenttype", json!("application/json"));
     h("x-source-file", json!(provenance.locator.file));
@@ -143,11 +156,23 @@ pub fn manifest_message(
     let mut headers = Map::new();
     headers.insert("cloudEvents:specversion".into(), json!("1.0"));
     headers.insert("cloudEvents:id".into(), json!(id));
-    headers.insert("cloudEvents:source".into(), json!(format!("urn:council:{council}:{feed}")));
-    headers.insert("cloudEvents:type".into(), json!(format!("uk.gov.council.{domain}.batch.completed.v1")));
+    headers.insert(
+        "cloudEvents:source".into(),
+        json!(format!("urn:council:{council}:{feed}")),
+    );
+    headers.insert(
+        "cloudEvents:type".into(),
+        json!(format!("uk.gov.council.{domain}.batch.completed.v1")),
+    );
     headers.insert("cloudEvents:subject".into(), json!(batch_id));
-    headers.insert("cloudEvents:time".into(), json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-    headers.insert("cloudEvents:datacontenttype".into(), json!("application/json"));
+    headers.insert(
+        "cloudEvents:time".into(),
+        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
+    headers.insert(
+        "cloudEvents:datacontenttype".into(),
+        json!("application/json"),
+    );
     OutboundMessage {
         message_id: id,
         routing_key: format!("{domain}.batch.completed.{council}"),
@@ -167,10 +192,25 @@ mod tests {
         let a = json!({"b": 1, "a": {"y": 2, "x": 3}});
         let b = json!({"a": {"x": 3, "y": 2}, "b": 1});
         assert_eq!(content_hash(&a), content_hash(&b));
-        let id1 = message_id("northshire", "payroll.pay_result", "E1/2026-10-31", &content_hash(&a));
-        let id2 = message_id("northshire", "payroll.pay_result", "E1/2026-10-31", &content_hash(&b));
+        let id1 = message_id(
+            "northshire",
+            "payroll.pay_result",
+            "E1/2026-10-31",
+            &content_hash(&a),
+        );
+        let id2 = message_id(
+            "northshire",
+            "payroll.pay_result",
+            "E1/2026-10-31",
+            &content_hash(&b),
+        );
         assert_eq!(id1, id2);
-        let other = message_id("riverton", "payroll.pay_result", "E1/2026-10-31", &content_hash(&a));
+        let other = message_id(
+            "riverton",
+            "payroll.pay_result",
+            "E1/2026-10-31",
+            &content_hash(&a),
+        );
         assert_ne!(id1, other);
         assert_eq!(Uuid::parse_str(&id1).unwrap().get_version_num(), 5);
     }

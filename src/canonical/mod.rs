@@ -68,7 +68,11 @@ impl Entity {
                 let pointer = e.instance_path().to_string();
                 let field = pointer.trim_start_matches('/').replace('/', ".");
                 FieldError {
-                    field: if field.is_empty() { "(record)".into() } else { field },
+                    field: if field.is_empty() {
+                        "(record)".into()
+                    } else {
+                        field
+                    },
                     column: None,
                     rule: "schema".into(),
                     message: e.masked().to_string(),
@@ -76,7 +80,11 @@ impl Entity {
                 }
             })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// The personal-data class of a field (dotted path); nested fields inherit their parent's.
@@ -227,15 +235,22 @@ fn json_types(schema: &Value) -> Vec<JsonType> {
         Some(Value::Array(a)) => a.iter().filter_map(|t| t.as_str().and_then(one)).collect(),
         _ => {
             // `enum`/`const` without `type`: take the types of the allowed values.
-            let mut types = vec![JsonType::String, JsonType::Integer, JsonType::Number, JsonType::Boolean];
+            let mut types = vec![
+                JsonType::String,
+                JsonType::Integer,
+                JsonType::Number,
+                JsonType::Boolean,
+            ];
             if let Some(Value::Array(values)) = schema.get("enum") {
-                types.retain(|t| values.iter().any(|v| match t {
-                    JsonType::String => v.is_string(),
-                    JsonType::Integer => v.is_i64() || v.is_u64(),
-                    JsonType::Number => v.is_number(),
-                    JsonType::Boolean => v.is_boolean(),
-                    _ => false,
-                }));
+                types.retain(|t| {
+                    values.iter().any(|v| match t {
+                        JsonType::String => v.is_string(),
+                        JsonType::Integer => v.is_i64() || v.is_u64(),
+                        JsonType::Number => v.is_number(),
+                        JsonType::Boolean => v.is_boolean(),
+                        _ => false,
+                    })
+                });
             }
             types
         }
@@ -274,7 +289,13 @@ fn collect_fields(
             required.push(path.clone());
         }
         let types = json_types(prop);
-        fields.insert(path.clone(), TargetField { types: types.clone(), pii });
+        fields.insert(
+            path.clone(),
+            TargetField {
+                types: types.clone(),
+                pii,
+            },
+        );
         if types.contains(&JsonType::Object) {
             collect_fields(prop, &path, pii, is_required, fields, required);
         }
@@ -298,7 +319,10 @@ mod tests {
         assert!(payroll.pii("employee_number").is_none());
         let hr = r.get("hr.employee").expect("hr schema");
         assert_eq!(hr.pii("nino"), Some(PiiClass::Personal));
-        assert!(hr.pii("address.postcode").is_some(), "nested fields inherit or declare x-pii");
+        assert!(
+            hr.pii("address.postcode").is_some(),
+            "nested fields inherit or declare x-pii"
+        );
     }
 
     #[test]
@@ -309,13 +333,19 @@ mod tests {
         example["nino"] = Value::String("QQ123456C".into());
         let errors = hr.validate(&example).unwrap_err();
         assert_eq!(errors[0].field, "nino");
-        assert!(!errors[0].message.contains("QQ123456C"), "{}", errors[0].message);
+        assert!(
+            !errors[0].message.contains("QQ123456C"),
+            "{}",
+            errors[0].message
+        );
     }
 
     fn hr_example(hr: &Entity) -> Value {
-        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&hr.path).unwrap()).unwrap();
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(&hr.path).unwrap()).unwrap();
         let example = schema["examples"][0].clone();
-        hr.validate(&example).expect("the schema's own example is valid");
+        hr.validate(&example)
+            .expect("the schema's own example is valid");
         example
     }
 }

@@ -26,7 +26,12 @@ use crate::telemetry::{self, LogFormat};
 #[command(name = "council-bridge", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, global = true, env = "COUNCIL_BRIDGE_CONFIG", default_value = "council-bridge.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "COUNCIL_BRIDGE_CONFIG",
+        default_value = "council-bridge.yaml"
+    )]
     pub config: PathBuf,
     /// Broker URL (overrides `broker.url`); without one, messages wait in the outbox.
     #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
@@ -183,7 +188,11 @@ pub fn main() -> ExitCode {
         _ => "debug",
     };
     telemetry::init(cli.log_format, level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -207,9 +216,16 @@ struct Env {
 
 fn env(cli: &Cli) -> Result<Env> {
     let config = Config::load(&cli.config).with_context(|| {
-        format!("cannot load the configuration {} (use --config or COUNCIL_BRIDGE_CONFIG)", cli.config.display())
+        format!(
+            "cannot load the configuration {} (use --config or COUNCIL_BRIDGE_CONFIG)",
+            cli.config.display()
+        )
     })?;
-    let url = cli.amqp_url.clone().filter(|u| !u.trim().is_empty()).or_else(|| config.broker.url.clone());
+    let url = cli
+        .amqp_url
+        .clone()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| config.broker.url.clone());
     let broker = url.map(|url| {
         let mut b = BrokerConfig::new(url);
         b.exchange = config.broker.exchange.clone();
@@ -220,16 +236,25 @@ fn env(cli: &Cli) -> Result<Env> {
         b
     });
     let store_path = cli.store.clone().unwrap_or_else(|| config.store.clone());
-    Ok(Env { config, broker, store_path })
+    Ok(Env {
+        config,
+        broker,
+        store_path,
+    })
 }
 
 fn open_store(env: &Env) -> Result<Store> {
-    Store::open(&env.store_path).with_context(|| format!("cannot open the store {}", env.store_path.display()))
+    Store::open(&env.store_path)
+        .with_context(|| format!("cannot open the store {}", env.store_path.display()))
 }
 
 fn registry(env: &Env) -> Result<Registry> {
-    Registry::load(&env.config.schemas)
-        .with_context(|| format!("cannot load the canonical schemas from {}", env.config.schemas.display()))
+    Registry::load(&env.config.schemas).with_context(|| {
+        format!(
+            "cannot load the canonical schemas from {}",
+            env.config.schemas.display()
+        )
+    })
 }
 
 fn actor() -> String {
@@ -238,40 +263,86 @@ fn actor() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-async fn flush_if_configured(env: &Env, store: &Store, retry: &Retry) -> Result<Option<pipeline::FlushReport>> {
+async fn flush_if_configured(
+    env: &Env,
+    store: &Store,
+    retry: &Retry,
+) -> Result<Option<pipeline::FlushReport>> {
     match &env.broker {
         None => Ok(None),
-        Some(b) => Ok(Some(pipeline::flush(store, b, retry).await.context("the store failed while publishing")?)),
+        Some(b) => Ok(Some(
+            pipeline::flush(store, b, retry)
+                .await
+                .context("the store failed while publishing")?,
+        )),
     }
 }
 
 async fn execute(cli: &Cli) -> Result<u8> {
     let env = env(cli)?;
     match &cli.command {
-        Command::Run { council, feed, force } => {
-            if let Some(c) = council {
-                if env.config.council(c).is_none() {
-                    bail!("no council `{c}` is configured (councils: {})", env.config.councils.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", "));
-                }
+        Command::Run {
+            council,
+            feed,
+            force,
+        } => {
+            if let Some(c) = council
+                && env.config.council(c).is_none()
+            {
+                bail!(
+                    "no council `{c}` is configured (councils: {})",
+                    env.config
+                        .councils
+                        .iter()
+                        .map(|c| c.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
-            let reports = pipeline::process(&env.config, &registry, &store, council.as_deref(), feed.as_deref(), *force);
+            let reports = pipeline::process(
+                &env.config,
+                &registry,
+                &store,
+                council.as_deref(),
+                feed.as_deref(),
+                *force,
+            );
             if reports.is_empty() {
                 bail!("no feed matches (check --council and --feed)");
             }
-            let retry = Retry { attempts: 3, first_pause: Duration::from_millis(500) };
+            let retry = Retry {
+                attempts: 3,
+                first_pause: Duration::from_millis(500),
+            };
             let flush = flush_if_configured(&env, &store, &retry).await?;
             let counts = store.outbox_counts()?;
-            render::run(cli.json, &reports, flush.as_ref(), &counts, env.broker.is_some());
+            render::run(
+                cli.json,
+                &reports,
+                flush.as_ref(),
+                &counts,
+                env.broker.is_some(),
+            );
             let mut code = 0;
-            if flush.as_ref().is_some_and(|f| f.error.is_some() && f.still_pending > 0) {
+            if flush
+                .as_ref()
+                .is_some_and(|f| f.error.is_some() && f.still_pending > 0)
+            {
                 code = 3;
             }
-            if reports.iter().flat_map(|r| &r.files).any(|f| f.status == "held") {
+            if reports
+                .iter()
+                .flat_map(|r| &r.files)
+                .any(|f| f.status == "held")
+            {
                 code = 4;
             }
-            if reports.iter().any(|r| r.error.is_some() || r.files.iter().any(|f| f.status == "failed")) {
+            if reports
+                .iter()
+                .any(|r| r.error.is_some() || r.files.iter().any(|f| f.status == "failed"))
+            {
                 code = 1;
             }
             Ok(code)
@@ -285,18 +356,28 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 }
                 OutboxCmd::Flush => {
                     let Some(broker) = &env.broker else {
-                        bail!("no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)");
+                        bail!(
+                            "no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)"
+                        );
                     };
                     let report = pipeline::flush(&store, broker, &Retry::default()).await?;
                     render::flush(cli.json, &report);
-                    Ok(if report.error.is_some() && report.still_pending > 0 { 3 } else { 0 })
+                    Ok(if report.error.is_some() && report.still_pending > 0 {
+                        3
+                    } else {
+                        0
+                    })
                 }
             }
         }
         Command::Failures { action } => {
             let store = open_store(&env)?;
             match action {
-                FailuresCmd::List { council, all, limit } => {
+                FailuresCmd::List {
+                    council,
+                    all,
+                    limit,
+                } => {
                     render::failures(cli.json, &store.failures(council.as_deref(), *all, *limit)?);
                     Ok(0)
                 }
@@ -311,7 +392,14 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     let mut code = 0;
                     let mut outcomes = Vec::new();
                     for id in ids {
-                        match pipeline::replay_failure(&env.config, &registry, &store, *id, &actor(), reason) {
+                        match pipeline::replay_failure(
+                            &env.config,
+                            &registry,
+                            &store,
+                            *id,
+                            &actor(),
+                            reason,
+                        ) {
                             Ok(o) => outcomes.push((*id, Ok(o))),
                             Err(e) => {
                                 code = 1;
@@ -319,7 +407,10 @@ async fn execute(cli: &Cli) -> Result<u8> {
                             }
                         }
                     }
-                    if outcomes.iter().any(|(_, o)| matches!(o, Ok(pipeline::ReplayOutcome::StillFailing { .. }))) {
+                    if outcomes
+                        .iter()
+                        .any(|(_, o)| matches!(o, Ok(pipeline::ReplayOutcome::StillFailing { .. })))
+                    {
                         code = 1;
                     }
                     let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
@@ -346,17 +437,30 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 }
             }
         }
-        Command::Mapping { action: MappingCmd::Check { paths } } => {
+        Command::Mapping {
+            action: MappingCmd::Check { paths },
+        } => {
             let registry = registry(&env)?;
             let paths: Vec<PathBuf> = if paths.is_empty() {
-                env.config.councils.iter().flat_map(|c| c.feeds.iter().map(|f| f.mapping.clone())).collect()
+                env.config
+                    .councils
+                    .iter()
+                    .flat_map(|c| c.feeds.iter().map(|f| f.mapping.clone()))
+                    .collect()
             } else {
                 paths.clone()
             };
             let mut bad = 0;
             for p in &paths {
                 match crate::mapping::load(p, &registry) {
-                    Ok(m) => println!("ok    {} ({} v{} → {}, {} fields)", p.display(), m.id, m.version, m.entity, m.field_paths().count()),
+                    Ok(m) => println!(
+                        "ok    {} ({} v{} → {}, {} fields)",
+                        p.display(),
+                        m.id,
+                        m.version,
+                        m.entity,
+                        m.field_paths().count()
+                    ),
                     Err(e) => {
                         bad += 1;
                         println!("FAIL  {e}");
@@ -365,12 +469,22 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             Ok(if bad > 0 { 1 } else { 0 })
         }
-        Command::Broker { action: BrokerCmd::Setup } => {
+        Command::Broker {
+            action: BrokerCmd::Setup,
+        } => {
             let Some(broker) = &env.broker else {
-                bail!("no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)");
+                bail!(
+                    "no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)"
+                );
             };
             crate::amqp::setup(broker).await?;
-            println!("topology declared on {}: exchange {}, dead-letter exchange {}, queue {}", broker.redacted_url(), broker.exchange, broker.dead_letter_exchange, broker.dead_letter_queue);
+            println!(
+                "topology declared on {}: exchange {}, dead-letter exchange {}, queue {}",
+                broker.redacted_url(),
+                broker.exchange,
+                broker.dead_letter_exchange,
+                broker.dead_letter_queue
+            );
             Ok(0)
         }
     }

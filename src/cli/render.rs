@@ -13,7 +13,13 @@ fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-pub(super) fn run(as_json: bool, reports: &[FeedReport], flush: Option<&FlushReport>, counts: &OutboxCounts, broker: bool) {
+pub(super) fn run(
+    as_json: bool,
+    reports: &[FeedReport],
+    flush: Option<&FlushReport>,
+    counts: &OutboxCounts,
+    broker: bool,
+) {
     if as_json {
         print_json(&json!({ "feeds": reports, "flush": flush, "outbox": counts }));
         return;
@@ -28,8 +34,16 @@ pub(super) fn run(as_json: bool, reports: &[FeedReport], flush: Option<&FlushRep
         }
         for f in &r.files {
             match f.status.as_str() {
-                "skipped" => println!("  {}  skipped: {}", f.file, f.reason.as_deref().unwrap_or("")),
-                "failed" => println!("  {}  FAILED: {}", f.file, f.reason.as_deref().unwrap_or("")),
+                "skipped" => println!(
+                    "  {}  skipped: {}",
+                    f.file,
+                    f.reason.as_deref().unwrap_or("")
+                ),
+                "failed" => println!(
+                    "  {}  FAILED: {}",
+                    f.file,
+                    f.reason.as_deref().unwrap_or("")
+                ),
                 status => {
                     println!(
                         "  {}  {status}: read {}, valid {}, rejected {}, new messages {}{}",
@@ -38,21 +52,32 @@ pub(super) fn run(as_json: bool, reports: &[FeedReport], flush: Option<&FlushRep
                         f.valid,
                         f.rejected,
                         f.new_messages,
-                        if f.already_known > 0 { format!(" ({} already in the outbox)", f.already_known) } else { String::new() }
+                        if f.already_known > 0 {
+                            format!(" ({} already in the outbox)", f.already_known)
+                        } else {
+                            String::new()
+                        }
                     );
                     if !f.rejected_by_reason.is_empty() {
-                        let reasons: Vec<String> = f.rejected_by_reason.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
+                        let reasons: Vec<String> = f
+                            .rejected_by_reason
+                            .iter()
+                            .map(|(k, n)| format!("{k} ×{n}"))
+                            .collect();
                         println!("      rejected: {}", reasons.join(", "));
                     }
-                    if let Some(c) = &f.control {
-                        if c.get("matches") == Some(&Value::Bool(true)) {
-                            println!("      control: trailer count and total match");
-                        }
+                    if let Some(c) = &f.control
+                        && c.get("matches") == Some(&Value::Bool(true))
+                    {
+                        println!("      control: trailer count and total match");
                     }
                     if let Some(reason) = &f.reason {
                         println!("      CONTROL MISMATCH: {reason}");
                         if status == "held" {
-                            println!("      held: nothing from this file is published until `council-bridge batches release {}` --reason ...", f.batch_id.as_deref().unwrap_or(""));
+                            println!(
+                                "      held: nothing from this file is published until `council-bridge batches release {}` --reason ...",
+                                f.batch_id.as_deref().unwrap_or("")
+                            );
                         }
                     }
                 }
@@ -62,7 +87,10 @@ pub(super) fn run(as_json: bool, reports: &[FeedReport], flush: Option<&FlushRep
     if let Some(f) = flush {
         println!("published {} messages (broker confirmed)", f.published);
         if f.unroutable > 0 {
-            println!("{} messages were unroutable and are kept as failures", f.unroutable);
+            println!(
+                "{} messages were unroutable and are kept as failures",
+                f.unroutable
+            );
         }
         if let Some(e) = &f.error {
             println!("broker problem: {e}");
@@ -82,9 +110,15 @@ pub(super) fn outbox(as_json: bool, c: &OutboxCounts, broker: bool) {
     );
     if c.pending > 0 {
         if broker {
-            println!("{} messages wait in the outbox; `council-bridge outbox flush` delivers them when the broker is reachable", c.pending);
+            println!(
+                "{} messages wait in the outbox; `council-bridge outbox flush` delivers them when the broker is reachable",
+                c.pending
+            );
         } else {
-            println!("{} messages wait in the outbox: no broker is configured (set AMQP_URL, then run `council-bridge outbox flush`)", c.pending);
+            println!(
+                "{} messages wait in the outbox: no broker is configured (set AMQP_URL, then run `council-bridge outbox flush`)",
+                c.pending
+            );
         }
     }
 }
@@ -94,9 +128,15 @@ pub(super) fn flush(as_json: bool, f: &FlushReport) {
         print_json(f);
         return;
     }
-    println!("published {} messages (broker confirmed); {} still pending", f.published, f.still_pending);
+    println!(
+        "published {} messages (broker confirmed); {} still pending",
+        f.published, f.still_pending
+    );
     if f.unroutable > 0 {
-        println!("{} messages were unroutable and are kept as failures", f.unroutable);
+        println!(
+            "{} messages were unroutable and are kept as failures",
+            f.unroutable
+        );
     }
     if let Some(e) = &f.error {
         println!("broker problem: {e}");
@@ -108,7 +148,13 @@ fn errors_summary(errors: &Value) -> String {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|e| format!("{} {}", e["field"].as_str().unwrap_or("?"), e["rule"].as_str().unwrap_or("?")))
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e["field"].as_str().unwrap_or("?"),
+                        e["rule"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         })
@@ -129,7 +175,10 @@ pub(super) fn failures(as_json: bool, rows: &[FailureRow]) {
         println!("no failures");
         return;
     }
-    println!("{:>5}  {:<12} {:<18} {:<10} {:<34} {:>6}  problem", "id", "council", "feed", "stage", "file", "line");
+    println!(
+        "{:>5}  {:<12} {:<18} {:<10} {:<34} {:>6}  problem",
+        "id", "council", "feed", "stage", "file", "line"
+    );
     for f in rows {
         println!(
             "{:>5}  {:<12} {:<18} {:<10} {:<34} {:>6}  {}{}",
@@ -140,14 +189,23 @@ pub(super) fn failures(as_json: bool, rows: &[FailureRow]) {
             f.file_name.as_deref().unwrap_or("-"),
             f.line.map(|l| l.to_string()).unwrap_or_default(),
             errors_summary(&f.errors),
-            if f.status != "open" { format!(" [{}]", f.status) } else { String::new() }
+            if f.status != "open" {
+                format!(" [{}]", f.status)
+            } else {
+                String::new()
+            }
         );
     }
 }
 
 /// Which raw columns may be shown: only those that feed non-personal canonical fields of the
 /// feed's current mapping. Anything else (personal, unmapped, or no mapping) is masked.
-fn public_columns(f: &FailureRow, config: &Config, registry: &Registry, header: &crate::formats::Header) -> Vec<bool> {
+fn public_columns(
+    f: &FailureRow,
+    config: &Config,
+    registry: &Registry,
+    header: &crate::formats::Header,
+) -> Vec<bool> {
     let mapping = config
         .council(&f.council)
         .and_then(|c| c.feeds.iter().find(|feed| feed.id == f.feed))
@@ -161,7 +219,11 @@ fn public_columns(f: &FailureRow, config: &Config, registry: &Registry, header: 
 pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: &Registry) {
     let record = f.raw_record.as_ref().and_then(|raw| {
         crate::formats::SourceRecord::from_raw_json(
-            crate::formats::Locator { file: String::new(), line: 0, row: 0 },
+            crate::formats::Locator {
+                file: String::new(),
+                line: 0,
+                row: 0,
+            },
             raw,
         )
     });
@@ -171,7 +233,11 @@ pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: 
         let public = public_columns(f, config, registry, &rec.header);
         for (i, name) in rec.header.names().iter().enumerate() {
             let value = rec.values.get(i).map(String::as_str).unwrap_or("");
-            let shown = if public[i] { value.to_string() } else { pii::mask(value) };
+            let shown = if public[i] {
+                value.to_string()
+            } else {
+                pii::mask(value)
+            };
             if public[i] {
                 public_names.push(name.clone());
             }
@@ -185,7 +251,9 @@ pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: 
         .unwrap_or_default()
         .into_iter()
         .map(|mut e| {
-            let column_public = e["column"].as_str().is_some_and(|c| public_names.iter().any(|p| p == c));
+            let column_public = e["column"]
+                .as_str()
+                .is_some_and(|c| public_names.iter().any(|p| p == c));
             if let Some(v) = e.get("value").and_then(Value::as_str).map(str::to_owned) {
                 e["value"] = Value::String(if column_public { v } else { pii::mask(&v) });
             }
@@ -210,15 +278,26 @@ pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: 
         f.line.unwrap_or(0),
         f.row.unwrap_or(0)
     );
-    println!("  mapping:      {} v{}", f.mapping_id.as_deref().unwrap_or("-"), f.mapping_version.unwrap_or(0));
+    println!(
+        "  mapping:      {} v{}",
+        f.mapping_id.as_deref().unwrap_or("-"),
+        f.mapping_version.unwrap_or(0)
+    );
     println!("  batch:        {}", f.batch_id.as_deref().unwrap_or("-"));
     if let Some(m) = &f.message_id {
         println!("  message:      {m}");
     }
     println!("  problems:");
     for e in &errors {
-        let column = e["column"].as_str().map(|c| format!(" (column \"{c}\")")).unwrap_or_default();
-        let value = e.get("value").and_then(Value::as_str).map(|v| format!(" — value: {v}")).unwrap_or_default();
+        let column = e["column"]
+            .as_str()
+            .map(|c| format!(" (column \"{c}\")"))
+            .unwrap_or_default();
+        let value = e
+            .get("value")
+            .and_then(Value::as_str)
+            .map(|v| format!(" — value: {v}"))
+            .unwrap_or_default();
         println!(
             "    field `{}`{column}: {} [{}]{value}",
             e["field"].as_str().unwrap_or("?"),
@@ -234,7 +313,11 @@ pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: 
     }
 }
 
-pub(super) fn replays(as_json: bool, outcomes: &[(i64, Result<ReplayOutcome, String>)], flush: Option<&FlushReport>) {
+pub(super) fn replays(
+    as_json: bool,
+    outcomes: &[(i64, Result<ReplayOutcome, String>)],
+    flush: Option<&FlushReport>,
+) {
     if as_json {
         let list: Vec<Value> = outcomes
             .iter()
@@ -248,8 +331,13 @@ pub(super) fn replays(as_json: bool, outcomes: &[(i64, Result<ReplayOutcome, Str
     }
     for (id, o) in outcomes {
         match o {
-            Ok(ReplayOutcome::Queued { message_id }) => println!("failure {id}: replayed, message {message_id} queued"),
-            Ok(ReplayOutcome::StillFailing { errors }) => println!("failure {id}: still fails with the current mapping: {}", errors_summary(errors)),
+            Ok(ReplayOutcome::Queued { message_id }) => {
+                println!("failure {id}: replayed, message {message_id} queued")
+            }
+            Ok(ReplayOutcome::StillFailing { errors }) => println!(
+                "failure {id}: still fails with the current mapping: {}",
+                errors_summary(errors)
+            ),
             Err(e) => println!("failure {id}: not replayed: {e}"),
         }
     }
@@ -264,7 +352,15 @@ pub(super) fn batches(as_json: bool, rows: &[BatchRow]) {
         return;
     }
     for b in rows {
-        let counts = b.summary.as_ref().and_then(|s| s.get("counts")).map(|c| c.to_string()).unwrap_or_default();
-        println!("{}  {:<10} {} / {}  {}  {}  {counts}", b.id, b.status, b.council, b.feed, b.file_name, b.started_at);
+        let counts = b
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("counts"))
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        println!(
+            "{}  {:<10} {} / {}  {}  {}  {counts}",
+            b.id, b.status, b.council, b.feed, b.file_name, b.started_at
+        );
     }
 }

@@ -85,7 +85,8 @@ impl LineIndex {
             }
             if b == b'\n' {
                 if !self.current_blank {
-                    self.lines.push_back((self.current_start, self.current_line));
+                    self.lines
+                        .push_back((self.current_start, self.current_line));
                 }
                 self.current_line += 1;
                 self.current_start = self.offset + 1;
@@ -117,10 +118,7 @@ struct LineCounting<R> {
 impl<R: Read> Read for LineCounting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.index
-            .lock()
-            .expect("line index lock")
-            .feed(&buf[..n]);
+        self.index.lock().expect("line index lock").feed(&buf[..n]);
         Ok(n)
     }
 }
@@ -350,10 +348,14 @@ mod tests {
 
     #[test]
     fn missing_header_is_a_file_error() {
-        let err = CsvDecoder::new("t.csv", &b"Title only\n"[..], CsvOptions {
-            skip_rows: 1,
-            ..CsvOptions::default()
-        })
+        let err = CsvDecoder::new(
+            "t.csv",
+            &b"Title only\n"[..],
+            CsvOptions {
+                skip_rows: 1,
+                ..CsvOptions::default()
+            },
+        )
         .err()
         .unwrap();
         assert!(err.to_string().contains("no header row"), "{err}");

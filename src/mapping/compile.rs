@@ -8,9 +8,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::spec::{ColumnSpec, FieldSpec, MappingSpec, SourceSpec, TrailerSpec};
 use super::transforms::DateFormat;
-use super::{
-    did_you_mean, JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema,
-};
+use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema, did_you_mean};
 use crate::formats::csv::{ControlMatch, CsvOptions};
 use crate::formats::encoding::Encoding;
 use crate::formats::{ColumnRef, Header};
@@ -158,8 +156,16 @@ impl Mapping {
             let mut resolved = Vec::new();
             for c in refs {
                 match c.resolve(header) {
-                    Some(i) if matches!(c, ColumnRef::Name(_)) || i < header.names().len() || header.names().is_empty() => {
-                        let name = header.names().get(i).cloned().unwrap_or_else(|| (i + 1).to_string());
+                    Some(i)
+                        if matches!(c, ColumnRef::Name(_))
+                            || i < header.names().len()
+                            || header.names().is_empty() =>
+                    {
+                        let name = header
+                            .names()
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| (i + 1).to_string());
                         if let Some(p) = public.get_mut(i) {
                             *p = Some(p.unwrap_or(true) && field.pii.is_none());
                         }
@@ -167,9 +173,11 @@ impl Mapping {
                     }
                     _ => {
                         let hint = match c {
-                            ColumnRef::Name(n) => did_you_mean(n, header.names().iter().map(String::as_str))
-                                .map(|s| format!(" Did you mean \"{s}\"?"))
-                                .unwrap_or_default(),
+                            ColumnRef::Name(n) => {
+                                did_you_mean(n, header.names().iter().map(String::as_str))
+                                    .map(|s| format!(" Did you mean \"{s}\"?"))
+                                    .unwrap_or_default()
+                            }
                             ColumnRef::Position(_) => String::new(),
                         };
                         diagnostics.push(MappingDiagnostic {
@@ -229,7 +237,10 @@ pub(super) fn compile(
     schemas: &dyn SchemaLookup,
 ) -> Result<Mapping, MappingError> {
     let spec: MappingSpec = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
         MappingError::Invalid {
             file: file.to_string(),
             diagnostics: vec![MappingDiagnostic {
@@ -253,7 +264,11 @@ pub(super) fn compile(
         let hint = did_you_mean(&entity, all.iter().map(String::as_str))
             .map(|s| format!(" Did you mean `{s}`?"))
             .unwrap_or_else(|| format!(" Known entities: {}.", all.join(", ")));
-        cx.at(&spec.entity.referenced, None, format!("unknown canonical entity `{entity}`.{hint}"));
+        cx.at(
+            &spec.entity.referenced,
+            None,
+            format!("unknown canonical entity `{entity}`.{hint}"),
+        );
     }
     let source = compile_source(&mut cx, &spec.source);
 
@@ -265,7 +280,12 @@ pub(super) fn compile(
     }
     if let Some(target) = target {
         for req in target.required() {
-            if !spec.fields.contains_key(&req) && !spec.fields.keys().any(|k| k.starts_with(&format!("{req}."))) {
+            if !spec.fields.contains_key(&req)
+                && !spec
+                    .fields
+                    .keys()
+                    .any(|k| k.starts_with(&format!("{req}.")))
+            {
                 cx.at(
                     &spec.fields.values().next().map(|f| f.referenced).unwrap_or(spec.entity.referenced),
                     Some(&req),
@@ -276,24 +296,51 @@ pub(super) fn compile(
     }
     for k in &spec.key.value {
         match fields.iter().find(|f| &f.path == k) {
-            None => cx.at(&spec.key.referenced, Some(k), "a key field must be one of the mapped fields"),
+            None => cx.at(
+                &spec.key.referenced,
+                Some(k),
+                "a key field must be one of the mapped fields",
+            ),
             Some(f) => {
                 if f.pii.is_some() {
                     cx.at(&spec.key.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
                 }
-                if !f.required && !matches!(f.source, FieldSource::Literal(_)) && f.default.is_none() {
-                    cx.at(&spec.key.referenced, Some(k), "a key field must be `required: true` (or have a default)");
+                if !f.required
+                    && !matches!(f.source, FieldSource::Literal(_))
+                    && f.default.is_none()
+                {
+                    cx.at(
+                        &spec.key.referenced,
+                        Some(k),
+                        "a key field must be `required: true` (or have a default)",
+                    );
                 }
             }
         }
     }
     if spec.key.value.is_empty() {
-        cx.at(&spec.key.referenced, None, "`key` must name at least one field");
+        cx.at(
+            &spec.key.referenced,
+            None,
+            "`key` must name at least one field",
+        );
     }
-    let action = spec.action.as_ref().map(|a| a.value.clone()).unwrap_or_else(|| "upserted".into());
+    let action = spec
+        .action
+        .as_ref()
+        .map(|a| a.value.clone())
+        .unwrap_or_else(|| "upserted".into());
     if !action.chars().all(|c| c.is_ascii_lowercase() || c == '_') || action.is_empty() {
-        let loc = spec.action.as_ref().map(|a| a.referenced).unwrap_or(spec.entity.referenced);
-        cx.at(&loc, None, "`action` must be lower-case letters and `_` (it is part of the routing key)");
+        let loc = spec
+            .action
+            .as_ref()
+            .map(|a| a.referenced)
+            .unwrap_or(spec.entity.referenced);
+        cx.at(
+            &loc,
+            None,
+            "`action` must be lower-case letters and `_` (it is part of the routing key)",
+        );
     }
 
     if !cx.diagnostics.is_empty() {
@@ -329,11 +376,19 @@ fn one_byte(cx: &mut Ctx, s: &Option<Spanned<String>>, what: &str, default: u8) 
     match s {
         None => default,
         Some(sp) => {
-            let v = if sp.value == "\\t" || sp.value == "tab" { "\t" } else { sp.value.as_str() };
+            let v = if sp.value == "\\t" || sp.value == "tab" {
+                "\t"
+            } else {
+                sp.value.as_str()
+            };
             if v.len() == 1 {
                 v.as_bytes()[0]
             } else {
-                cx.at(&sp.referenced, None, format!("`{what}` must be a single character"));
+                cx.at(
+                    &sp.referenced,
+                    None,
+                    format!("`{what}` must be a single character"),
+                );
                 default
             }
         }
@@ -343,22 +398,44 @@ fn one_byte(cx: &mut Ctx, s: &Option<Spanned<String>>, what: &str, default: u8) 
 fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOptions> {
     let s = &spec.value;
     if s.format.value != "csv" {
-        cx.at(&s.format.referenced, None, format!("unknown source format `{}`; this release reads `csv`", s.format.value));
+        cx.at(
+            &s.format.referenced,
+            None,
+            format!(
+                "unknown source format `{}`; this release reads `csv`",
+                s.format.value
+            ),
+        );
     }
     let encoding = match &s.encoding {
         None => Encoding::UTF_8,
         Some(e) => Encoding::for_label(&e.value).unwrap_or_else(|| {
-            cx.at(&e.referenced, None, format!("unknown encoding `{}` (try utf-8, windows-1252, iso-8859-1, utf-16le)", e.value));
+            cx.at(
+                &e.referenced,
+                None,
+                format!(
+                    "unknown encoding `{}` (try utf-8, windows-1252, iso-8859-1, utf-16le)",
+                    e.value
+                ),
+            );
             Encoding::UTF_8
         }),
     };
     let delimiter = one_byte(cx, &s.delimiter, "delimiter", b',');
     let quote = one_byte(cx, &s.quote, "quote", b'"');
-    let on_control_mismatch = match s.on_control_mismatch.as_ref().map(|p| (p.value.as_str(), p.referenced)) {
+    let on_control_mismatch = match s
+        .on_control_mismatch
+        .as_ref()
+        .map(|p| (p.value.as_str(), p.referenced))
+    {
         None | Some(("hold", _)) => ControlPolicy::Hold,
         Some(("publish", _)) => ControlPolicy::Publish,
         Some((other, loc)) => {
-            cx.at(&loc, None, format!("`on_control_mismatch` is `hold` or `publish`, not `{other}`"));
+            cx.at(
+                &loc,
+                None,
+                format!("`on_control_mismatch` is `hold` or `publish`, not `{other}`"),
+            );
             ControlPolicy::Hold
         }
     };
@@ -380,17 +457,31 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
     })
 }
 
-fn compile_trailer(cx: &mut Ctx, t: &Spanned<TrailerSpec>) -> (Option<ControlMatch>, Option<ControlSpec>) {
+fn compile_trailer(
+    cx: &mut Ctx,
+    t: &Spanned<TrailerSpec>,
+) -> (Option<ControlMatch>, Option<ControlSpec>) {
     let spec = &t.value;
     let pattern = match Regex::new(&spec.match_.pattern) {
         Ok(r) => r,
         Err(e) => {
-            cx.at(&t.referenced, None, format!("trailer `match.pattern` is not a valid regular expression: {}", first_line(&e.to_string())));
+            cx.at(
+                &t.referenced,
+                None,
+                format!(
+                    "trailer `match.pattern` is not a valid regular expression: {}",
+                    first_line(&e.to_string())
+                ),
+            );
             return (None, None);
         }
     };
     if spec.total_column.is_some() != spec.total_of.is_some() {
-        cx.at(&t.referenced, None, "trailer `total_column` and `total_of` go together: name both or neither");
+        cx.at(
+            &t.referenced,
+            None,
+            "trailer `total_column` and `total_of` go together: name both or neither",
+        );
     }
     (
         Some(ControlMatch {
@@ -443,16 +534,24 @@ fn compile_field(
     let loc = fs.referenced;
     let spec = &fs.value;
     let target_field = target.and_then(|t| t.field(path));
-    if let Some(t) = target {
-        if target_field.is_none() {
-            let all = t.fields();
-            let hint = did_you_mean(path, all.iter().map(String::as_str))
-                .map(|s| format!(" Did you mean `{s}`?"))
-                .unwrap_or_default();
-            cx.at(&loc, Some(path), format!("the canonical entity has no such field.{hint}"));
-        }
+    if let Some(t) = target
+        && target_field.is_none()
+    {
+        let all = t.fields();
+        let hint = did_you_mean(path, all.iter().map(String::as_str))
+            .map(|s| format!(" Did you mean `{s}`?"))
+            .unwrap_or_default();
+        cx.at(
+            &loc,
+            Some(path),
+            format!("the canonical entity has no such field.{hint}"),
+        );
     }
-    let sources = [spec.from.is_some(), spec.value.is_some(), spec.concat.is_some()];
+    let sources = [
+        spec.from.is_some(),
+        spec.value.is_some(),
+        spec.concat.is_some(),
+    ];
     let source = match sources.iter().filter(|b| **b).count() {
         1 => {
             if let Some(c) = &spec.from {
@@ -462,7 +561,11 @@ fn compile_field(
             } else {
                 let c = spec.concat.as_ref().expect("counted");
                 if c.from.is_empty() {
-                    cx.at(&loc, Some(path), "`concat.from` must list at least one column");
+                    cx.at(
+                        &loc,
+                        Some(path),
+                        "`concat.from` must list at least one column",
+                    );
                 }
                 FieldSource::Concat(
                     c.from.iter().map(column_ref).collect(),
@@ -471,11 +574,19 @@ fn compile_field(
             }
         }
         0 => {
-            cx.at(&loc, Some(path), "says nowhere where its value comes from: give one of `from`, `value` or `concat`");
+            cx.at(
+                &loc,
+                Some(path),
+                "says nowhere where its value comes from: give one of `from`, `value` or `concat`",
+            );
             return None;
         }
         _ => {
-            cx.at(&loc, Some(path), "give only one of `from`, `value` or `concat`");
+            cx.at(
+                &loc,
+                Some(path),
+                "give only one of `from`, `value` or `concat`",
+            );
             return None;
         }
     };
@@ -497,7 +608,11 @@ fn compile_field(
             Transform::Boolean => JsonType::Boolean,
             Transform::Map { values, .. } => {
                 let types: Vec<JsonType> = values.values().map(type_of).collect();
-                types.first().copied().filter(|f| types.iter().all(|t| t == f)).unwrap_or(JsonType::String)
+                types
+                    .first()
+                    .copied()
+                    .filter(|f| types.iter().all(|t| t == f))
+                    .unwrap_or(JsonType::String)
             }
             _ => JsonType::String,
         };
@@ -505,7 +620,11 @@ fn compile_field(
     }
     if let FieldSource::Literal(v) = &source {
         if !transforms.is_empty() {
-            cx.at(&loc, Some(path), "a literal `value` is used as written; remove its `transforms`");
+            cx.at(
+                &loc,
+                Some(path),
+                "a literal `value` is used as written; remove its `transforms`",
+            );
         }
         out = type_of(v);
     }
@@ -523,12 +642,32 @@ fn compile_field(
             } else {
                 ""
             };
-            cx.at(&loc, Some(path), format!("the canonical model wants {} here but the mapping produces {}.{hint}", want.join(" or "), type_name(out)));
+            cx.at(
+                &loc,
+                Some(path),
+                format!(
+                    "the canonical model wants {} here but the mapping produces {}.{hint}",
+                    want.join(" or "),
+                    type_name(out)
+                ),
+            );
         }
-        if let Some(d) = &spec.default {
-            if !accepts(&tf.types, type_of(d)) {
-                cx.at(&loc, Some(path), format!("the default is a {} but the canonical model wants {}", type_name(type_of(d)), tf.types.iter().map(|t| type_name(*t)).collect::<Vec<_>>().join(" or ")));
-            }
+        if let Some(d) = &spec.default
+            && !accepts(&tf.types, type_of(d))
+        {
+            cx.at(
+                &loc,
+                Some(path),
+                format!(
+                    "the default is a {} but the canonical model wants {}",
+                    type_name(type_of(d)),
+                    tf.types
+                        .iter()
+                        .map(|t| type_name(*t))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            );
         }
     }
     Some(CompiledField {
@@ -551,7 +690,11 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             (k.as_str(), Some(v))
         }
         _ => {
-            cx.at(&loc, Some(path), "a transform is a name (`trim`) or a name with options (`date: dd/mm/yyyy`)");
+            cx.at(
+                &loc,
+                Some(path),
+                "a transform is a name (`trim`) or a name with options (`date: dd/mm/yyyy`)",
+            );
             return None;
         }
     };
@@ -597,7 +740,11 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
                     }
                     ("default", Value::String(s)) if s == "error" => default = None,
                     ("default", v) => default = Some(v.clone()),
-                    (other, _) => cx.at(&loc, Some(path), format!("`map` takes `values` and `default`, not `{other}`")),
+                    (other, _) => cx.at(
+                        &loc,
+                        Some(path),
+                        format!("`map` takes `values` and `default`, not `{other}`"),
+                    ),
                 }
             }
             if values.is_empty() {
@@ -606,18 +753,30 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             Some(Transform::Map { values, default })
         }
         ("date" | "map", None) => {
-            cx.at(&loc, Some(path), format!("`{name}` needs options, see docs/mapping-format.md"));
+            cx.at(
+                &loc,
+                Some(path),
+                format!("`{name}` needs options, see docs/mapping-format.md"),
+            );
             None
         }
         (name, Some(_)) if TRANSFORMS.contains(&name) => {
-            cx.at(&loc, Some(path), format!("`{name}` takes no options; write it as `- {name}`"));
+            cx.at(
+                &loc,
+                Some(path),
+                format!("`{name}` takes no options; write it as `- {name}`"),
+            );
             None
         }
         (name, _) => {
             let hint = did_you_mean(name, TRANSFORMS.iter().copied())
                 .map(|s| format!(" Did you mean `{s}`?"))
                 .unwrap_or_else(|| format!(" Known transforms: {}.", TRANSFORMS.join(", ")));
-            cx.at(&loc, Some(path), format!("unknown transform `{name}`.{hint}"));
+            cx.at(
+                &loc,
+                Some(path),
+                format!("unknown transform `{name}`.{hint}"),
+            );
             None
         }
     }

@@ -65,8 +65,7 @@ pub fn parse_money(raw: &str) -> Result<i64, String> {
 /// Parses a whole number, allowing thousands commas.
 pub fn parse_integer(raw: &str) -> Result<i64, String> {
     let s: String = raw.trim().chars().filter(|c| *c != ',').collect();
-    s.parse()
-        .map_err(|_| "is not a whole number".to_string())
+    s.parse().map_err(|_| "is not a whole number".to_string())
 }
 
 /// Parses a decimal number.
@@ -207,7 +206,16 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(parse_money(raw), want, "{raw}");
         }
-        for bad in ["", "12.345", "1.2.3", "abc", "£", "12,34x", "--5", "99999999999999999999"] {
+        for bad in [
+            "",
+            "12.345",
+            "1.2.3",
+            "abc",
+            "£",
+            "12,34x",
+            "--5",
+            "99999999999999999999",
+        ] {
             assert!(parse_money(bad).is_err(), "{bad} should fail");
         }
     }
@@ -216,10 +224,22 @@ mod tests {
     fn dates_in_officer_notation() {
         let f = |s: &str| DateFormat::new(s).unwrap();
         let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
-        assert_eq!(parse_date("06/04/2026", &[f("dd/mm/yyyy")]), Ok(d(2026, 4, 6)));
-        assert_eq!(parse_date("6/4/2026", &[f("dd/mm/yyyy")]), Ok(d(2026, 4, 6)));
-        assert_eq!(parse_date("06-Apr-2011", &[f("d-MMM-yyyy")]), Ok(d(2011, 4, 6)));
-        assert_eq!(parse_date("06-APR-2011", &[f("dd-MMM-yyyy")]), Ok(d(2011, 4, 6)));
+        assert_eq!(
+            parse_date("06/04/2026", &[f("dd/mm/yyyy")]),
+            Ok(d(2026, 4, 6))
+        );
+        assert_eq!(
+            parse_date("6/4/2026", &[f("dd/mm/yyyy")]),
+            Ok(d(2026, 4, 6))
+        );
+        assert_eq!(
+            parse_date("06-Apr-2011", &[f("d-MMM-yyyy")]),
+            Ok(d(2011, 4, 6))
+        );
+        assert_eq!(
+            parse_date("06-APR-2011", &[f("dd-MMM-yyyy")]),
+            Ok(d(2011, 4, 6))
+        );
         assert_eq!(
             parse_date("2026-04-06", &[f("dd/mm/yyyy"), f("yyyy-mm-dd")]),
             Ok(d(2026, 4, 6))

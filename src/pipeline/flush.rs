@@ -38,14 +38,21 @@ pub struct Retry {
 
 impl Default for Retry {
     fn default() -> Self {
-        Self { attempts: 5, first_pause: Duration::from_millis(500) }
+        Self {
+            attempts: 5,
+            first_pause: Duration::from_millis(500),
+        }
     }
 }
 
 /// Publishes every pending outbox message. A lost connection is re-established and the
 /// unconfirmed messages are sent again (same message ids); when the broker cannot be reached
 /// after `retry.attempts` tries in a row, the flush stops and the messages stay pending.
-pub async fn flush(store: &Store, broker: &BrokerConfig, retry: &Retry) -> Result<FlushReport, crate::store::StoreError> {
+pub async fn flush(
+    store: &Store,
+    broker: &BrokerConfig,
+    retry: &Retry,
+) -> Result<FlushReport, crate::store::StoreError> {
     let mut report = FlushReport::default();
     let mut publisher: Option<Publisher> = None;
     let mut failures_in_a_row = 0u32;
@@ -91,7 +98,11 @@ pub async fn flush(store: &Store, broker: &BrokerConfig, retry: &Retry) -> Resul
                 }
                 Outcome::Nacked if m.attempts + 1 >= MAX_NACKS => {
                     report.rejected += 1;
-                    store.mark_undeliverable(m.outbox_id, "rejected", &format!("the broker refused it {MAX_NACKS} times (nack)"))?;
+                    store.mark_undeliverable(
+                        m.outbox_id,
+                        "rejected",
+                        &format!("the broker refused it {MAX_NACKS} times (nack)"),
+                    )?;
                 }
                 Outcome::Nacked => retry_later.push(m.outbox_id),
                 Outcome::Failed(reason) => {

@@ -160,7 +160,9 @@ fn process_feed(
     }
     for path in paths {
         let raw = sources::describe(&path)?;
-        files.push(process_file(registry, store, council, &feed.id, &mapping, &raw, force)?);
+        files.push(process_file(
+            registry, store, council, &feed.id, &mapping, &raw, force,
+        )?);
     }
     Ok(())
 }
@@ -176,14 +178,15 @@ pub fn process_file(
     raw: &RawFile,
     force: bool,
 ) -> Result<FileReport, PipelineError> {
-    if !force {
-        if let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
-            tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
-            let mut r = FileReport::new(&raw.name, "skipped");
-            r.batch_id = Some(previous.id);
-            r.reason = Some(format!("already processed on {} (same sha256)", previous.started_at));
-            return Ok(r);
-        }
+    if !force && let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
+        tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
+        let mut r = FileReport::new(&raw.name, "skipped");
+        r.batch_id = Some(previous.id);
+        r.reason = Some(format!(
+            "already processed on {} (same sha256)",
+            previous.started_at
+        ));
+        return Ok(r);
     }
     let entity = registry
         .get(&mapping.entity)
@@ -200,7 +203,18 @@ pub fn process_file(
     })?;
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
-    match read_into_store(registry, store, council, feed, mapping, entity, raw, &batch_id, force, &mut report) {
+    match read_into_store(
+        registry,
+        store,
+        council,
+        feed,
+        mapping,
+        entity,
+        raw,
+        &batch_id,
+        force,
+        &mut report,
+    ) {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
         Err(ReadError::File(reason)) => {
@@ -248,9 +262,13 @@ fn read_into_store(
     let decoder = CsvDecoder::new(raw.name.clone(), bytes, mapping.source.csv.clone())
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
-    let binding = mapping.bind(&header).map_err(|e| ReadError::File(e.to_string()))?;
+    let binding = mapping
+        .bind(&header)
+        .map_err(|e| ReadError::File(e.to_string()))?;
     let control_spec = mapping.source.control.as_ref();
-    let total_of = control_spec.and_then(|c| c.total_of.as_ref()).and_then(|c| c.resolve(&header));
+    let total_of = control_spec
+        .and_then(|c| c.total_of.as_ref())
+        .and_then(|c| c.resolve(&header));
     let mut summed_pence: i64 = 0;
     let mut unparsable_total_rows = 0u64;
     let mut control: Option<Control> = None;
@@ -258,11 +276,22 @@ fn read_into_store(
     let mut messages = Vec::with_capacity(CHUNK);
     let mut failures = Vec::new();
 
-    let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>, failures: &mut Vec<NewFailure>, report: &mut FileReport| -> Result<(), ReadError> {
+    let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>,
+                       failures: &mut Vec<NewFailure>,
+                       report: &mut FileReport|
+     -> Result<(), ReadError> {
         if messages.is_empty() && failures.is_empty() {
             return Ok(());
         }
-        let outcome = store.write_chunk(batch_id, council, feed, (&mapping.id, mapping.version), messages, failures, force)?;
+        let outcome = store.write_chunk(
+            batch_id,
+            council,
+            feed,
+            (&mapping.id, mapping.version),
+            messages,
+            failures,
+            force,
+        )?;
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
         messages.clear();
@@ -280,7 +309,10 @@ fn read_into_store(
             Item::Failure(f) => {
                 report.read += 1;
                 report.rejected += 1;
-                *report.rejected_by_reason.entry("decode".into()).or_default() += 1;
+                *report
+                    .rejected_by_reason
+                    .entry("decode".into())
+                    .or_default() += 1;
                 if let (Some(i), Some(rec)) = (total_of, &f.record) {
                     add_total(rec.get(i), &mut summed_pence, &mut unparsable_total_rows);
                 }
@@ -304,7 +336,10 @@ fn read_into_store(
                     .map_err(|e| ("mapping", e))
                     .and_then(|m| {
                         let body = Value::Object(m.body);
-                        entity.validate(&body).map(|()| (m.key, body)).map_err(|e| ("validation", e))
+                        entity
+                            .validate(&body)
+                            .map(|()| (m.key, body))
+                            .map_err(|e| ("validation", e))
                     });
                 match result {
                     Ok((key, body)) => {
@@ -329,7 +364,10 @@ fn read_into_store(
                     Err((stage, errors)) => {
                         report.rejected += 1;
                         for e in &errors {
-                            *report.rejected_by_reason.entry(format!("{} {}", e.field, e.rule)).or_default() += 1;
+                            *report
+                                .rejected_by_reason
+                                .entry(format!("{} {}", e.field, e.rule))
+                                .or_default() += 1;
                         }
                         log_rejection(council, feed, &rec, &errors);
                         failures.push(NewFailure {
@@ -350,7 +388,13 @@ fn read_into_store(
     }
     flush_chunk(&mut messages, &mut failures, report)?;
 
-    let (control_report, mismatch) = check_control(control_spec, control.as_ref(), report.read, summed_pence, unparsable_total_rows);
+    let (control_report, mismatch) = check_control(
+        control_spec,
+        control.as_ref(),
+        report.read,
+        summed_pence,
+        unparsable_total_rows,
+    );
     report.control = control_report;
     let hold = mismatch.is_some() && mapping.source.on_control_mismatch == ControlPolicy::Hold;
     if let Some(m) = &mismatch {
@@ -379,7 +423,8 @@ fn read_into_store(
         "rejected_by_reason": report.rejected_by_reason,
         "control": report.control,
     });
-    let manifest = envelope::manifest_message(&entity.domain, council, feed, batch_id, &summary, now);
+    let manifest =
+        envelope::manifest_message(&entity.domain, council, feed, batch_id, &summary, now);
     store.finish_batch(batch_id, &summary, &manifest, hold)?;
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
@@ -407,7 +452,11 @@ fn read_control(spec: Option<&mapping::ControlSpec>, rec: &SourceRecord) -> Cont
         .map(|v| v.max(0) as u64);
     let total_pence = value(spec.and_then(|s| s.total_column.as_ref()))
         .and_then(|v| mapping::transforms::parse_money(&v).ok());
-    Control { count, total_pence, line: rec.locator.line }
+    Control {
+        count,
+        total_pence,
+        line: rec.locator.line,
+    }
 }
 
 fn check_control(
@@ -417,7 +466,9 @@ fn check_control(
     summed: i64,
     unparsable: u64,
 ) -> (Option<Value>, Option<String>) {
-    let Some(spec) = spec else { return (None, None) };
+    let Some(spec) = spec else {
+        return (None, None);
+    };
     let Some(control) = control else {
         return (
             Some(json!({ "trailer": "missing" })),
@@ -428,8 +479,14 @@ fn check_control(
     if spec.count_column.is_some() {
         match control.count {
             Some(c) if c == read => {}
-            Some(c) => problems.push(format!("trailer (line {}) says {c} rows but {read} were read", control.line)),
-            None => problems.push(format!("trailer (line {}) has no readable row count", control.line)),
+            Some(c) => problems.push(format!(
+                "trailer (line {}) says {c} rows but {read} were read",
+                control.line
+            )),
+            None => problems.push(format!(
+                "trailer (line {}) has no readable row count",
+                control.line
+            )),
         }
     }
     if spec.total_column.is_some() {
@@ -440,9 +497,16 @@ fn check_control(
                 control.line,
                 pounds(t),
                 pounds(summed),
-                if unparsable > 0 { format!(" ({unparsable} rows had no readable amount)") } else { String::new() }
+                if unparsable > 0 {
+                    format!(" ({unparsable} rows had no readable amount)")
+                } else {
+                    String::new()
+                }
             )),
-            None => problems.push(format!("trailer (line {}) has no readable total", control.line)),
+            None => problems.push(format!(
+                "trailer (line {}) has no readable total",
+                control.line
+            )),
         }
     }
     let report = json!({
@@ -453,7 +517,10 @@ fn check_control(
         "rows_total_pence": spec.total_of.as_ref().map(|_| summed),
         "matches": problems.is_empty(),
     });
-    (Some(report), (!problems.is_empty()).then(|| problems.join("; ")))
+    (
+        Some(report),
+        (!problems.is_empty()).then(|| problems.join("; ")),
+    )
 }
 
 fn pounds(pence: i64) -> String {

@@ -36,20 +36,33 @@ pub fn replay_failure(
 ) -> Result<ReplayOutcome, PipelineError> {
     let failure = store.failure(id)?;
     if failure.status != "open" {
-        return Err(PipelineError::Other(format!("failure {id} is already {}", failure.status)));
+        return Err(PipelineError::Other(format!(
+            "failure {id} is already {}",
+            failure.status
+        )));
     }
     if let Some(message_id) = &failure.message_id {
         store.requeue_failed_message(id, message_id, actor, reason)?;
-        return Ok(ReplayOutcome::Queued { message_id: message_id.clone() });
+        return Ok(ReplayOutcome::Queued {
+            message_id: message_id.clone(),
+        });
     }
-    let council = config
-        .council(&failure.council)
-        .ok_or_else(|| PipelineError::Other(format!("council {} is no longer configured", failure.council)))?;
+    let council = config.council(&failure.council).ok_or_else(|| {
+        PipelineError::Other(format!(
+            "council {} is no longer configured",
+            failure.council
+        ))
+    })?;
     let feed = council
         .feeds
         .iter()
         .find(|f| f.id == failure.feed)
-        .ok_or_else(|| PipelineError::Other(format!("feed {} of {} is no longer configured", failure.feed, council.id)))?;
+        .ok_or_else(|| {
+            PipelineError::Other(format!(
+                "feed {} of {} is no longer configured",
+                failure.feed, council.id
+            ))
+        })?;
     let mapping = super::load_mapping(feed, registry)?;
     let entity = registry
         .get(&mapping.entity)
@@ -71,7 +84,9 @@ pub fn replay_failure(
     });
     match mapped {
         Ok((key, body)) => {
-            let sha = store.batch_sha256(failure.batch_id.as_deref())?.unwrap_or_default();
+            let sha = store
+                .batch_sha256(failure.batch_id.as_deref())?
+                .unwrap_or_default();
             let batch_id = failure.batch_id.clone().unwrap_or_default();
             let message = envelope::record_message(
                 entity,
@@ -91,7 +106,9 @@ pub fn replay_failure(
             );
             store.replay_failure(id, &message, actor, reason)?;
             tracing::info!(failure = id, message_id = %message.message_id, actor, "failure replayed into the outbox");
-            Ok(ReplayOutcome::Queued { message_id: message.message_id })
+            Ok(ReplayOutcome::Queued {
+                message_id: message.message_id,
+            })
         }
         Err(errors) => {
             let errors = serde_json::to_value(&errors).unwrap_or(Value::Null);

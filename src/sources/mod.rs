@@ -46,14 +46,20 @@ pub fn list(pattern: &str) -> Result<Vec<PathBuf>, SourceError> {
         pattern: pattern.to_string(),
         message: e.to_string(),
     })?;
-    let mut files: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+    let mut files: Vec<PathBuf> = paths
+        .filter_map(Result::ok)
+        .filter(|p| p.is_file())
+        .collect();
     files.sort();
     Ok(files)
 }
 
 /// Describes a file, hashing it in a streaming pass.
 pub fn describe(path: &Path) -> Result<RawFile, SourceError> {
-    let io = |source| SourceError::Io { path: path.to_path_buf(), source };
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
@@ -68,7 +74,10 @@ pub fn describe(path: &Path) -> Result<RawFile, SourceError> {
     }
     Ok(RawFile {
         path: path.to_path_buf(),
-        name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         sha256: hex::encode(hasher.finalize()),
         size,
     })
@@ -78,5 +87,8 @@ pub fn describe(path: &Path) -> Result<RawFile, SourceError> {
 pub fn open(file: &RawFile) -> Result<impl Read + 'static, SourceError> {
     std::fs::File::open(&file.path)
         .map(|f| std::io::BufReader::with_capacity(64 * 1024, f))
-        .map_err(|source| SourceError::Io { path: file.path.clone(), source })
+        .map_err(|source| SourceError::Io {
+            path: file.path.clone(),
+            source,
+        })
 }

@@ -212,8 +212,10 @@ impl Store {
         let mut conn = Connection::open(path).map_err(sq)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sq)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sq)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sq)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
         migrations::run(&mut conn).map_err(sq)?;
         Ok(Self {
@@ -236,7 +238,12 @@ impl Store {
     }
 
     /// The batch that already took this file for this feed, if any (so a rerun skips it).
-    pub fn processed_batch(&self, council: &str, feed: &str, sha256: &str) -> Result<Option<BatchRow>> {
+    pub fn processed_batch(
+        &self,
+        council: &str,
+        feed: &str,
+        sha256: &str,
+    ) -> Result<Option<BatchRow>> {
         self.with(|c| {
             c.query_row(
                 "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
@@ -264,6 +271,7 @@ impl Store {
     /// Writes a chunk of a batch's messages (staged: not publishable until the batch finishes)
     /// and failures in one transaction. A message whose id is already in the outbox is not
     /// written again; with `force`, an already sent one is queued again.
+    #[allow(clippy::too_many_arguments)] // one transaction, one call: the batch context travels with the rows
     pub fn write_chunk(
         &self,
         batch_id: &str,
@@ -337,8 +345,18 @@ impl Store {
 
     /// Finishes a batch in one transaction: stores its summary and manifest message and makes
     /// its staged messages publishable (`hold = false`) or holds them (`hold = true`).
-    pub fn finish_batch(&self, batch_id: &str, summary: &Value, manifest: &OutboundMessage, hold: bool) -> Result<()> {
-        let council = summary.get("council").and_then(Value::as_str).unwrap_or_default().to_string();
+    pub fn finish_batch(
+        &self,
+        batch_id: &str,
+        summary: &Value,
+        manifest: &OutboundMessage,
+        hold: bool,
+    ) -> Result<()> {
+        let council = summary
+            .get("council")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -367,7 +385,11 @@ impl Store {
                 "UPDATE batches SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
                 params![
                     batch_id,
-                    if hold { batch_status::HELD } else { batch_status::COMPLETED },
+                    if hold {
+                        batch_status::HELD
+                    } else {
+                        batch_status::COMPLETED
+                    },
                     now(),
                     summary.to_string()
                 ],
@@ -396,7 +418,11 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             let status: Option<String> = tx
-                .query_row("SELECT status FROM batches WHERE id = ?1", params![batch_id], |r| r.get(0))
+                .query_row(
+                    "SELECT status FROM batches WHERE id = ?1",
+                    params![batch_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if status.as_deref() != Some(batch_status::HELD) {
                 return Err(rusqlite::Error::QueryReturnedNoRows);
@@ -405,15 +431,19 @@ impl Store {
                 "UPDATE outbox SET status = 'pending' WHERE batch_id = ?1 AND status = 'held'",
                 params![batch_id],
             )?;
-            tx.execute("UPDATE batches SET status = 'released' WHERE id = ?1", params![batch_id])?;
+            tx.execute(
+                "UPDATE batches SET status = 'released' WHERE id = ?1",
+                params![batch_id],
+            )?;
             audit(&tx, actor, "batch.release", batch_id, reason)?;
             tx.commit()?;
             Ok(n as u64)
         })
         .map_err(|e| match e {
-            StoreError::Sqlite { source: rusqlite::Error::QueryReturnedNoRows, .. } => {
-                StoreError::NotFound(format!("no held batch {batch_id}"))
-            }
+            StoreError::Sqlite {
+                source: rusqlite::Error::QueryReturnedNoRows,
+                ..
+            } => StoreError::NotFound(format!("no held batch {batch_id}")),
             other => other,
         })
     }
@@ -534,7 +564,12 @@ impl Store {
     }
 
     /// Open failures (or all, with `all`), oldest first.
-    pub fn failures(&self, council: Option<&str>, all: bool, limit: u32) -> Result<Vec<FailureRow>> {
+    pub fn failures(
+        &self,
+        council: Option<&str>,
+        all: bool,
+        limit: u32,
+    ) -> Result<Vec<FailureRow>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
@@ -546,21 +581,32 @@ impl Store {
     /// One failure.
     pub fn failure(&self, id: i64) -> Result<FailureRow> {
         self.with(|c| {
-            c.query_row(&format!("{FAILURE_SELECT} WHERE id = ?1"), params![id], failure_row)
-                .optional()
+            c.query_row(
+                &format!("{FAILURE_SELECT} WHERE id = ?1"),
+                params![id],
+                failure_row,
+            )
+            .optional()
         })?
         .ok_or_else(|| StoreError::NotFound(format!("no failure {id}")))
     }
 
     /// Resolves a failure by replay: the new message goes to the outbox (publishable) in the
     /// same transaction that marks the failure replayed and writes the audit entry.
-    pub fn replay_failure(&self, id: i64, message: &OutboundMessage, actor: &str, reason: &str) -> Result<()> {
+    pub fn replay_failure(
+        &self,
+        id: i64,
+        message: &OutboundMessage,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (batch_id, council): (Option<String>, String) =
-                tx.query_row("SELECT batch_id, council FROM failures WHERE id = ?1", params![id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+            let (batch_id, council): (Option<String>, String) = tx.query_row(
+                "SELECT batch_id, council FROM failures WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
@@ -583,14 +629,26 @@ impl Store {
                 "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
                 params![id, now()],
             )?;
-            audit(&tx, actor, "failure.replay", &id.to_string(), &format!("{reason}; message {}", message.message_id))?;
+            audit(
+                &tx,
+                actor,
+                "failure.replay",
+                &id.to_string(),
+                &format!("{reason}; message {}", message.message_id),
+            )?;
             tx.commit()
         })
     }
 
     /// Re-queues a message that was moved to the failures (unroutable, refused): the same
     /// message, same id, becomes pending again. Audited.
-    pub fn requeue_failed_message(&self, id: i64, message_id: &str, actor: &str, reason: &str) -> Result<()> {
+    pub fn requeue_failed_message(
+        &self,
+        id: i64,
+        message_id: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
@@ -601,17 +659,29 @@ impl Store {
                 "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
                 params![id, now()],
             )?;
-            audit(&tx, actor, "failure.requeue", &id.to_string(), &format!("{reason}; message {message_id}"))?;
+            audit(
+                &tx,
+                actor,
+                "failure.requeue",
+                &id.to_string(),
+                &format!("{reason}; message {message_id}"),
+            )?;
             tx.commit()
         })
     }
 
     /// The sha256 of a batch's file.
     pub fn batch_sha256(&self, batch_id: Option<&str>) -> Result<Option<String>> {
-        let Some(batch_id) = batch_id else { return Ok(None) };
+        let Some(batch_id) = batch_id else {
+            return Ok(None);
+        };
         self.with(|c| {
-            c.query_row("SELECT file_sha256 FROM batches WHERE id = ?1", params![batch_id], |r| r.get(0))
-                .optional()
+            c.query_row(
+                "SELECT file_sha256 FROM batches WHERE id = ?1",
+                params![batch_id],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -619,8 +689,17 @@ impl Store {
     pub fn replay_failed(&self, id: i64, errors: &Value, actor: &str) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute("UPDATE failures SET errors = ?2 WHERE id = ?1", params![id, errors.to_string()])?;
-            audit(&tx, actor, "failure.replay-failed", &id.to_string(), "still fails with the current mapping")?;
+            tx.execute(
+                "UPDATE failures SET errors = ?2 WHERE id = ?1",
+                params![id, errors.to_string()],
+            )?;
+            audit(
+                &tx,
+                actor,
+                "failure.replay-failed",
+                &id.to_string(),
+                "still fails with the current mapping",
+            )?;
             tx.commit()
         })
     }
@@ -628,7 +707,9 @@ impl Store {
     /// The audit log, newest first.
     pub fn audit_log(&self, limit: u32) -> Result<Vec<Value>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let mut st = c.prepare(
+                "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
             st.query_map(params![limit], |r| {
                 Ok(serde_json::json!({
                     "at": r.get::<_, String>(0)?, "actor": r.get::<_, String>(1)?,
@@ -641,7 +722,8 @@ impl Store {
     }
 }
 
-const FAILURE_SELECT: &str = "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
+const FAILURE_SELECT: &str =
+    "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
     mapping_id, mapping_version, errors, message_id, status, created_at FROM failures";
 
 fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
@@ -680,7 +762,13 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
     })
 }
 
-fn audit(tx: &rusqlite::Transaction<'_>, actor: &str, action: &str, target: &str, detail: &str) -> rusqlite::Result<()> {
+fn audit(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![now(), actor, action, target, detail],

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
 
@@ -15,7 +18,8 @@ use council_bridge::amqp::{BrokerConfig, declare_topology};
 
 /// The broker the tests use (AMQP_TEST_URL overrides).
 pub fn broker_url() -> String {
-    std::env::var("AMQP_TEST_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("AMQP_TEST_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// The repository root.
@@ -61,7 +65,12 @@ impl Sandbox {
             ),
         )
         .unwrap();
-        Sandbox { dir, exchange, dlx, dlq }
+        Sandbox {
+            dir,
+            exchange,
+            dlx,
+            dlq,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -131,21 +140,52 @@ impl Consumer {
             .await
             .unwrap_or_else(|e| panic!("RabbitMQ is required for this test and is not reachable at {url}: {e}. Start it with `rabbitmq-server -detached`."));
         let channel = conn.create_channel().await.unwrap();
-        declare_topology(&channel, &sandbox.broker(&url)).await.unwrap();
+        declare_topology(&channel, &sandbox.broker(&url))
+            .await
+            .unwrap();
         let queue = format!("{}.test-consumer", sandbox.exchange);
         channel
-            .queue_declare(ShortString::from(queue.as_str()), QueueDeclareOptions { durable: false, auto_delete: false, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                ShortString::from(queue.as_str()),
+                QueueDeclareOptions {
+                    durable: false,
+                    auto_delete: false,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         channel
-            .queue_bind(ShortString::from(queue.as_str()), ShortString::from(sandbox.exchange.as_str()), ShortString::from("#"), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                ShortString::from(queue.as_str()),
+                ShortString::from(sandbox.exchange.as_str()),
+                ShortString::from("#"),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let consumer = channel
-            .basic_consume(ShortString::from(queue.as_str()), ShortString::from("test"), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                ShortString::from(queue.as_str()),
+                ShortString::from("test"),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        Consumer { conn, consumer, queue, exchange: sandbox.exchange.clone(), dlx: sandbox.dlx.clone(), dlq: sandbox.dlq.clone() }
+        Consumer {
+            conn,
+            consumer,
+            queue,
+            exchange: sandbox.exchange.clone(),
+            dlx: sandbox.dlx.clone(),
+            dlq: sandbox.dlq.clone(),
+        }
     }
 
     /// Receives until `idle` passes with nothing new (or `max` messages).
@@ -164,10 +204,30 @@ impl Consumer {
     /// Deletes the queue and the sandbox's exchanges.
     pub async fn cleanup(self) {
         let ch = self.conn.create_channel().await.unwrap();
-        let _ = ch.queue_delete(ShortString::from(self.queue.as_str()), QueueDeleteOptions::default()).await;
-        let _ = ch.queue_delete(ShortString::from(self.dlq.as_str()), QueueDeleteOptions::default()).await;
-        let _ = ch.exchange_delete(ShortString::from(self.exchange.as_str()), ExchangeDeleteOptions::default()).await;
-        let _ = ch.exchange_delete(ShortString::from(self.dlx.as_str()), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .queue_delete(
+                ShortString::from(self.queue.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch
+            .queue_delete(
+                ShortString::from(self.dlq.as_str()),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch
+            .exchange_delete(
+                ShortString::from(self.exchange.as_str()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+        let _ = ch
+            .exchange_delete(
+                ShortString::from(self.dlx.as_str()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
         let _ = self.conn.close(200, ShortString::from("done")).await;
     }
 }
@@ -187,8 +247,16 @@ fn received(d: &lapin::message::Delivery) -> Received {
     }
     Received {
         routing_key: d.routing_key.to_string(),
-        message_id: p.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
-        correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        message_id: p
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        correlation_id: p
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
         delivery_mode: *p.delivery_mode(),
         headers,
         body: serde_json::from_slice(&d.data).expect("body is JSON"),
