@@ -88,17 +88,16 @@ async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_un
 
     // 20,000 records of one batch in the outbox, as the pipeline leaves them.
     let batch = "batch-reconnect";
-    store
-        .begin_batch(&NewBatch {
-            id: batch,
-            council: "northshire",
-            feed: "payroll",
-            file_name: "big.csv",
-            file_sha256: "00",
-            mapping_id: "m",
-            mapping_version: 1,
-        })
-        .unwrap();
+    let new_batch = NewBatch {
+        id: batch,
+        council: "northshire",
+        feed: "payroll",
+        file_name: "big.csv",
+        file_sha256: "00",
+        mapping_id: "m",
+        mapping_version: 1,
+    };
+    store.begin_batch(&new_batch).unwrap();
     let mut expected: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let messages: Vec<OutboundMessage> = (0..MESSAGES)
         .map(|i| {
@@ -116,9 +115,7 @@ async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_un
         })
         .collect();
     for chunk in messages.chunks(1000) {
-        store
-            .write_chunk(batch, "northshire", "payroll", ("m", 1), chunk, &[], false)
-            .unwrap();
+        store.write_chunk(&new_batch, chunk, &[], false).unwrap();
     }
     let manifest = OutboundMessage {
         message_id: "manifest-reconnect".into(),

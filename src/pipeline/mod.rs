@@ -192,7 +192,7 @@ pub fn process_file(
         .get(&mapping.entity)
         .ok_or_else(|| PipelineError::Other(format!("no schema for {}", mapping.entity)))?;
     let batch_id = uuid::Uuid::new_v4().to_string();
-    store.begin_batch(&NewBatch {
+    let batch = NewBatch {
         id: &batch_id,
         council,
         feed,
@@ -200,21 +200,11 @@ pub fn process_file(
         file_sha256: &raw.sha256,
         mapping_id: &mapping.id,
         mapping_version: mapping.version,
-    })?;
+    };
+    store.begin_batch(&batch)?;
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
-    match read_into_store(
-        registry,
-        store,
-        council,
-        feed,
-        mapping,
-        entity,
-        raw,
-        &batch_id,
-        force,
-        &mut report,
-    ) {
+    match read_into_store(store, &batch, mapping, entity, raw, force, &mut report) {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
         Err(ReadError::File(reason)) => {
@@ -245,19 +235,16 @@ struct Control {
     line: u64,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn read_into_store(
-    _registry: &Registry,
     store: &Store,
-    council: &str,
-    feed: &str,
+    batch: &NewBatch<'_>,
     mapping: &Mapping,
     entity: &crate::canonical::Entity,
     raw: &RawFile,
-    batch_id: &str,
     force: bool,
     report: &mut FileReport,
 ) -> Result<(), ReadError> {
+    let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
     let decoder = CsvDecoder::new(raw.name.clone(), bytes, mapping.source.csv.clone())
         .map_err(|e| ReadError::File(e.to_string()))?;
@@ -283,15 +270,7 @@ fn read_into_store(
         if messages.is_empty() && failures.is_empty() {
             return Ok(());
         }
-        let outcome = store.write_chunk(
-            batch_id,
-            council,
-            feed,
-            (&mapping.id, mapping.version),
-            messages,
-            failures,
-            force,
-        )?;
+        let outcome = store.write_chunk(batch, messages, failures, force)?;
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
         messages.clear();

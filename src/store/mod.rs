@@ -271,17 +271,15 @@ impl Store {
     /// Writes a chunk of a batch's messages (staged: not publishable until the batch finishes)
     /// and failures in one transaction. A message whose id is already in the outbox is not
     /// written again; with `force`, an already sent one is queued again.
-    #[allow(clippy::too_many_arguments)] // one transaction, one call: the batch context travels with the rows
     pub fn write_chunk(
         &self,
-        batch_id: &str,
-        council: &str,
-        feed: &str,
-        mapping: (&str, u32),
+        batch: &NewBatch<'_>,
         messages: &[OutboundMessage],
         failures: &[NewFailure],
         force: bool,
     ) -> Result<ChunkOutcome> {
+        let (batch_id, council, feed) = (batch.id, batch.council, batch.feed);
+        let mapping = (batch.mapping_id, batch.mapping_version);
         self.with(|c| {
             let tx = c.transaction()?;
             let mut outcome = ChunkOutcome::default();

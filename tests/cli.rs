@@ -1,0 +1,167 @@
+//! The command line without a broker: what an officer sees when files are wrong.
+
+mod common;
+
+use common::Sandbox;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn without_a_broker_the_run_completes_into_the_outbox() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.cli(None).arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(
+        text.contains("35 messages wait in the outbox: no broker is configured"),
+        "{text}"
+    );
+    assert!(
+        text.contains("employees_20261101.csv  processed: read 12, valid 9, rejected 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("supplier_payments_2026-11.csv  processed: read 12, valid 10, rejected 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_file_missing_a_mapped_column_fails_whole_naming_the_column_and_the_run_exits_1() {
+    let sandbox = Sandbox::new();
+    let ap = sandbox.path("mappings/northshire/samples/ap/supplier_payments_2026-11.csv");
+    let text = std::fs::read_to_string(&ap)
+        .unwrap()
+        .replacen("Payment Date", "Paid On", 1);
+    std::fs::write(&ap, text).unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--feed", "supplier-payments"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("supplier_payments_2026-11.csv  FAILED:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("field `payment_date`: the file has no column \"Payment Date\""),
+        "{text}"
+    );
+    // Nothing of the file is kept, and it is not marked processed: the next run reads it again.
+    let status = sandbox
+        .cli(None)
+        .args(["outbox", "status", "--json"])
+        .output()
+        .unwrap();
+    let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(counts["pending"], 0);
+    let again = sandbox
+        .cli(None)
+        .args(["run", "--feed", "supplier-payments"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&again).contains("FAILED"),
+        "not skipped as processed"
+    );
+}
+
+#[test]
+fn a_bad_encoding_byte_fails_that_row_only() {
+    let sandbox = Sandbox::new();
+    let ap = sandbox.path("mappings/northshire/samples/ap/supplier_payments_2026-11.csv");
+    let mut bytes = std::fs::read(&ap).unwrap();
+    // Line 3's supplier name gets a byte that is not UTF-8 (a Windows-1252 é).
+    let line3 = bytes
+        .split(|b| *b == b'\n')
+        .take(2)
+        .map(|l| l.len() + 1)
+        .sum::<usize>();
+    let comma = line3 + bytes[line3..].iter().position(|b| *b == b',').unwrap();
+    let name = comma + 1 + bytes[comma + 1..].iter().position(|b| *b == b',').unwrap() + 2;
+    bytes[name] = 0xE9;
+    std::fs::write(&ap, bytes).unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--feed", "supplier-payments"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.contains("read 12, valid 9, rejected 3"), "{text}");
+    assert!(text.contains("decode ×1"), "{text}");
+    let list = sandbox
+        .cli(None)
+        .args(["failures", "list", "--json"])
+        .output()
+        .unwrap();
+    let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let decode = failures
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["stage"] == "decode")
+        .unwrap();
+    assert_eq!(decode["line"], 3);
+    let show = sandbox
+        .cli(None)
+        .args(["failures", "show", &decode["id"].to_string()])
+        .output()
+        .unwrap();
+    let show = stdout(&show);
+    assert!(
+        show.contains("column \"Supplier Name\" has bytes that are not valid UTF-8"),
+        "{show}"
+    );
+    assert!(show.contains("line 3"), "{show}");
+}
+
+#[test]
+fn mapping_check_exits_1_and_names_the_line() {
+    let sandbox = Sandbox::new();
+    let mapping = sandbox.path("mappings/northshire/payroll.yaml");
+    let text = std::fs::read_to_string(&mapping)
+        .unwrap()
+        .replacen("[money]", "[mony]", 1);
+    std::fs::write(&mapping, text).unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["mapping", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("payroll.yaml:")
+            && text.contains("unknown transform `mony`. Did you mean `money`?"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok    ") && text.contains("hr_employee.yaml"),
+        "the other mappings are still checked: {text}"
+    );
+}
+
+#[test]
+fn force_reads_a_processed_file_again_without_new_messages() {
+    let sandbox = Sandbox::new();
+    sandbox
+        .cli(None)
+        .args(["run", "--feed", "payroll"])
+        .assert()
+        .success();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--feed", "payroll", "--force"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("new messages 0 (13 already in the outbox)"),
+        "{text}"
+    );
+}
