@@ -55,6 +55,8 @@ pub mod batch_status {
     pub const RELEASED: &str = "released";
     /// Could not be read at all.
     pub const FAILED: &str = "failed";
+    /// Reading never finished (the process stopped); the file is read again by a later run.
+    pub const ABANDONED: &str = "abandoned";
 }
 
 /// A batch as stored.
@@ -256,15 +258,34 @@ impl Store {
         })
     }
 
-    /// Records that a batch is being read.
+    /// Records that a batch is being read. An earlier reading of the same file that never
+    /// finished (the process stopped) is marked abandoned and its staged messages and failures
+    /// are dropped: none of them was ever published, and this reading produces them again, so
+    /// a crash neither loses nor duplicates anything.
     pub fn begin_batch(&self, b: &NewBatch<'_>) -> Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            for table in ["failures", "outbox"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE council = ?1
+                         AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing')
+                         AND (?4 = 'failures' OR status = 'staged')"
+                    ),
+                    params![b.council, b.feed, b.file_sha256, table],
+                )?;
+            }
+            tx.execute(
+                "UPDATE batches SET status = 'abandoned', finished_at = ?4 WHERE council = ?1
+                 AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing'",
+                params![b.council, b.feed, b.file_sha256, now()],
+            )?;
+            tx.execute(
                 "INSERT INTO batches (id, council, feed, file_name, file_sha256, mapping_id,
                  mapping_version, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8)",
                 params![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now()],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()
         })
     }
 
@@ -772,4 +793,90 @@ fn audit(
         params![now(), actor, action, target, detail],
     )
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> OutboundMessage {
+        OutboundMessage {
+            message_id: id.into(),
+            routing_key: "payroll.pay_result.upserted.northshire".into(),
+            headers: serde_json::Map::new(),
+            body: b"{}".to_vec(),
+            correlation_id: "b".into(),
+            timestamp: 0,
+        }
+    }
+
+    fn batch(id: &str) -> NewBatch<'_> {
+        NewBatch {
+            id,
+            council: "northshire",
+            feed: "payroll",
+            file_name: "p.csv",
+            file_sha256: "abc",
+            mapping_id: "m",
+            mapping_version: 1,
+        }
+    }
+
+    #[test]
+    fn a_reading_cut_short_is_abandoned_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let failure = NewFailure {
+            stage: "mapping",
+            file_name: "p.csv".into(),
+            line: 3,
+            row: 1,
+            raw_record: None,
+            errors: serde_json::json!([]),
+        };
+        store.begin_batch(&batch("first")).unwrap();
+        store
+            .write_chunk(
+                &batch("first"),
+                &[message("m1"), message("m2")],
+                std::slice::from_ref(&failure),
+                false,
+            )
+            .unwrap();
+        // The process stops here. The next run reads the file again.
+        store.begin_batch(&batch("second")).unwrap();
+        assert_eq!(store.outbox_counts().unwrap(), OutboxCounts::default());
+        assert!(store.failures(None, true, 10).unwrap().is_empty());
+        let outcome = store
+            .write_chunk(
+                &batch("second"),
+                &[message("m1"), message("m2")],
+                &[failure],
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            outcome,
+            ChunkOutcome {
+                new: 2,
+                already_known: 0
+            }
+        );
+        store
+            .finish_batch(
+                "second",
+                &serde_json::json!({"council": "northshire"}),
+                &message("manifest"),
+                false,
+            )
+            .unwrap();
+        assert_eq!(store.outbox_counts().unwrap().pending, 3);
+        assert_eq!(store.failures(None, true, 10).unwrap().len(), 1);
+        let batches = store.batches(None, 10).unwrap();
+        assert!(
+            batches
+                .iter()
+                .any(|b| b.id == "first" && b.status == batch_status::ABANDONED)
+        );
+    }
 }
