@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use common::{Consumer, Sandbox, broker_url};
+use common::{Consumer, Sandbox, broker_url, stdout};
 use council_bridge::canonical::Registry;
 use council_bridge::store::Store;
 
@@ -18,10 +18,6 @@ const RECORDS: [(&str, usize); 3] = [
 const MANIFESTS: usize = 3;
 const TOTAL: usize = 9 + 13 + 10 + MANIFESTS;
 const IDLE: Duration = Duration::from_millis(1500);
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
     let registry = Registry::load(&sandbox.path("schemas")).unwrap();
@@ -182,12 +178,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         consumer.drain(IDLE, 10).await.is_empty(),
         "each message is delivered once"
     );
-    let status = sandbox
-        .cli(None)
-        .args(["outbox", "status", "--json"])
-        .output()
-        .unwrap();
-    let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let counts = sandbox.json(&["outbox", "status"]);
     assert_eq!(counts["sent"], TOTAL as u64);
     assert_eq!(counts["pending"], 0);
     consumer.cleanup().await;
@@ -204,15 +195,8 @@ async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_i
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 
-    let list = sandbox
-        .cli(None)
-        .args(["failures", "list", "--json"])
-        .output()
-        .unwrap();
-    let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let failures = sandbox.failures();
     let status_failure = failures
-        .as_array()
-        .unwrap()
         .iter()
         .find(|f| f["errors"] == "status map")
         .expect("the unknown status code is a failure");

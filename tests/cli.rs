@@ -2,11 +2,7 @@
 
 mod common;
 
-use common::Sandbox;
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{Sandbox, stdout};
 
 #[test]
 fn without_a_broker_the_run_completes_into_the_outbox() {
@@ -52,12 +48,7 @@ fn a_file_missing_a_mapped_column_fails_whole_naming_the_column_and_the_run_exit
         "{text}"
     );
     // Nothing of the file is kept, and it is not marked processed: the next run reads it again.
-    let status = sandbox
-        .cli(None)
-        .args(["outbox", "status", "--json"])
-        .output()
-        .unwrap();
-    let counts: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let counts = sandbox.json(&["outbox", "status"]);
     assert_eq!(counts["pending"], 0);
     let again = sandbox
         .cli(None)
@@ -94,18 +85,8 @@ fn a_bad_encoding_byte_fails_that_row_only() {
     let text = stdout(&out);
     assert!(text.contains("read 12, valid 9, rejected 3"), "{text}");
     assert!(text.contains("decode ×1"), "{text}");
-    let list = sandbox
-        .cli(None)
-        .args(["failures", "list", "--json"])
-        .output()
-        .unwrap();
-    let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let decode = failures
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["stage"] == "decode")
-        .unwrap();
+    let failures = sandbox.failures();
+    let decode = failures.iter().find(|f| f["stage"] == "decode").unwrap();
     assert_eq!(decode["line"], 3);
     let show = sandbox
         .cli(None)

@@ -85,16 +85,7 @@ pub(super) fn run(
         }
     }
     if let Some(f) = flush {
-        println!("published {} messages (broker confirmed)", f.published);
-        if f.unroutable > 0 {
-            println!(
-                "{} messages were unroutable and are kept as failures",
-                f.unroutable
-            );
-        }
-        if let Some(e) = &f.error {
-            println!("broker problem: {e}");
-        }
+        self::flush(false, f);
     }
     outbox(false, counts, broker);
 }

@@ -112,6 +112,28 @@ impl Sandbox {
     }
 }
 
+/// What a command printed on stdout.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Sandbox {
+    /// Runs a command without a broker with `--json` and parses what it printed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(None).args(args).arg("--json").output().unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} did not print JSON ({e}): {}", stdout(&out)))
+    }
+
+    /// The open failures, as `failures list --json` shows them.
+    pub fn failures(&self) -> Vec<serde_json::Value> {
+        self.json(&["failures", "list"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 /// A message as the platform receives it.
 #[derive(Debug, Clone)]
 pub struct Received {
