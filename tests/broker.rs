@@ -101,6 +101,10 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
         "{text}"
     );
     assert!(
+        text.contains("messages (with the batch manifest): 14 published, 0 waiting, 0 held"),
+        "per-feed delivery: {text}"
+    );
+    assert!(
         text.contains("control: trailer count and total match"),
         "{text}"
     );

@@ -301,7 +301,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
-            let reports = pipeline::process(
+            let mut reports = pipeline::process(
                 &env.config,
                 &registry,
                 &store,
@@ -317,6 +317,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 first_pause: Duration::from_millis(500),
             };
             let flush = flush_if_configured(&env, &store, &retry).await?;
+            pipeline::delivery_status(&store, &mut reports)?;
             let counts = store.outbox_counts()?;
             render::run(
                 cli.json,

@@ -58,6 +58,12 @@ pub(super) fn run(
                             String::new()
                         }
                     );
+                    if let Some(d) = &f.delivery {
+                        println!(
+                            "      messages (with the batch manifest): {} published, {} waiting, {} held",
+                            d.sent, d.pending, d.held
+                        );
+                    }
                     if !f.rejected_by_reason.is_empty() {
                         let reasons: Vec<String> = f
                             .rejected_by_reason

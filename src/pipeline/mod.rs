@@ -69,6 +69,8 @@ pub struct FileReport {
     pub control: Option<Value>,
     /// Why the file failed or was held.
     pub reason: Option<String>,
+    /// Where the batch's messages are now (filled by [`delivery_status`]).
+    pub delivery: Option<crate::store::OutboxCounts>,
 }
 
 impl FileReport {
@@ -85,6 +87,7 @@ impl FileReport {
             already_known: 0,
             control: None,
             reason: None,
+            delivery: None,
         }
     }
 }
@@ -100,6 +103,17 @@ pub struct FeedReport {
     pub files: Vec<FileReport>,
     /// Set when the feed could not be processed at all.
     pub error: Option<String>,
+}
+
+/// Fills in, for each file read in this run, where its messages are now (sent, pending, held),
+/// so the summary can say per feed what was published and what waits.
+pub fn delivery_status(store: &Store, reports: &mut [FeedReport]) -> Result<(), PipelineError> {
+    for file in reports.iter_mut().flat_map(|r| r.files.iter_mut()) {
+        if let (Some(batch), "processed" | "held") = (&file.batch_id, file.status.as_str()) {
+            file.delivery = Some(store.batch_outbox_counts(batch)?);
+        }
+    }
+    Ok(())
 }
 
 /// Loads and compiles a feed's mapping against the registry.

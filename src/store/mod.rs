@@ -562,10 +562,23 @@ impl Store {
 
     /// Counts of outbox rows by state.
     pub fn outbox_counts(&self) -> Result<OutboxCounts> {
+        self.counts(None)
+    }
+
+    /// Counts of one batch's outbox rows by state (its manifest included).
+    pub fn batch_outbox_counts(&self, batch_id: &str) -> Result<OutboxCounts> {
+        self.counts(Some(batch_id))
+    }
+
+    fn counts(&self, batch_id: Option<&str>) -> Result<OutboxCounts> {
         self.with(|c| {
             let mut counts = OutboxCounts::default();
-            let mut st = c.prepare("SELECT status, COUNT(*) FROM outbox GROUP BY status")?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut st = c.prepare_cached(
+                "SELECT status, COUNT(*) FROM outbox WHERE (?1 IS NULL OR batch_id = ?1) GROUP BY status",
+            )?;
+            let rows = st.query_map(params![batch_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
             for row in rows {
                 let (status, n) = row?;
                 let n = n as u64;
