@@ -125,3 +125,40 @@ fn every_bundled_mapping_compiles() {
     }
     assert!(n >= 3);
 }
+
+#[test]
+fn a_repeated_header_name_is_selected_by_occurrence() {
+    let text = GOOD_HEAD.replace(
+        "{ from: Name, required: true }",
+        "{ from: { name: Class Code, occurrence: 2 }, required: true }",
+    );
+    let text =
+        format!("{text}  amount_pence: {{ from: Amount, transforms: [money], required: true }}\n");
+    let m = compile_str("dup.yaml", &text, &registry()).unwrap();
+    let header = council_bridge::formats::Header::new(
+        [
+            "Txn",
+            "Supplier",
+            "Class Code",
+            "Date",
+            "Amount",
+            "class  code ",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let record = council_bridge::formats::SourceRecord {
+        locator: council_bridge::formats::Locator {
+            file: "f.csv".into(),
+            line: 2,
+            row: 1,
+        },
+        header: std::sync::Arc::new(header.clone()),
+        values: ["T1", "S1", "first", "01/04/2026", "5.00", "second"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let binding = m.bind(&header).unwrap();
+    let mapped = m.apply(&binding, &record).unwrap();
+    assert_eq!(mapped.body["supplier_name"], "second");
+}

@@ -22,6 +22,9 @@ pub struct CsvOptions {
     pub skip_rows: usize,
     /// Whether the first row after `skip_rows` names the columns.
     pub header: bool,
+    /// When set, the header is the first row (after `skip_rows`, within the first 100 rows)
+    /// with a cell matching this pattern: for exports whose title block varies in length.
+    pub header_match: Option<Regex>,
     /// How to recognise a control (trailer) row.
     pub control_match: Option<ControlMatch>,
 }
@@ -34,6 +37,7 @@ impl Default for CsvOptions {
             quote: b'"',
             skip_rows: 0,
             header: true,
+            header_match: None,
             control_match: None,
         }
     }
@@ -176,6 +180,21 @@ impl<R: Read> CsvDecoder<R> {
         let header = if self.options.header {
             if !self.next_raw()? {
                 return Err(self.no_header());
+            }
+            if let Some(pattern) = self.options.header_match.clone() {
+                let mut looked = 1;
+                while !self.buf.iter().any(|cell| pattern.is_match(cell.trim())) {
+                    if looked >= 100 || !self.next_raw()? {
+                        return Err(FormatError::Malformed {
+                            file: self.file.clone(),
+                            line: 0,
+                            message: format!(
+                                "no header row matching `{pattern}` in the first {looked} rows"
+                            ),
+                        });
+                    }
+                    looked += 1;
+                }
             }
             Header::new(self.buf.iter().map(|s| s.trim().to_string()).collect())
         } else {
@@ -344,6 +363,32 @@ mod tests {
         assert_eq!(f.locator.line, 3);
         assert!(f.reason.contains("\"Name\""), "{}", f.reason);
         assert!(matches!(&items[2], Item::Record(r) if r.values[0] == "Cy"));
+    }
+
+    #[test]
+    fn header_found_by_pattern_after_a_title_block_of_any_length() {
+        let bytes: &'static [u8] = b"Spend over 500\nRun: 01/04/2026\nParameters: all\n\nBody,Transaction No,Amount\nX,T1,5\n";
+        let options = CsvOptions {
+            header_match: Some(Regex::new("(?i)^transaction no$").unwrap()),
+            ..CsvOptions::default()
+        };
+        let items = decode(bytes, options);
+        let Item::Record(r) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(r.header.names(), ["Body", "Transaction No", "Amount"]);
+        assert_eq!((r.locator.line, r.values[1].as_str()), (6, "T1"));
+        let err = CsvDecoder::new(
+            "t.csv",
+            &b"a,b\n1,2\n"[..],
+            CsvOptions {
+                header_match: Some(Regex::new("^zzz$").unwrap()),
+                ..CsvOptions::default()
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("no header row matching"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! failure and carries on; `Err(FormatError)` means the file cannot be read any further.
 //! Formats know nothing of mappings, schemas, the store or the broker.
 
+pub mod compression;
 pub mod csv;
 pub mod encoding;
+pub mod fixed_width;
 
 use std::sync::Arc;
 
@@ -54,8 +56,19 @@ impl Header {
     /// Finds a column by name, ignoring case, surrounding spaces and repeated inner spaces
     /// (`"Supplier  Name "` finds `supplier name`). The first match wins.
     pub fn find(&self, name: &str) -> Option<usize> {
+        self.find_nth(name, 1)
+    }
+
+    /// Finds the `occurrence`-th (1-based) column of that name, for files that repeat a header
+    /// (`Class Code` twice).
+    pub fn find_nth(&self, name: &str, occurrence: usize) -> Option<usize> {
         let want = normalise_name(name);
-        self.names.iter().position(|n| normalise_name(n) == want)
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| normalise_name(n) == want)
+            .nth(occurrence.checked_sub(1)?)
+            .map(|(i, _)| i)
     }
 }
 
@@ -74,6 +87,8 @@ pub enum ColumnRef {
     Name(String),
     /// By 1-based position.
     Position(usize),
+    /// The n-th (1-based) column of a repeated header name.
+    Occurrence(String, usize),
 }
 
 impl ColumnRef {
@@ -81,6 +96,7 @@ impl ColumnRef {
     pub fn resolve(&self, header: &Header) -> Option<usize> {
         match self {
             ColumnRef::Name(n) => header.find(n),
+            ColumnRef::Occurrence(n, k) => header.find_nth(n, *k),
             ColumnRef::Position(p) if *p >= 1 => Some(p - 1),
             ColumnRef::Position(_) => None,
         }
@@ -92,6 +108,7 @@ impl std::fmt::Display for ColumnRef {
         match self {
             ColumnRef::Name(n) => write!(f, "\"{n}\""),
             ColumnRef::Position(p) => write!(f, "column {p}"),
+            ColumnRef::Occurrence(n, k) => write!(f, "\"{n}\" (occurrence {k})"),
         }
     }
 }

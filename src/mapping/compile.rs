@@ -157,7 +157,7 @@ impl Mapping {
             for c in refs {
                 match c.resolve(header) {
                     Some(i)
-                        if matches!(c, ColumnRef::Name(_))
+                        if !matches!(c, ColumnRef::Position(_))
                             || i < header.names().len()
                             || header.names().is_empty() =>
                     {
@@ -173,7 +173,7 @@ impl Mapping {
                     }
                     _ => {
                         let hint = match c {
-                            ColumnRef::Name(n) => {
+                            ColumnRef::Name(n) | ColumnRef::Occurrence(n, _) => {
                                 did_you_mean(n, header.names().iter().map(String::as_str))
                                     .map(|s| format!(" Did you mean \"{s}\"?"))
                                     .unwrap_or_default()
@@ -369,6 +369,9 @@ fn column_ref(c: &ColumnSpec) -> ColumnRef {
     match c {
         ColumnSpec::Position(p) => ColumnRef::Position(*p),
         ColumnSpec::Name(n) => ColumnRef::Name(n.clone()),
+        ColumnSpec::Occurrence { name, occurrence } => {
+            ColumnRef::Occurrence(name.clone(), *occurrence)
+        }
     }
 }
 
@@ -439,6 +442,23 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
             ControlPolicy::Hold
         }
     };
+    let header_match = s
+        .header_match
+        .as_ref()
+        .and_then(|p| match Regex::new(&p.value) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                cx.at(
+                    &p.referenced,
+                    None,
+                    format!(
+                        "`header_match` is not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+                None
+            }
+        });
     let (control_match, control) = match &s.trailer {
         None => (None, None),
         Some(t) => compile_trailer(cx, t),
@@ -450,6 +470,7 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
             quote,
             skip_rows: s.skip_rows,
             header: s.header,
+            header_match,
             control_match,
         },
         control,

@@ -50,6 +50,9 @@ pub struct SourceSpec {
     /// Whether there is a header row.
     #[serde(default = "yes")]
     pub header: bool,
+    /// Pattern of a header cell: the header is the first row with a matching cell.
+    #[serde(default)]
+    pub header_match: Option<Spanned<String>>,
     /// Control (trailer) row.
     #[serde(default)]
     pub trailer: Option<Spanned<TrailerSpec>>,
@@ -70,6 +73,13 @@ pub enum ColumnSpec {
     Position(usize),
     /// By header name.
     Name(String),
+    /// The n-th column of a repeated header name: `{name: Class Code, occurrence: 2}`.
+    Occurrence {
+        /// Header name.
+        name: String,
+        /// 1-based occurrence.
+        occurrence: usize,
+    },
 }
 
 /// The `trailer:` section.

@@ -433,12 +433,7 @@ fn add_total(value: &str, sum: &mut i64, unparsable: &mut u64) {
 
 fn read_control(spec: Option<&mapping::ControlSpec>, rec: &SourceRecord) -> Control {
     let value = |c: Option<&crate::formats::ColumnRef>| -> Option<String> {
-        let c = c?;
-        let i = match c {
-            crate::formats::ColumnRef::Position(p) => p.checked_sub(1)?,
-            crate::formats::ColumnRef::Name(_) => c.resolve(&rec.header)?,
-        };
-        rec.values.get(i).cloned()
+        rec.values.get(c?.resolve(&rec.header)?).cloned()
     };
     let count = value(spec.and_then(|s| s.count_column.as_ref()))
         .and_then(|v| mapping::transforms::parse_integer(&v).ok())
