@@ -106,6 +106,19 @@ struct CouncilFile {
 struct FeedFile {
     mapping: PathBuf,
     input: String,
+    /// Seconds a file must stay unchanged before it is taken (unless it has a marker).
+    #[serde(default = "default_settle")]
+    settle_seconds: u64,
+    #[serde(default)]
+    require_marker: bool,
+    #[serde(default)]
+    archive: Option<PathBuf>,
+    #[serde(default)]
+    rejected: Option<PathBuf>,
+}
+
+fn default_settle() -> u64 {
+    10
 }
 
 /// One feed of one council.
@@ -117,6 +130,8 @@ pub struct Feed {
     pub mapping: PathBuf,
     /// Glob of the files to take (absolute, or relative to the council folder).
     pub input: String,
+    /// The drop folder: when a file is taken, where it goes afterwards.
+    pub drop: crate::sources::DropFolder,
 }
 
 /// One partner council.
@@ -190,14 +205,24 @@ impl Config {
             let feeds = c
                 .feeds
                 .into_iter()
-                .map(|(id, f)| Feed {
-                    id,
-                    mapping: dir.join(f.mapping),
-                    input: if Path::new(&f.input).is_absolute() {
+                .map(|(id, f)| {
+                    let input = if Path::new(&f.input).is_absolute() {
                         f.input
                     } else {
                         dir.join(&f.input).to_string_lossy().into_owned()
-                    },
+                    };
+                    Feed {
+                        id,
+                        mapping: dir.join(f.mapping),
+                        drop: crate::sources::DropFolder {
+                            pattern: input.clone(),
+                            settle: std::time::Duration::from_secs(f.settle_seconds),
+                            require_marker: f.require_marker,
+                            archive: f.archive.map(|p| dir.join(p)),
+                            rejected: f.rejected.map(|p| dir.join(p)),
+                        },
+                        input,
+                    }
                 })
                 .collect();
             councils.push(Council {

@@ -146,3 +146,66 @@ fn force_reads_a_processed_file_again_without_new_messages() {
         "{text}"
     );
 }
+
+#[test]
+fn a_drop_folder_archives_what_it_read_rejects_what_it_could_not_and_reads_gzip() {
+    use std::io::Write;
+    let sandbox = Sandbox::new();
+    let council = sandbox.path("mappings/northshire/council.yaml");
+    let yaml = std::fs::read_to_string(&council).unwrap().replace(
+        "    input: samples/ap/*.csv\n    settle_seconds: 0\n",
+        "    input: samples/ap/*.csv\n    settle_seconds: 0\n    archive: archive/ap\n    rejected: rejected/ap\n",
+    );
+    std::fs::write(&council, yaml).unwrap();
+    let ap = sandbox.path("mappings/northshire/samples/ap");
+    let original = std::fs::read(ap.join("supplier_payments_2026-11.csv")).unwrap();
+    // The same export again, gzip-compressed but named .csv, and a file from another system.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&original).unwrap();
+    std::fs::write(
+        ap.join("supplier_payments_2026-11_resend.csv"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(ap.join("wrong_export.csv"), "Invoice,Total\nA1,5.00\n").unwrap();
+
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--feed", "supplier-payments"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one file could not be read: {text}"
+    );
+    assert!(
+        text.contains("supplier_payments_2026-11.csv  processed: read 12, valid 10"),
+        "{text}"
+    );
+    assert!(text.contains("supplier_payments_2026-11_resend.csv  processed: read 12, valid 10, rejected 2, new messages 0 (10 already in the outbox)"), "{text}");
+    assert!(text.contains("wrong_export.csv  FAILED"), "{text}");
+
+    let archived: Vec<_> = std::fs::read_dir(sandbox.path("mappings/northshire/archive/ap"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(archived.len(), 2, "{archived:?}");
+    assert!(
+        archived
+            .iter()
+            .any(|p| std::fs::read(p).unwrap() == original),
+        "moved byte for byte"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(sandbox.path("mappings/northshire/rejected/ap"))
+        .unwrap()
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(
+        std::fs::read_dir(&ap).unwrap().count(),
+        0,
+        "the drop folder is empty"
+    );
+    assert!(text.contains("moved to "), "{text}");
+}

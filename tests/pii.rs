@@ -21,7 +21,7 @@ fn personal_values(sandbox: &Sandbox) -> BTreeSet<String> {
     for council in &config.councils {
         for feed in &council.feeds {
             let mapping = council_bridge::mapping::load(&feed.mapping, &registry).unwrap();
-            for path in council_bridge::sources::list(&feed.input).unwrap() {
+            for path in feed.drop.scan().unwrap().0 {
                 let file = std::fs::File::open(&path).unwrap();
                 let decoder = CsvDecoder::new("x", file, mapping.source.csv.clone()).unwrap();
                 let binding = mapping.bind(&decoder.header()).unwrap();

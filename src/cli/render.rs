@@ -88,6 +88,9 @@ pub(super) fn run(
                     }
                 }
             }
+            if let Some(to) = &f.moved_to {
+                println!("      moved to {to}");
+            }
         }
     }
     if let Some(f) = flush {

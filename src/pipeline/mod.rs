@@ -71,6 +71,8 @@ pub struct FileReport {
     pub reason: Option<String>,
     /// Where the batch's messages are now (filled by [`delivery_status`]).
     pub delivery: Option<crate::store::OutboxCounts>,
+    /// Where the file was moved after reading (archive or rejected folder), if anywhere.
+    pub moved_to: Option<String>,
 }
 
 impl FileReport {
@@ -88,6 +90,7 @@ impl FileReport {
             control: None,
             reason: None,
             delivery: None,
+            moved_to: None,
         }
     }
 }
@@ -168,15 +171,21 @@ fn process_feed(
     files: &mut Vec<FileReport>,
 ) -> Result<(), PipelineError> {
     let mapping = load_mapping(feed, registry)?;
-    let paths = sources::list(&feed.input)?;
+    let (paths, waiting) = feed.drop.scan()?;
+    for w in &waiting {
+        tracing::info!(council, feed = %feed.id, file = %w.path.display(), reason = %w.reason, "file not taken yet");
+    }
     if paths.is_empty() {
         tracing::info!(council, feed = %feed.id, input = %feed.input, "no files waiting");
     }
     for path in paths {
         let raw = sources::describe(&path)?;
-        files.push(process_file(
-            registry, store, council, &feed.id, &mapping, &raw, force,
-        )?);
+        let mut report = process_file(registry, store, council, &feed.id, &mapping, &raw, force)?;
+        if let Some(to) = feed.drop.put_away(&raw, report.status == "failed")? {
+            tracing::info!(council, feed = %feed.id, file = %raw.name, to = %to.display(), "file moved");
+            report.moved_to = Some(to.display().to_string());
+        }
+        files.push(report);
     }
     Ok(())
 }
@@ -260,6 +269,11 @@ fn read_into_store(
 ) -> Result<(), ReadError> {
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
+    let (bytes, gzip) = crate::formats::compression::sniff(bytes)
+        .map_err(|e| ReadError::File(format!("{}: cannot read the file: {e}", raw.name)))?;
+    if gzip {
+        tracing::info!(council, feed, file = %raw.name, "file is gzip-compressed; reading it decompressed");
+    }
     let decoder = CsvDecoder::new(raw.name.clone(), bytes, mapping.source.csv.clone())
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
