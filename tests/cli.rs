@@ -11,8 +11,12 @@ fn without_a_broker_the_run_completes_into_the_outbox() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("35 messages wait in the outbox: no broker is configured"),
+        text.contains("43 messages wait in the outbox: no broker is configured"),
         "{text}"
+    );
+    assert!(
+        text.contains("PAYEXT_202610.txt  processed: read 9, valid 7, rejected 2"),
+        "the fixed-width extract of Riverton: {text}"
     );
     assert!(
         text.contains("employees_20261101.csv  processed: read 12, valid 9, rejected 3"),
@@ -132,12 +136,19 @@ fn force_reads_a_processed_file_again_without_new_messages() {
     let sandbox = Sandbox::new();
     sandbox
         .cli(None)
-        .args(["run", "--feed", "payroll"])
+        .args(["run", "--council", "northshire", "--feed", "payroll"])
         .assert()
         .success();
     let out = sandbox
         .cli(None)
-        .args(["run", "--feed", "payroll", "--force"])
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "payroll",
+            "--force",
+        ])
         .output()
         .unwrap();
     let text = stdout(&out);

@@ -9,7 +9,6 @@ use common::Sandbox;
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::formats::Item;
-use council_bridge::formats::csv::CsvDecoder;
 
 /// Raw values of every column the mappings send to a personal-data field, less those that are
 /// also part of public values (a town in a supplier's name is not a leak of an address).
@@ -23,7 +22,8 @@ fn personal_values(sandbox: &Sandbox) -> BTreeSet<String> {
             let mapping = council_bridge::mapping::load(&feed.mapping, &registry).unwrap();
             for path in feed.drop.scan().unwrap().0 {
                 let file = std::fs::File::open(&path).unwrap();
-                let decoder = CsvDecoder::new("x", file, mapping.source.csv.clone()).unwrap();
+                let decoder =
+                    council_bridge::formats::open("x", file, &mapping.source.format).unwrap();
                 let binding = mapping.bind(&decoder.header()).unwrap();
                 for item in decoder {
                     if let Ok(Item::Record(r)) = item {
@@ -74,7 +74,7 @@ fn logs_and_failure_views_never_show_personal_values() {
         .unwrap();
     seen.push_str(&String::from_utf8_lossy(&list.stdout));
     let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(failures.as_array().unwrap().len(), 7);
+    assert_eq!(failures.as_array().unwrap().len(), 9);
     for f in failures.as_array().unwrap() {
         let id = f["id"].to_string();
         for args in [

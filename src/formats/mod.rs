@@ -10,7 +10,70 @@ pub mod csv;
 pub mod encoding;
 pub mod fixed_width;
 
+use std::io::Read;
 use std::sync::Arc;
+
+/// How to read a feed's files: the format and its options (from the mapping's `source:`).
+#[derive(Debug, Clone)]
+pub enum FormatOptions {
+    /// Delimited text.
+    Csv(csv::CsvOptions),
+    /// Fixed-width text with record types.
+    FixedWidth(fixed_width::FixedWidthOptions),
+}
+
+impl FormatOptions {
+    /// The format's name as written in mappings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FormatOptions::Csv(_) => "csv",
+            FormatOptions::FixedWidth(_) => "fixed_width",
+        }
+    }
+
+    /// Whether each record carries its own header (tree formats flattened to paths), so that
+    /// a column missing from one record means "absent" rather than "wrong file".
+    pub fn per_record_header(&self) -> bool {
+        false
+    }
+}
+
+/// A streaming decoder of any format: [`Item`]s in file order.
+pub trait Decoder: Iterator<Item = Result<Item, FormatError>> {
+    /// The columns of the file's records (for tree formats, empty: records carry their own).
+    fn header(&self) -> Arc<Header>;
+}
+
+impl<R: Read> Decoder for csv::CsvDecoder<R> {
+    fn header(&self) -> Arc<Header> {
+        csv::CsvDecoder::header(self)
+    }
+}
+
+impl Decoder for fixed_width::FixedWidthDecoder {
+    fn header(&self) -> Arc<Header> {
+        fixed_width::FixedWidthDecoder::header(self)
+    }
+}
+
+/// Opens a decoder for `bytes` (the raw file named `file`). Gzip-compressed bytes are
+/// recognised by their magic number and decompressed on the fly, whatever the file's name.
+pub fn open(
+    file: &str,
+    bytes: impl Read + 'static,
+    options: &FormatOptions,
+) -> Result<Box<dyn Decoder>, FormatError> {
+    let (bytes, _gzip) = compression::sniff(bytes).map_err(|source| FormatError::Io {
+        file: file.to_string(),
+        source,
+    })?;
+    Ok(match options {
+        FormatOptions::Csv(o) => Box::new(csv::CsvDecoder::new(file, bytes, o.clone())?),
+        FormatOptions::FixedWidth(o) => {
+            Box::new(fixed_width::FixedWidthDecoder::new(file, bytes, o))
+        }
+    })
+}
 
 /// Where a record came from: what an officer needs to find it in the council's file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -11,7 +11,8 @@ use super::transforms::DateFormat;
 use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema, did_you_mean};
 use crate::formats::csv::{ControlMatch, CsvOptions};
 use crate::formats::encoding::Encoding;
-use crate::formats::{ColumnRef, Header};
+use crate::formats::fixed_width::{FixedColumn, FixedWidthOptions, RecordKind, RecordLayout};
+use crate::formats::{ColumnRef, FormatOptions, Header};
 use crate::pii::PiiClass;
 
 /// What to do when a file's control totals do not match what was read.
@@ -32,13 +33,15 @@ pub struct ControlSpec {
     pub total_column: Option<ColumnRef>,
     /// Source column summed (as money) for the control total.
     pub total_of: Option<ColumnRef>,
+    /// Amounts in the trailer and the summed column are whole pence (`0012345`), not pounds.
+    pub amounts_in_pence: bool,
 }
 
 /// How to read the feed's files.
 #[derive(Debug, Clone)]
 pub struct SourceOptions {
-    /// CSV decoding options.
-    pub csv: CsvOptions,
+    /// The format and its decoding options.
+    pub format: FormatOptions,
     /// Control checks, when the file has a trailer.
     pub control: Option<ControlSpec>,
     /// What a control mismatch does.
@@ -61,6 +64,7 @@ pub(super) enum Transform {
     Digits,
     Date(Vec<DateFormat>),
     Money,
+    Pence,
     Integer,
     Decimal,
     Boolean,
@@ -80,6 +84,7 @@ impl Transform {
             Transform::Digits => "digits",
             Transform::Date(_) => "date",
             Transform::Money => "money",
+            Transform::Pence => "pence",
             Transform::Integer => "integer",
             Transform::Decimal => "decimal",
             Transform::Boolean => "boolean",
@@ -89,7 +94,7 @@ impl Transform {
 }
 
 const TRANSFORMS: &[&str] = &[
-    "trim", "upper", "lower", "compact", "digits", "date", "money", "integer", "decimal",
+    "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
     "boolean", "map",
 ];
 
@@ -398,16 +403,68 @@ fn one_byte(cx: &mut Ctx, s: &Option<Spanned<String>>, what: &str, default: u8) 
     }
 }
 
+const FORMATS: &[&str] = &["csv", "fixed_width"];
+
+fn regex(cx: &mut Ctx, spec: Option<&Spanned<String>>, what: &str) -> Option<Regex> {
+    let p = spec?;
+    match Regex::new(&p.value) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            cx.at(
+                &p.referenced,
+                None,
+                format!(
+                    "`{what}` is not a valid regular expression: {}",
+                    first_line(&e.to_string())
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOptions> {
     let s = &spec.value;
-    if s.format.value != "csv" {
+    let format = s.format.value.as_str();
+    if !FORMATS.contains(&format) {
+        let hint = did_you_mean(format, FORMATS.iter().copied())
+            .map(|f| format!(" Did you mean `{f}`?"))
+            .unwrap_or_default();
         cx.at(
             &s.format.referenced,
             None,
             format!(
-                "unknown source format `{}`; this release reads `csv`",
-                s.format.value
+                "unknown source format `{format}` (formats: {}).{hint}",
+                FORMATS.join(", ")
             ),
+        );
+        return None;
+    }
+    // Options that belong to another format are mistakes, not silently ignored.
+    let csv_only = [
+        ("delimiter", s.delimiter.as_ref().map(|d| d.referenced)),
+        ("quote", s.quote.as_ref().map(|d| d.referenced)),
+        (
+            "header_match",
+            s.header_match.as_ref().map(|d| d.referenced),
+        ),
+    ];
+    let fixed_only = [("records", s.records.as_ref().map(|d| d.referenced))];
+    let misplaced: Vec<_> = match format {
+        "csv" => fixed_only
+            .iter()
+            .filter_map(|(n, l)| l.map(|l| (n, l)))
+            .collect(),
+        _ => csv_only
+            .iter()
+            .filter_map(|(n, l)| l.map(|l| (n, l)))
+            .collect(),
+    };
+    for (name, loc) in misplaced {
+        cx.at(
+            &loc,
+            None,
+            format!("`{name}` does not apply to `format: {format}`"),
         );
     }
     let encoding = match &s.encoding {
@@ -424,8 +481,6 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
             Encoding::UTF_8
         }),
     };
-    let delimiter = one_byte(cx, &s.delimiter, "delimiter", b',');
-    let quote = one_byte(cx, &s.quote, "quote", b'"');
     let on_control_mismatch = match s
         .on_control_mismatch
         .as_ref()
@@ -442,61 +497,115 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
             ControlPolicy::Hold
         }
     };
-    let header_match = s
-        .header_match
-        .as_ref()
-        .and_then(|p| match Regex::new(&p.value) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                cx.at(
-                    &p.referenced,
-                    None,
-                    format!(
-                        "`header_match` is not a valid regular expression: {}",
-                        first_line(&e.to_string())
-                    ),
-                );
-                None
-            }
-        });
     let (control_match, control) = match &s.trailer {
         None => (None, None),
-        Some(t) => compile_trailer(cx, t),
+        Some(t) => compile_trailer(cx, t, format),
     };
-    Some(SourceOptions {
-        csv: CsvOptions {
+    let options = match format {
+        "csv" => FormatOptions::Csv(CsvOptions {
             encoding,
-            delimiter,
-            quote,
+            delimiter: one_byte(cx, &s.delimiter, "delimiter", b','),
+            quote: one_byte(cx, &s.quote, "quote", b'"'),
             skip_rows: s.skip_rows,
             header: s.header,
-            header_match,
+            header_match: regex(cx, s.header_match.as_ref(), "header_match"),
             control_match,
-        },
+        }),
+        _ => FormatOptions::FixedWidth(compile_records(cx, s, encoding, &spec.referenced)?),
+    };
+    Some(SourceOptions {
+        format: options,
         control,
         on_control_mismatch,
+    })
+}
+
+fn compile_records(
+    cx: &mut Ctx,
+    s: &SourceSpec,
+    encoding: Encoding,
+    at: &Location,
+) -> Option<FixedWidthOptions> {
+    let Some(records) = &s.records else {
+        cx.at(
+            at,
+            None,
+            "`format: fixed_width` needs `records:`, the layout of each record type",
+        );
+        return None;
+    };
+    let mut layouts = Vec::new();
+    for r in &records.value {
+        let kind = match r.kind.as_str() {
+            "detail" => RecordKind::Detail,
+            "trailer" => RecordKind::Control,
+            "skip" => RecordKind::Skip,
+            other => {
+                cx.at(
+                    &records.referenced,
+                    None,
+                    format!("record `kind` is detail, trailer or skip, not `{other}`"),
+                );
+                continue;
+            }
+        };
+        for c in &r.columns {
+            if c.start == 0 || c.length == 0 {
+                cx.at(
+                    &records.referenced,
+                    None,
+                    format!(
+                        "column `{}`: `start` is 1-based and `length` at least 1",
+                        c.name
+                    ),
+                );
+            }
+        }
+        if kind != RecordKind::Skip && r.columns.is_empty() {
+            cx.at(
+                &records.referenced,
+                None,
+                format!("a `{}` record needs `columns`", r.kind),
+            );
+        }
+        layouts.push(RecordLayout {
+            prefix: r.prefix.clone(),
+            kind,
+            columns: r
+                .columns
+                .iter()
+                .map(|c| FixedColumn {
+                    name: c.name.clone(),
+                    start: c.start,
+                    length: c.length,
+                })
+                .collect(),
+        });
+    }
+    if layouts
+        .iter()
+        .filter(|l| l.kind == RecordKind::Detail)
+        .count()
+        != 1
+    {
+        cx.at(
+            &records.referenced,
+            None,
+            "`records` must have exactly one `kind: detail` layout",
+        );
+    }
+    Some(FixedWidthOptions {
+        encoding,
+        records: layouts,
     })
 }
 
 fn compile_trailer(
     cx: &mut Ctx,
     t: &Spanned<TrailerSpec>,
+    format: &str,
 ) -> (Option<ControlMatch>, Option<ControlSpec>) {
     let spec = &t.value;
-    let pattern = match Regex::new(&spec.match_.pattern) {
-        Ok(r) => r,
-        Err(e) => {
-            cx.at(
-                &t.referenced,
-                None,
-                format!(
-                    "trailer `match.pattern` is not a valid regular expression: {}",
-                    first_line(&e.to_string())
-                ),
-            );
-            return (None, None);
-        }
-    };
     if spec.total_column.is_some() != spec.total_of.is_some() {
         cx.at(
             &t.referenced,
@@ -504,17 +613,56 @@ fn compile_trailer(
             "trailer `total_column` and `total_of` go together: name both or neither",
         );
     }
-    (
-        Some(ControlMatch {
-            column: column_ref(&spec.match_.column),
-            pattern,
-        }),
-        Some(ControlSpec {
-            count_column: spec.count_column.as_ref().map(column_ref),
-            total_column: spec.total_column.as_ref().map(column_ref),
-            total_of: spec.total_of.as_ref().map(column_ref),
-        }),
-    )
+    let control = ControlSpec {
+        count_column: spec.count_column.as_ref().map(column_ref),
+        total_column: spec.total_column.as_ref().map(column_ref),
+        total_of: spec.total_of.as_ref().map(column_ref),
+        amounts_in_pence: match spec.amounts.as_deref() {
+            None | Some("pounds") => false,
+            Some("pence") => true,
+            Some(other) => {
+                cx.at(
+                    &t.referenced,
+                    None,
+                    format!("trailer `amounts` is `pounds` or `pence`, not `{other}`"),
+                );
+                false
+            }
+        },
+    };
+    let control_match = match (&spec.match_, format) {
+        (Some(m), "csv") => match Regex::new(&m.pattern) {
+            Ok(pattern) => Some(ControlMatch {
+                column: column_ref(&m.column),
+                pattern,
+            }),
+            Err(e) => {
+                cx.at(
+                    &t.referenced,
+                    None,
+                    format!(
+                        "trailer `match.pattern` is not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+                None
+            }
+        },
+        (None, "csv") => {
+            cx.at(
+                &t.referenced,
+                None,
+                "a csv trailer needs `match: {column, pattern}` to recognise the trailer row",
+            );
+            None
+        }
+        (Some(_), _) => {
+            cx.at(&t.referenced, None, format!("`format: {format}` recognises trailer records by their layout (`kind: trailer`); remove `match`"));
+            None
+        }
+        (None, _) => None,
+    };
+    (control_match, Some(control))
 }
 
 /// The JSON type a value has.
@@ -624,7 +772,7 @@ fn compile_field(
             cx.at(&t.referenced, Some(path), format!("`{}` reads text, but the value is already a {} here; put it earlier in the list", tr.name(), type_name(out)));
         }
         out = match &tr {
-            Transform::Money | Transform::Integer => JsonType::Integer,
+            Transform::Money | Transform::Pence | Transform::Integer => JsonType::Integer,
             Transform::Decimal => JsonType::Number,
             Transform::Boolean => JsonType::Boolean,
             Transform::Map { values, .. } => {
@@ -727,6 +875,7 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
         ("compact", None) => simple(Transform::Compact),
         ("digits", None) => simple(Transform::Digits),
         ("money", None) => simple(Transform::Money),
+        ("pence", None) => simple(Transform::Pence),
         ("integer", None) => simple(Transform::Integer),
         ("decimal", None) => simple(Transform::Decimal),
         ("boolean", None) => simple(Transform::Boolean),

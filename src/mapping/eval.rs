@@ -123,6 +123,10 @@ fn field_value(
                 Ok(p) => Value::from(p),
                 Err(m) => return Err(error("money", m, Some(s.clone()))),
             },
+            Transform::Pence => match transforms::parse_pence(s) {
+                Ok(p) => Value::from(p),
+                Err(m) => return Err(error("pence", m, Some(s.clone()))),
+            },
             Transform::Integer => match transforms::parse_integer(s) {
                 Ok(p) => Value::from(p),
                 Err(m) => return Err(error("integer", m, Some(s.clone()))),

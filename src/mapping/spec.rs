@@ -53,6 +53,9 @@ pub struct SourceSpec {
     /// Pattern of a header cell: the header is the first row with a matching cell.
     #[serde(default)]
     pub header_match: Option<Spanned<String>>,
+    /// Fixed-width record layouts.
+    #[serde(default)]
+    pub records: Option<Spanned<Vec<RecordSpec>>>,
     /// Control (trailer) row.
     #[serde(default)]
     pub trailer: Option<Spanned<TrailerSpec>>,
@@ -86,9 +89,9 @@ pub enum ColumnSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrailerSpec {
-    /// Which rows are trailers.
-    #[serde(rename = "match")]
-    pub match_: MatchSpec,
+    /// Which rows are trailers (csv; fixed-width files say so by record layout).
+    #[serde(rename = "match", default)]
+    pub match_: Option<MatchSpec>,
     /// Trailer column with the detail-row count.
     #[serde(default)]
     pub count_column: Option<ColumnSpec>,
@@ -98,6 +101,35 @@ pub struct TrailerSpec {
     /// Source column summed for the control total.
     #[serde(default)]
     pub total_of: Option<ColumnSpec>,
+    /// `pounds` (default: `1,234.56`) or `pence` (`0123456`).
+    #[serde(default)]
+    pub amounts: Option<String>,
+}
+
+/// One fixed-width record type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSpec {
+    /// Lines starting with this are of this type (none: any other line).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `detail`, `trailer` or `skip`.
+    pub kind: String,
+    /// Field positions.
+    #[serde(default)]
+    pub columns: Vec<FixedColumnSpec>,
+}
+
+/// `{name, start, length}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// First character, 1-based.
+    pub start: usize,
+    /// Number of characters.
+    pub length: usize,
 }
 
 /// `match: {column, pattern}`.

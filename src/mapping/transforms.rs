@@ -62,6 +62,29 @@ pub fn parse_money(raw: &str) -> Result<i64, String> {
     Ok(if negative { -total } else { total })
 }
 
+/// Parses an amount already in pence, as mainframe and BACS files write it: digits, zero-filled,
+/// with an optional leading or trailing sign (`0012345` = £123.45, `0000450-` = -£4.50).
+pub fn parse_pence(raw: &str) -> Result<i64, String> {
+    let s = raw.trim();
+    let (negative, digits) = if let Some(d) = s.strip_prefix('-') {
+        (true, d)
+    } else if let Some(d) = s.strip_suffix('-') {
+        (true, d)
+    } else {
+        (
+            false,
+            s.strip_prefix('+')
+                .or_else(|| s.strip_suffix('+'))
+                .unwrap_or(s),
+        )
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err("is not a whole number of pence (expected digits, e.g. 0012345)".into());
+    }
+    let v: i64 = digits.parse().map_err(|_| "is too large".to_string())?;
+    Ok(if negative { -v } else { v })
+}
+
 /// Parses a whole number, allowing thousands commas.
 pub fn parse_integer(raw: &str) -> Result<i64, String> {
     let s: String = raw.trim().chars().filter(|c| *c != ',').collect();
@@ -248,6 +271,17 @@ mod tests {
         let err = parse_date("31/02/2019", &[f("dd/mm/yyyy")]).unwrap_err();
         assert!(err.contains("dd/mm/yyyy"), "{err}");
         assert!(DateFormat::new("mm/yyyy").is_err());
+    }
+
+    #[test]
+    fn pence_as_mainframes_write_them() {
+        assert_eq!(parse_pence("0012345"), Ok(12345));
+        assert_eq!(parse_pence("0000450-"), Ok(-450));
+        assert_eq!(parse_pence("-450"), Ok(-450));
+        assert_eq!(parse_pence("+0000001"), Ok(1));
+        for bad in ["", "12.50", "12a", "--1"] {
+            assert!(parse_pence(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

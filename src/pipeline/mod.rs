@@ -18,7 +18,6 @@ pub use replay::{ReplayOutcome, replay_failure};
 use crate::canonical::Registry;
 use crate::canonical::envelope::{self, Provenance};
 use crate::config::{Config, Feed};
-use crate::formats::csv::CsvDecoder;
 use crate::formats::{Item, SourceRecord};
 use crate::mapping::{self, ControlPolicy, FieldError, Mapping};
 use crate::sources::{self, RawFile};
@@ -269,12 +268,7 @@ fn read_into_store(
 ) -> Result<(), ReadError> {
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
-    let (bytes, gzip) = crate::formats::compression::sniff(bytes)
-        .map_err(|e| ReadError::File(format!("{}: cannot read the file: {e}", raw.name)))?;
-    if gzip {
-        tracing::info!(council, feed, file = %raw.name, "file is gzip-compressed; reading it decompressed");
-    }
-    let decoder = CsvDecoder::new(raw.name.clone(), bytes, mapping.source.csv.clone())
+    let decoder = crate::formats::open(&raw.name, bytes, &mapping.source.format)
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
     let binding = mapping
@@ -284,6 +278,7 @@ fn read_into_store(
     let total_of = control_spec
         .and_then(|c| c.total_of.as_ref())
         .and_then(|c| c.resolve(&header));
+    let in_pence = control_spec.is_some_and(|c| c.amounts_in_pence);
     let mut summed_pence: i64 = 0;
     let mut unparsable_total_rows = 0u64;
     let mut control: Option<Control> = None;
@@ -321,7 +316,12 @@ fn read_into_store(
                     .entry("decode".into())
                     .or_default() += 1;
                 if let (Some(i), Some(rec)) = (total_of, &f.record) {
-                    add_total(rec.get(i), &mut summed_pence, &mut unparsable_total_rows);
+                    add_total(
+                        rec.get(i),
+                        in_pence,
+                        &mut summed_pence,
+                        &mut unparsable_total_rows,
+                    );
                 }
                 tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
                 failures.push(NewFailure {
@@ -336,7 +336,12 @@ fn read_into_store(
             Item::Record(rec) => {
                 report.read += 1;
                 if let Some(i) = total_of {
-                    add_total(rec.get(i), &mut summed_pence, &mut unparsable_total_rows);
+                    add_total(
+                        rec.get(i),
+                        in_pence,
+                        &mut summed_pence,
+                        &mut unparsable_total_rows,
+                    );
                 }
                 let result = mapping
                     .apply(&binding, &rec)
@@ -438,8 +443,13 @@ fn read_into_store(
     Ok(())
 }
 
-fn add_total(value: &str, sum: &mut i64, unparsable: &mut u64) {
-    match mapping::transforms::parse_money(value) {
+fn add_total(value: &str, in_pence: bool, sum: &mut i64, unparsable: &mut u64) {
+    let amount = if in_pence {
+        mapping::transforms::parse_pence(value)
+    } else {
+        mapping::transforms::parse_money(value)
+    };
+    match amount {
         Ok(p) => *sum = sum.saturating_add(p),
         Err(_) => *unparsable += 1,
     }
@@ -452,8 +462,14 @@ fn read_control(spec: Option<&mapping::ControlSpec>, rec: &SourceRecord) -> Cont
     let count = value(spec.and_then(|s| s.count_column.as_ref()))
         .and_then(|v| mapping::transforms::parse_integer(&v).ok())
         .map(|v| v.max(0) as u64);
-    let total_pence = value(spec.and_then(|s| s.total_column.as_ref()))
-        .and_then(|v| mapping::transforms::parse_money(&v).ok());
+    let in_pence = spec.is_some_and(|s| s.amounts_in_pence);
+    let total_pence = value(spec.and_then(|s| s.total_column.as_ref())).and_then(|v| {
+        if in_pence {
+            mapping::transforms::parse_pence(&v).ok()
+        } else {
+            mapping::transforms::parse_money(&v).ok()
+        }
+    });
     Control {
         count,
         total_pence,
