@@ -48,10 +48,39 @@ pub struct SourceOptions {
     pub on_control_mismatch: ControlPolicy,
 }
 
+/// Where a value comes from: a column of the record, or where the record is (`$file`,
+/// `$line`, `$row`), for sources whose rows carry no identifier of their own.
+#[derive(Debug, Clone)]
+pub(super) enum SourceRef {
+    Column(ColumnRef),
+    Meta(Meta),
+}
+
+/// A record's place, usable as a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Meta {
+    File,
+    Line,
+    Row,
+}
+
+const META: &[(&str, Meta)] = &[
+    ("$file", Meta::File),
+    ("$line", Meta::Line),
+    ("$row", Meta::Row),
+];
+
+/// A source reference resolved against a header.
+#[derive(Debug, Clone)]
+pub(super) enum Bound {
+    Column(usize, String),
+    Meta(Meta),
+}
+
 #[derive(Debug, Clone)]
 pub(super) enum FieldSource {
-    Column(ColumnRef),
-    Concat(Vec<ColumnRef>, String),
+    Column(SourceRef),
+    Concat(Vec<SourceRef>, String),
     Literal(Value),
 }
 
@@ -106,6 +135,7 @@ pub(super) struct CompiledField {
     pub transforms: Vec<Transform>,
     pub required: bool,
     pub default: Option<Value>,
+    pub null_if: Vec<String>,
     pub pii: Option<PiiClass>,
 }
 
@@ -132,7 +162,7 @@ pub struct Mapping {
 /// A mapping's columns resolved against one file's header.
 #[derive(Debug, Clone)]
 pub struct Binding {
-    pub(super) columns: Vec<Vec<(usize, String)>>,
+    pub(super) columns: Vec<Vec<Bound>>,
     public_columns: Vec<bool>,
 }
 
@@ -153,13 +183,20 @@ impl Mapping {
         let mut columns = Vec::with_capacity(self.fields.len());
         let mut public: Vec<Option<bool>> = vec![None; header.names().len()];
         for field in &self.fields {
-            let refs: Vec<&ColumnRef> = match &field.source {
+            let refs: Vec<&SourceRef> = match &field.source {
                 FieldSource::Column(c) => vec![c],
                 FieldSource::Concat(cs, _) => cs.iter().collect(),
                 FieldSource::Literal(_) => vec![],
             };
             let mut resolved = Vec::new();
-            for c in refs {
+            for r in refs {
+                let c = match r {
+                    SourceRef::Meta(m) => {
+                        resolved.push(Bound::Meta(*m));
+                        continue;
+                    }
+                    SourceRef::Column(c) => c,
+                };
                 match c.resolve(header) {
                     Some(i)
                         if !matches!(c, ColumnRef::Position(_))
@@ -174,7 +211,7 @@ impl Mapping {
                         if let Some(p) = public.get_mut(i) {
                             *p = Some(p.unwrap_or(true) && field.pii.is_none());
                         }
-                        resolved.push((i, name));
+                        resolved.push(Bound::Column(i, name));
                     }
                     _ => {
                         let hint = match c {
@@ -368,6 +405,36 @@ pub(super) fn compile(
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
+}
+
+fn source_ref(c: &ColumnSpec) -> SourceRef {
+    match c {
+        ColumnSpec::Name(n) if n.starts_with('$') => {
+            match META.iter().find(|(name, _)| name == n) {
+                Some((_, m)) => SourceRef::Meta(*m),
+                // Unknown `$names` are reported by `check_meta`; treat as a column until then.
+                None => SourceRef::Column(column_ref(c)),
+            }
+        }
+        _ => SourceRef::Column(column_ref(c)),
+    }
+}
+
+fn check_meta(cx: &mut Ctx, loc: &Location, path: &str, c: &ColumnSpec) {
+    if let ColumnSpec::Name(n) = c
+        && n.starts_with('$')
+        && !META.iter().any(|(name, _)| name == n)
+    {
+        let names: Vec<&str> = META.iter().map(|(n, _)| *n).collect();
+        cx.at(
+            loc,
+            Some(path),
+            format!(
+                "unknown record property `{n}` (known: {})",
+                names.join(", ")
+            ),
+        );
+    }
 }
 
 fn column_ref(c: &ColumnSpec) -> ColumnRef {
@@ -724,7 +791,8 @@ fn compile_field(
     let source = match sources.iter().filter(|b| **b).count() {
         1 => {
             if let Some(c) = &spec.from {
-                FieldSource::Column(column_ref(c))
+                check_meta(cx, &loc, path, c);
+                FieldSource::Column(source_ref(c))
             } else if let Some(v) = &spec.value {
                 FieldSource::Literal(v.clone())
             } else {
@@ -736,8 +804,11 @@ fn compile_field(
                         "`concat.from` must list at least one column",
                     );
                 }
+                for f in &c.from {
+                    check_meta(cx, &loc, path, f);
+                }
                 FieldSource::Concat(
-                    c.from.iter().map(column_ref).collect(),
+                    c.from.iter().map(source_ref).collect(),
                     c.separator.clone().unwrap_or_else(|| " ".into()),
                 )
             }
@@ -846,6 +917,11 @@ fn compile_field(
         transforms,
         required: spec.required,
         default: spec.default.clone(),
+        null_if: spec
+            .null_if
+            .iter()
+            .map(|v| v.trim().to_lowercase())
+            .collect(),
         pii: target_field.and_then(|f| f.pii),
     })
 }

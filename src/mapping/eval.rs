@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::compile::{CompiledField, FieldSource, Transform};
+use super::compile::{Bound, CompiledField, FieldSource, Meta, Transform};
 use super::transforms;
 use super::{Binding, FieldError, MappedRecord, Mapping};
 use crate::formats::SourceRecord;
@@ -71,22 +71,37 @@ fn insert(body: &mut Map<String, Value>, segments: &[String], value: Value) {
     map.insert(last.clone(), value);
 }
 
+fn value_of(bound: &Bound, record: &SourceRecord) -> String {
+    match bound {
+        Bound::Column(i, _) => record.get(*i).to_string(),
+        Bound::Meta(Meta::File) => record.locator.file.clone(),
+        Bound::Meta(Meta::Line) => record.locator.line.to_string(),
+        Bound::Meta(Meta::Row) => record.locator.row.to_string(),
+    }
+}
+
 fn field_value(
     field: &CompiledField,
-    columns: &[(usize, String)],
+    columns: &[Bound],
     record: &SourceRecord,
 ) -> Result<Option<Value>, FieldError> {
-    let column_name = || columns.first().map(|(_, n)| n.clone());
+    let column_name = || {
+        columns.iter().find_map(|b| match b {
+            Bound::Column(_, n) => Some(n.clone()),
+            Bound::Meta(_) => None,
+        })
+    };
     let raw: String = match &field.source {
         FieldSource::Literal(v) => return Ok(Some(v.clone())),
         FieldSource::Column(_) => columns
             .first()
-            .map(|(i, _)| record.get(*i).to_string())
+            .map(|b| value_of(b, record))
             .unwrap_or_default(),
         FieldSource::Concat(_, sep) => columns
             .iter()
-            .map(|(i, _)| record.get(*i).trim())
-            .filter(|v| !v.is_empty())
+            .map(|b| value_of(b, record))
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.trim().to_string())
             .collect::<Vec<_>>()
             .join(sep),
     };
@@ -97,7 +112,9 @@ fn field_value(
         message,
         value,
     };
-    if raw.trim().is_empty() {
+    let placeholder =
+        !field.null_if.is_empty() && field.null_if.contains(&raw.trim().to_lowercase());
+    if raw.trim().is_empty() || placeholder {
         return match (&field.default, field.required) {
             (Some(d), _) => Ok(Some(d.clone())),
             (None, true) => Err(error("required", "is required but empty".into(), None)),

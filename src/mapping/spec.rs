@@ -164,6 +164,10 @@ pub struct FieldSpec {
     /// Used when empty.
     #[serde(default)]
     pub default: Option<serde_json::Value>,
+    /// Placeholders that mean "no value" (`NA`, `N/A`, `Not yet available`), matched ignoring
+    /// case and surrounding spaces: the field is then empty.
+    #[serde(default)]
+    pub null_if: Vec<String>,
 }
 
 /// `concat: {from: [...], separator}`.
