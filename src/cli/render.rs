@@ -210,7 +210,7 @@ fn public_columns(
         .council(&f.council)
         .and_then(|c| c.feeds.iter().find(|feed| feed.id == f.feed))
         .and_then(|feed| crate::mapping::load(&feed.mapping, registry).ok());
-    let binding = mapping.and_then(|m| m.bind(header).ok());
+    let binding = mapping.and_then(|m| m.bind_for(header).ok());
     (0..header.names().len())
         .map(|i| binding.as_ref().is_some_and(|b| b.is_public_column(i)))
         .collect()

@@ -9,6 +9,9 @@ pub mod compression;
 pub mod csv;
 pub mod encoding;
 pub mod fixed_width;
+pub mod json;
+pub mod spreadsheet;
+pub mod xml;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -20,6 +23,12 @@ pub enum FormatOptions {
     Csv(csv::CsvOptions),
     /// Fixed-width text with record types.
     FixedWidth(fixed_width::FixedWidthOptions),
+    /// XML, records selected by element path, flattened to path columns.
+    Xml(xml::XmlOptions),
+    /// JSON (records in an array at a pointer) or NDJSON, flattened to path columns.
+    Json(json::JsonOptions),
+    /// XLSX, XLS or ODS: one sheet, rows as records.
+    Spreadsheet(spreadsheet::SpreadsheetOptions),
 }
 
 impl FormatOptions {
@@ -28,13 +37,17 @@ impl FormatOptions {
         match self {
             FormatOptions::Csv(_) => "csv",
             FormatOptions::FixedWidth(_) => "fixed_width",
+            FormatOptions::Xml(_) => "xml",
+            FormatOptions::Json(o) if o.ndjson => "ndjson",
+            FormatOptions::Json(_) => "json",
+            FormatOptions::Spreadsheet(_) => "spreadsheet",
         }
     }
 
     /// Whether each record carries its own header (tree formats flattened to paths), so that
     /// a column missing from one record means "absent" rather than "wrong file".
     pub fn per_record_header(&self) -> bool {
-        false
+        matches!(self, FormatOptions::Xml(_) | FormatOptions::Json(_))
     }
 }
 
@@ -56,6 +69,24 @@ impl Decoder for fixed_width::FixedWidthDecoder {
     }
 }
 
+impl Decoder for xml::XmlDecoder {
+    fn header(&self) -> Arc<Header> {
+        xml::XmlDecoder::header(self)
+    }
+}
+
+impl Decoder for spreadsheet::SpreadsheetDecoder {
+    fn header(&self) -> Arc<Header> {
+        spreadsheet::SpreadsheetDecoder::header(self)
+    }
+}
+
+impl Decoder for json::JsonDecoder {
+    fn header(&self) -> Arc<Header> {
+        json::JsonDecoder::header(self)
+    }
+}
+
 /// Opens a decoder for `bytes` (the raw file named `file`). Gzip-compressed bytes are
 /// recognised by their magic number and decompressed on the fly, whatever the file's name.
 pub fn open(
@@ -71,6 +102,11 @@ pub fn open(
         FormatOptions::Csv(o) => Box::new(csv::CsvDecoder::new(file, bytes, o.clone())?),
         FormatOptions::FixedWidth(o) => {
             Box::new(fixed_width::FixedWidthDecoder::new(file, bytes, o))
+        }
+        FormatOptions::Xml(o) => Box::new(xml::XmlDecoder::new(file, bytes, o)?),
+        FormatOptions::Json(o) => Box::new(json::JsonDecoder::new(file, bytes, o)?),
+        FormatOptions::Spreadsheet(o) => {
+            Box::new(spreadsheet::SpreadsheetDecoder::new(file, bytes, o)?)
         }
     })
 }

@@ -12,6 +12,9 @@ use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchem
 use crate::formats::csv::{ControlMatch, CsvOptions};
 use crate::formats::encoding::Encoding;
 use crate::formats::fixed_width::{FixedColumn, FixedWidthOptions, RecordKind, RecordLayout};
+use crate::formats::json::JsonOptions;
+use crate::formats::spreadsheet::{SheetRef, SpreadsheetOptions};
+use crate::formats::xml::XmlOptions;
 use crate::formats::{ColumnRef, FormatOptions, Header};
 use crate::pii::PiiClass;
 
@@ -75,6 +78,8 @@ const META: &[(&str, Meta)] = &[
 pub(super) enum Bound {
     Column(usize, String),
     Meta(Meta),
+    /// A path the record does not have (tree formats): the value is empty.
+    Missing(String),
 }
 
 #[derive(Debug, Clone)]
@@ -176,9 +181,32 @@ impl Binding {
 }
 
 impl Mapping {
+    /// Resolves the mapping's columns against a record's header the way its format wants:
+    /// strictly for tabular files (one header for the whole file), leniently for tree formats
+    /// (XML, JSON), whose records each carry their own paths and may leave optional ones out.
+    pub fn bind_for(&self, header: &Header) -> Result<Binding, MappingError> {
+        if self.source.format.per_record_header() {
+            Ok(self.bind_lenient(header))
+        } else {
+            self.bind(header)
+        }
+    }
+
+    /// Resolves the columns of one tree record: a path it lacks reads as empty.
+    pub fn bind_lenient(&self, header: &Header) -> Binding {
+        match self.bind_inner(header, false) {
+            Ok(b) => b,
+            Err(_) => unreachable!("lenient binding reports no missing column"),
+        }
+    }
+
     /// Resolves the mapping's columns against a file's header. A mapped column missing from the
     /// file makes the whole file unusable with this mapping.
     pub fn bind(&self, header: &Header) -> Result<Binding, MappingError> {
+        self.bind_inner(header, true)
+    }
+
+    fn bind_inner(&self, header: &Header, strict: bool) -> Result<Binding, MappingError> {
         let mut diagnostics = Vec::new();
         let mut columns = Vec::with_capacity(self.fields.len());
         let mut public: Vec<Option<bool>> = vec![None; header.names().len()];
@@ -213,6 +241,7 @@ impl Mapping {
                         }
                         resolved.push(Bound::Column(i, name));
                     }
+                    _ if !strict => resolved.push(Bound::Missing(c.to_string())),
                     _ => {
                         let hint = match c {
                             ColumnRef::Name(n) | ColumnRef::Occurrence(n, _) => {
@@ -470,7 +499,7 @@ fn one_byte(cx: &mut Ctx, s: &Option<Spanned<String>>, what: &str, default: u8) 
     }
 }
 
-const FORMATS: &[&str] = &["csv", "fixed_width"];
+const FORMATS: &[&str] = &["csv", "fixed_width", "xml", "json", "ndjson", "spreadsheet"];
 
 fn regex(cx: &mut Ctx, spec: Option<&Spanned<String>>, what: &str) -> Option<Regex> {
     let p = spec?;
@@ -508,31 +537,57 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
         return None;
     }
     // Options that belong to another format are mistakes, not silently ignored.
-    let csv_only = [
-        ("delimiter", s.delimiter.as_ref().map(|d| d.referenced)),
-        ("quote", s.quote.as_ref().map(|d| d.referenced)),
+    let options: [(&str, Option<Location>, &[&str]); 8] = [
+        (
+            "delimiter",
+            s.delimiter.as_ref().map(|d| d.referenced),
+            &["csv"],
+        ),
+        ("quote", s.quote.as_ref().map(|d| d.referenced), &["csv"]),
         (
             "header_match",
             s.header_match.as_ref().map(|d| d.referenced),
+            &["csv", "spreadsheet"],
+        ),
+        (
+            "records",
+            s.records.as_ref().map(|d| d.referenced),
+            &["fixed_width"],
+        ),
+        (
+            "record_path",
+            s.record_path.as_ref().map(|d| d.referenced),
+            &["xml"],
+        ),
+        (
+            "control_path",
+            s.control_path.as_ref().map(|d| d.referenced),
+            &["xml"],
+        ),
+        (
+            "records_at",
+            s.records_at.as_ref().map(|d| d.referenced),
+            &["json"],
+        ),
+        (
+            "sheet",
+            s.sheet.as_ref().map(|d| d.referenced),
+            &["spreadsheet"],
         ),
     ];
-    let fixed_only = [("records", s.records.as_ref().map(|d| d.referenced))];
-    let misplaced: Vec<_> = match format {
-        "csv" => fixed_only
-            .iter()
-            .filter_map(|(n, l)| l.map(|l| (n, l)))
-            .collect(),
-        _ => csv_only
-            .iter()
-            .filter_map(|(n, l)| l.map(|l| (n, l)))
-            .collect(),
-    };
-    for (name, loc) in misplaced {
-        cx.at(
-            &loc,
-            None,
-            format!("`{name}` does not apply to `format: {format}`"),
-        );
+    for (name, loc, formats) in options {
+        if let Some(loc) = loc
+            && !formats.contains(&format)
+        {
+            cx.at(
+                &loc,
+                None,
+                format!(
+                    "`{name}` does not apply to `format: {format}` (only to {})",
+                    formats.join(", ")
+                ),
+            );
+        }
     }
     let encoding = match &s.encoding {
         None => Encoding::UTF_8,
@@ -578,6 +633,52 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
             header_match: regex(cx, s.header_match.as_ref(), "header_match"),
             control_match,
         }),
+        "spreadsheet" => FormatOptions::Spreadsheet(SpreadsheetOptions {
+            sheet: match s.sheet.as_ref().map(|s| &s.value) {
+                None => SheetRef::Index(1),
+                Some(ColumnSpec::Position(i)) => SheetRef::Index(*i),
+                Some(ColumnSpec::Name(n)) => SheetRef::Name(n.clone()),
+                Some(ColumnSpec::Occurrence { name, .. }) => SheetRef::Name(name.clone()),
+            },
+            skip_rows: s.skip_rows,
+            header: s.header,
+            header_match: regex(cx, s.header_match.as_ref(), "header_match"),
+            control_match,
+        }),
+        "xml" => {
+            let Some(path) = &s.record_path else {
+                cx.at(&spec.referenced, None, "`format: xml` needs `record_path`, the element path of one record (e.g. `Invoice/InvoiceLine`)");
+                return None;
+            };
+            FormatOptions::Xml(XmlOptions {
+                encoding: s.encoding.as_ref().map(|_| encoding),
+                record_path: path.value.clone(),
+                control_path: s.control_path.as_ref().map(|p| p.value.clone()),
+            })
+        }
+        "json" | "ndjson" => {
+            let records_at = s
+                .records_at
+                .as_ref()
+                .map(|p| p.value.clone())
+                .unwrap_or_default();
+            if let Err(e) = crate::formats::json::parse_pointer(&records_at) {
+                let loc = s
+                    .records_at
+                    .as_ref()
+                    .map(|p| p.referenced)
+                    .unwrap_or(spec.referenced);
+                cx.at(
+                    &loc,
+                    None,
+                    format!("`records_at` is not a JSON pointer: {e}"),
+                );
+            }
+            FormatOptions::Json(JsonOptions {
+                records_at,
+                ndjson: format == "ndjson",
+            })
+        }
         _ => FormatOptions::FixedWidth(compile_records(cx, s, encoding, &spec.referenced)?),
     };
     Some(SourceOptions {
@@ -697,8 +798,9 @@ fn compile_trailer(
             }
         },
     };
-    let control_match = match (&spec.match_, format) {
-        (Some(m), "csv") => match Regex::new(&m.pattern) {
+    let by_row = matches!(format, "csv" | "spreadsheet");
+    let control_match = match (&spec.match_, by_row) {
+        (Some(m), true) => match Regex::new(&m.pattern) {
             Ok(pattern) => Some(ControlMatch {
                 column: column_ref(&m.column),
                 pattern,
@@ -715,19 +817,23 @@ fn compile_trailer(
                 None
             }
         },
-        (None, "csv") => {
+        (None, true) => {
             cx.at(
                 &t.referenced,
                 None,
-                "a csv trailer needs `match: {column, pattern}` to recognise the trailer row",
+                format!("a {format} trailer needs `match: {{column, pattern}}` to recognise the trailer row"),
             );
             None
         }
-        (Some(_), _) => {
-            cx.at(&t.referenced, None, format!("`format: {format}` recognises trailer records by their layout (`kind: trailer`); remove `match`"));
+        (Some(_), false) => {
+            cx.at(
+                &t.referenced,
+                None,
+                format!("`format: {format}` recognises its control record by layout (fixed_width `kind: trailer`, xml `control_path`); remove `match`"),
+            );
             None
         }
-        (None, _) => None,
+        (None, false) => None,
     };
     (control_match, Some(control))
 }

@@ -77,6 +77,7 @@ fn value_of(bound: &Bound, record: &SourceRecord) -> String {
         Bound::Meta(Meta::File) => record.locator.file.clone(),
         Bound::Meta(Meta::Line) => record.locator.line.to_string(),
         Bound::Meta(Meta::Row) => record.locator.row.to_string(),
+        Bound::Missing(_) => String::new(),
     }
 }
 
@@ -87,7 +88,7 @@ fn field_value(
 ) -> Result<Option<Value>, FieldError> {
     let column_name = || {
         columns.iter().find_map(|b| match b {
-            Bound::Column(_, n) => Some(n.clone()),
+            Bound::Column(_, n) | Bound::Missing(n) => Some(n.clone()),
             Bound::Meta(_) => None,
         })
     };

@@ -56,6 +56,18 @@ pub struct SourceSpec {
     /// Fixed-width record layouts.
     #[serde(default)]
     pub records: Option<Spanned<Vec<RecordSpec>>>,
+    /// XML: element path of a record (`Invoice/InvoiceLine`).
+    #[serde(default)]
+    pub record_path: Option<Spanned<String>>,
+    /// XML: element path of the control (trailer or header) element.
+    #[serde(default)]
+    pub control_path: Option<Spanned<String>>,
+    /// JSON: pointer to the array of records (`/workers`; empty for a top-level array).
+    #[serde(default)]
+    pub records_at: Option<Spanned<String>>,
+    /// Spreadsheets: sheet by name or 1-based number (default: the first).
+    #[serde(default)]
+    pub sheet: Option<Spanned<ColumnSpec>>,
     /// Control (trailer) row.
     #[serde(default)]
     pub trailer: Option<Spanned<TrailerSpec>>,

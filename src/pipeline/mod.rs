@@ -271,9 +271,17 @@ fn read_into_store(
     let decoder = crate::formats::open(&raw.name, bytes, &mapping.source.format)
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
-    let binding = mapping
-        .bind(&header)
-        .map_err(|e| ReadError::File(e.to_string()))?;
+    // Tabular files are bound once (a missing column rejects the file); tree formats (XML,
+    // JSON) carry a header per record and are bound again when it changes.
+    let per_record = mapping.source.format.per_record_header();
+    let mut binding = if per_record {
+        mapping.bind_lenient(&header)
+    } else {
+        mapping
+            .bind(&header)
+            .map_err(|e| ReadError::File(e.to_string()))?
+    };
+    let mut bound_header = header.clone();
     let control_spec = mapping.source.control.as_ref();
     let total_of = control_spec
         .and_then(|c| c.total_of.as_ref())
@@ -342,6 +350,10 @@ fn read_into_store(
                         &mut summed_pence,
                         &mut unparsable_total_rows,
                     );
+                }
+                if per_record && !std::sync::Arc::ptr_eq(&rec.header, &bound_header) {
+                    binding = mapping.bind_lenient(&rec.header);
+                    bound_header = rec.header.clone();
                 }
                 let result = mapping
                     .apply(&binding, &rec)

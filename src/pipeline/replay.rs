@@ -77,7 +77,7 @@ pub fn replay_failure(
         .as_ref()
         .and_then(|raw| SourceRecord::from_raw_json(locator.clone(), raw))
         .ok_or_else(|| PipelineError::Other(format!("failure {id} has no raw record to re-map")))?;
-    let binding = mapping.bind(&record.header)?;
+    let binding = mapping.bind_for(&record.header)?;
     let mapped = mapping.apply(&binding, &record).and_then(|m| {
         let body = Value::Object(m.body);
         entity.validate(&body).map(|()| (m.key, body))
