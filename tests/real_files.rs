@@ -64,6 +64,8 @@ fn every_row_of_every_real_file_maps() {
     assert_eq!(counts(&run, "harrogate"), (62, 62, 0));
     assert_eq!(counts(&run, "leeds"), (14, 14, 0));
     assert_eq!(counts(&run, "trafford"), (80, 80, 0));
+    assert_eq!(counts(&run, "peppol-example"), (1, 1, 0));
+    assert_eq!(counts(&run, "hmrc-fps-example"), (2, 2, 0));
     assert_eq!(
         run.bodies["harrogate"].len(),
         62,
@@ -178,5 +180,46 @@ fn trafford_na_placeholders_become_absent_values() {
             .filter(|b| b["vacant"] == true)
             .count(),
         3
+    );
+}
+
+#[test]
+fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
+    let run = run_real_files();
+    let inv = &run.bodies["peppol-example"][0];
+    assert_eq!(inv["invoice_id"], "Snippet1");
+    assert_eq!(
+        (
+            inv["currency"].as_str(),
+            inv["payable_minor"].as_i64(),
+            inv["tax_minor"].as_i64()
+        ),
+        (Some("EUR"), Some(165625), Some(33125))
+    );
+    assert_eq!(inv["supplier"]["vat_number"], "GB1232434");
+    assert_eq!(inv["customer"]["country"], "SE");
+}
+
+#[test]
+fn hmrc_fps_employees_with_repeated_ni_letters() {
+    let run = run_real_files();
+    let second = find(&run, "hmrc-fps-example", "employee_number", "123-A02");
+    assert_eq!(
+        (
+            second["tax_code"].as_str(),
+            second["net_pay_pence"].as_i64(),
+            second["tax_period"]["month"].as_i64()
+        ),
+        (Some("D1"), Some(62590), Some(3))
+    );
+    assert_eq!(
+        second["ni_letter"], "A",
+        "the first of the employee's two NI letters"
+    );
+    assert!(
+        run.bodies["hmrc-fps-example"]
+            .iter()
+            .all(|b| b.get("nino").is_none()),
+        "pay results carry no NINO"
     );
 }
