@@ -11,12 +11,20 @@ fn without_a_broker_the_run_completes_into_the_outbox() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("43 messages wait in the outbox: no broker is configured"),
+        text.contains("48 messages wait in the outbox: no broker is configured"),
         "{text}"
     );
     assert!(
         text.contains("PAYEXT_202610.txt  processed: read 9, valid 7, rejected 2"),
         "the fixed-width extract of Riverton: {text}"
+    );
+    assert!(
+        text.contains("HR_EXPORT_20261101.xml  processed: read 6, valid 4, rejected 2"),
+        "the XML HR export of Riverton: {text}"
+    );
+    assert!(
+        text.contains("rejected: nino schema ×1, surname required ×1"),
+        "{text}"
     );
     assert!(
         text.contains("employees_20261101.csv  processed: read 12, valid 9, rejected 3"),

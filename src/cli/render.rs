@@ -75,7 +75,7 @@ pub(super) fn run(
                     if let Some(c) = &f.control
                         && c.get("matches") == Some(&Value::Bool(true))
                     {
-                        println!("      control: trailer count and total match");
+                        println!("      control: the trailer agrees with what was read");
                     }
                     if let Some(reason) = &f.reason {
                         println!("      CONTROL MISMATCH: {reason}");
