@@ -3,6 +3,7 @@
 //! read, then moved to the feed's `archive` (or `rejected`) folder when one is configured; it is
 //! never edited or deleted.
 
+pub mod http;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
