@@ -105,7 +105,12 @@ struct CouncilFile {
 #[serde(deny_unknown_fields)]
 struct FeedFile {
     mapping: PathBuf,
-    input: String,
+    /// Drop-folder glob; for an HTTP feed, defaults to `<landing>/*.json`.
+    #[serde(default)]
+    input: Option<String>,
+    /// Pull the feed from an HTTP API into its landing folder before reading it.
+    #[serde(default)]
+    http: Option<HttpFeed>,
     /// Seconds a file must stay unchanged before it is taken (unless it has a marker).
     #[serde(default = "default_settle")]
     settle_seconds: u64,
@@ -121,6 +126,210 @@ fn default_settle() -> u64 {
     10
 }
 
+/// An HTTP API feed (`http:` in a feed of council.yaml). Secrets are named, never written:
+/// they are read from the environment or a file when the feed is pulled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFeed {
+    /// The API's URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Or: the environment variable holding it (unset: the feed is not pulled this run).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
+    /// Pagination.
+    #[serde(default)]
+    pub pagination: Option<PaginationSpec>,
+    /// JSON pointer to the records in each page.
+    #[serde(default)]
+    pub records_at: String,
+    /// Seconds before a request is abandoned (and retried).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Tries per request.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First pause between tries, doubling.
+    #[serde(default = "default_backoff")]
+    pub first_backoff_ms: u64,
+    /// Most pages per pull.
+    #[serde(default = "default_pages")]
+    pub max_pages: u32,
+    /// Extra request headers (never secrets: use `auth`).
+    #[serde(default)]
+    pub headers: indexmap::IndexMap<String, String>,
+    /// Folder each response is written to, as received, before it is read.
+    pub landing: PathBuf,
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_backoff() -> u64 {
+    1000
+}
+fn default_pages() -> u32 {
+    1000
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    /// Environment variable.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File (e.g. a mounted secret).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// `auth:` of an HTTP feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthSpec {
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: SecretSpec,
+    },
+    /// HTTP basic authentication.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: SecretSpec,
+    },
+    /// A key in a header.
+    ApiKey {
+        /// Header name.
+        header: String,
+        /// The key.
+        key: SecretSpec,
+    },
+}
+
+/// `pagination:` of an HTTP feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PaginationSpec {
+    /// The next page's URL is in the body at this JSON pointer.
+    NextLink(String),
+    /// RFC 8288 `Link: <...>; rel="next"` headers.
+    LinkHeader(bool),
+    /// Page numbers.
+    Page {
+        /// Query parameter.
+        param: String,
+        /// First page number.
+        #[serde(default = "one")]
+        start: u64,
+        /// Page-size parameter and size.
+        #[serde(default)]
+        size_param: Option<String>,
+        /// Page size.
+        #[serde(default)]
+        size: Option<u64>,
+    },
+    /// Offsets.
+    Offset {
+        /// Offset parameter.
+        param: String,
+        /// Limit parameter.
+        limit_param: String,
+        /// Records per page.
+        limit: u64,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl HttpFeed {
+    /// The pull source, with its secrets read; `Ok(None)` when the URL comes from an
+    /// environment variable that is not set (the feed is then not pulled this run).
+    pub fn source(&self) -> Result<Option<crate::sources::http::HttpSource>, String> {
+        use crate::sources::http::{Auth, HttpSource, Pagination, Secret};
+        let url = match (&self.url, &self.url_env) {
+            (Some(u), _) => u.clone(),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(u) if !u.trim().is_empty() => u,
+                _ => return Ok(None),
+            },
+            (None, None) => return Err("an http feed needs `url` or `url_env`".into()),
+        };
+        let url = url::Url::parse(&url).map_err(|e| format!("`url` is not a URL ({e})"))?;
+        let secret = |s: &SecretSpec| -> Result<Secret, String> {
+            match (&s.env, &s.file) {
+                (Some(var), _) => Secret::from_env(var).map_err(|e| e.to_string()),
+                (None, Some(file)) => Secret::from_file(file).map_err(|e| e.to_string()),
+                (None, None) => Err("a secret needs `env` or `file`".into()),
+            }
+        };
+        let auth = match &self.auth {
+            None => Auth::None,
+            Some(AuthSpec::Bearer { token }) => Auth::Bearer {
+                token: secret(token)?,
+            },
+            Some(AuthSpec::Basic { user, password }) => Auth::Basic {
+                user: user.clone(),
+                password: secret(password)?,
+            },
+            Some(AuthSpec::ApiKey { header, key }) => Auth::ApiKey {
+                header: header.clone(),
+                key: secret(key)?,
+            },
+        };
+        let pagination = match &self.pagination {
+            None | Some(PaginationSpec::LinkHeader(false)) => Pagination::None,
+            Some(PaginationSpec::NextLink(pointer)) => Pagination::NextLink {
+                pointer: pointer.clone(),
+            },
+            Some(PaginationSpec::LinkHeader(true)) => Pagination::LinkHeader,
+            Some(PaginationSpec::Page {
+                param,
+                start,
+                size_param,
+                size,
+            }) => Pagination::Page {
+                param: param.clone(),
+                start: *start,
+                size_param: size_param.clone().zip(*size),
+            },
+            Some(PaginationSpec::Offset {
+                param,
+                limit_param,
+                limit,
+            }) => Pagination::Offset {
+                param: param.clone(),
+                limit_param: limit_param.clone(),
+                limit: *limit,
+            },
+        };
+        let mut source = HttpSource::new(url);
+        source.auth = auth;
+        source.pagination = pagination;
+        source.records_at = self.records_at.clone();
+        source.timeout = std::time::Duration::from_secs(self.timeout_secs);
+        source.max_attempts = self.max_attempts;
+        source.first_backoff = std::time::Duration::from_millis(self.first_backoff_ms);
+        source.max_pages = self.max_pages;
+        source.headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Some(source))
+    }
+}
+
 /// One feed of one council.
 #[derive(Debug, Clone)]
 pub struct Feed {
@@ -132,6 +341,8 @@ pub struct Feed {
     pub input: String,
     /// The drop folder: when a file is taken, where it goes afterwards.
     pub drop: crate::sources::DropFolder,
+    /// The HTTP API pulled into the drop folder first, if the feed has one.
+    pub http: Option<HttpFeed>,
 }
 
 /// One partner council.
@@ -205,13 +416,24 @@ impl Config {
             let feeds = c
                 .feeds
                 .into_iter()
-                .map(|(id, f)| {
-                    let input = if Path::new(&f.input).is_absolute() {
-                        f.input
-                    } else {
-                        dir.join(&f.input).to_string_lossy().into_owned()
+                .map(|(id, mut f)| {
+                    if let Some(h) = f.http.as_mut() {
+                        h.landing = dir.join(&h.landing);
+                    }
+                    let input = match (&f.input, &f.http) {
+                        (Some(i), _) if Path::new(i).is_absolute() => i.clone(),
+                        (Some(i), _) => dir.join(i).to_string_lossy().into_owned(),
+                        (None, Some(h)) => h.landing.join("*.json").to_string_lossy().into_owned(),
+                        (None, None) => {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}` needs `input` (a drop-folder glob) or `http`"
+                                ),
+                            });
+                        }
                     };
-                    Feed {
+                    Ok(Feed {
                         id,
                         mapping: dir.join(f.mapping),
                         drop: crate::sources::DropFolder {
@@ -222,9 +444,10 @@ impl Config {
                             rejected: f.rejected.map(|p| dir.join(p)),
                         },
                         input,
-                    }
+                        http: f.http,
+                    })
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             councils.push(Council {
                 id: c.council,
                 name: c.name,

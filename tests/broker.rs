@@ -12,7 +12,7 @@ use council_bridge::store::Store;
 
 /// Every message the bundled sample councils produce, by routing key: the good rows of each
 /// file (see mappings/*/samples) and one manifest per file.
-const EXPECTED: [(&str, usize); 10] = [
+const EXPECTED: [(&str, usize); 14] = [
     ("hr.employee.upserted.northshire", 9),
     ("payroll.pay_result.upserted.northshire", 13),
     ("finance.supplier_payment.upserted.northshire", 10),
@@ -23,17 +23,27 @@ const EXPECTED: [(&str, usize); 10] = [
     ("finance.batch.completed.northshire", 1),
     ("payroll.batch.completed.riverton", 1),
     ("hr.batch.completed.riverton", 1),
+    ("hr.employee.upserted.eastborough", 3),
+    ("hr.batch.completed.eastborough", 2),
+    ("finance.supplier_payment.upserted.eastborough", 5),
+    ("finance.batch.completed.eastborough", 1),
 ];
-const TOTAL: usize = 9 + 13 + 10 + 7 + 4 + 5;
+/// With Eastborough's HR API pulled (two pages, two batches).
+const TOTAL: usize = 9 + 13 + 10 + 7 + 4 + 3 + 5 + 8;
+/// Without it (no API configured: the HR feed is not pulled).
+const TOTAL_FILES: usize = TOTAL - 3 - 2;
 const IDLE: Duration = Duration::from_millis(1500);
 
-fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
+fn check_messages(sandbox: &Sandbox, got: &[common::Received], with_api: bool) {
     let registry = Registry::load(&sandbox.path("schemas")).unwrap();
     let mut by_key: BTreeMap<&str, usize> = BTreeMap::new();
     for m in got {
         *by_key.entry(m.routing_key.as_str()).or_default() += 1;
     }
-    let want: BTreeMap<&str, usize> = EXPECTED.into_iter().collect();
+    let want: BTreeMap<&str, usize> = EXPECTED
+        .into_iter()
+        .filter(|(rk, _)| with_api || !rk.starts_with("hr.") || !rk.ends_with(".eastborough"))
+        .collect();
     assert_eq!(by_key, want, "messages by routing key");
     let ids: HashSet<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(ids.len(), got.len(), "message ids are unique");
@@ -75,15 +85,23 @@ fn check_messages(sandbox: &Sandbox, got: &[common::Received]) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothing() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
+    let (api, hits) = common::serve_hr_api("test-token-1").await;
     let out = sandbox
         .cli(Some(&broker_url()))
+        .env("EASTBOROUGH_HR_API_URL", &api)
+        .env("EASTBOROUGH_HR_API_TOKEN", "test-token-1")
         .arg("run")
         .output()
         .unwrap();
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "two pages pulled"
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -93,7 +111,7 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
     );
     let got = consumer.drain(IDLE, TOTAL + 10).await;
     assert_eq!(got.len(), TOTAL, "{}", stdout(&out));
-    check_messages(&sandbox, &got);
+    check_messages(&sandbox, &got, true);
     let text = stdout(&out);
     assert!(
         text.contains("payroll_202610.csv  processed: read 15, valid 13, rejected 2"),
@@ -115,7 +133,7 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
         .unwrap();
     assert_eq!(again.status.code(), Some(0));
     assert!(
-        stdout(&again).matches("skipped: already processed").count() == 5,
+        stdout(&again).matches("skipped: already processed").count() == 6,
         "{}",
         stdout(&again)
     );
@@ -142,7 +160,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         stdout(&out)
     );
     assert!(
-        stdout(&out).contains(&format!("{TOTAL} messages wait in the outbox")),
+        stdout(&out).contains(&format!("{TOTAL_FILES} messages wait in the outbox")),
         "{}",
         stdout(&out)
     );
@@ -154,7 +172,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
     );
 
     let store = Store::open(&sandbox.store_path()).unwrap();
-    assert_eq!(store.outbox_counts().unwrap().pending, TOTAL as u64);
+    assert_eq!(store.outbox_counts().unwrap().pending, TOTAL_FILES as u64);
     drop(store);
 
     let flush = sandbox
@@ -163,9 +181,9 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         .output()
         .unwrap();
     assert_eq!(flush.status.code(), Some(0), "{}", stdout(&flush));
-    let got = consumer.drain(IDLE, TOTAL + 10).await;
-    assert_eq!(got.len(), TOTAL);
-    check_messages(&sandbox, &got);
+    let got = consumer.drain(IDLE, TOTAL_FILES + 10).await;
+    assert_eq!(got.len(), TOTAL_FILES);
+    check_messages(&sandbox, &got, false);
 
     let second = sandbox
         .cli(Some(&broker_url()))
@@ -182,7 +200,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         "each message is delivered once"
     );
     let counts = sandbox.json(&["outbox", "status"]);
-    assert_eq!(counts["sent"], TOTAL as u64);
+    assert_eq!(counts["sent"], TOTAL_FILES as u64);
     assert_eq!(counts["pending"], 0);
     consumer.cleanup().await;
 }
@@ -193,7 +211,7 @@ async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_i
     let mut consumer = Consumer::bind(&sandbox).await;
     let out = sandbox
         .cli(None)
-        .args(["run", "--feed", "hr-employees"])
+        .args(["run", "--council", "northshire", "--feed", "hr-employees"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));

@@ -11,7 +11,7 @@ fn without_a_broker_the_run_completes_into_the_outbox() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("48 messages wait in the outbox: no broker is configured"),
+        text.contains("54 messages wait in the outbox: no broker is configured"),
         "{text}"
     );
     assert!(
@@ -46,7 +46,13 @@ fn a_file_missing_a_mapped_column_fails_whole_naming_the_column_and_the_run_exit
     std::fs::write(&ap, text).unwrap();
     let out = sandbox
         .cli(None)
-        .args(["run", "--feed", "supplier-payments"])
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "supplier-payments",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
@@ -64,7 +70,13 @@ fn a_file_missing_a_mapped_column_fails_whole_naming_the_column_and_the_run_exit
     assert_eq!(counts["pending"], 0);
     let again = sandbox
         .cli(None)
-        .args(["run", "--feed", "supplier-payments"])
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "supplier-payments",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -90,7 +102,13 @@ fn a_bad_encoding_byte_fails_that_row_only() {
     std::fs::write(&ap, bytes).unwrap();
     let out = sandbox
         .cli(None)
-        .args(["run", "--feed", "supplier-payments"])
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "supplier-payments",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -190,7 +208,13 @@ fn a_drop_folder_archives_what_it_read_rejects_what_it_could_not_and_reads_gzip(
 
     let out = sandbox
         .cli(None)
-        .args(["run", "--feed", "supplier-payments"])
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "supplier-payments",
+        ])
         .output()
         .unwrap();
     let text = stdout(&out);

@@ -74,7 +74,7 @@ fn logs_and_failure_views_never_show_personal_values() {
         .unwrap();
     seen.push_str(&String::from_utf8_lossy(&list.stdout));
     let failures: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    assert_eq!(failures.as_array().unwrap().len(), 11);
+    assert_eq!(failures.as_array().unwrap().len(), 13);
     for f in failures.as_array().unwrap() {
         let id = f["id"].to_string();
         for args in [

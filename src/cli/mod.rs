@@ -301,6 +301,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
+            let pulls = pipeline::pull(&env.config, council.as_deref(), feed.as_deref()).await;
             let mut reports = pipeline::process(
                 &env.config,
                 &registry,
@@ -321,6 +322,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             let counts = store.outbox_counts()?;
             render::run(
                 cli.json,
+                &pulls,
                 &reports,
                 flush.as_ref(),
                 &counts,
@@ -340,9 +342,10 @@ async fn execute(cli: &Cli) -> Result<u8> {
             {
                 code = 4;
             }
-            if reports
-                .iter()
-                .any(|r| r.error.is_some() || r.files.iter().any(|f| f.status == "failed"))
+            if pulls.iter().any(|p| p.error.is_some())
+                || reports
+                    .iter()
+                    .any(|r| r.error.is_some() || r.files.iter().any(|f| f.status == "failed"))
             {
                 code = 1;
             }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::canonical::Registry;
 use crate::config::Config;
 use crate::pii;
-use crate::pipeline::{FeedReport, FlushReport, ReplayOutcome};
+use crate::pipeline::{FeedReport, FlushReport, PullReport, ReplayOutcome};
 use crate::store::{BatchRow, FailureRow, OutboxCounts};
 
 fn print_json(v: &impl serde::Serialize) {
@@ -15,14 +15,25 @@ fn print_json(v: &impl serde::Serialize) {
 
 pub(super) fn run(
     as_json: bool,
+    pulls: &[PullReport],
     reports: &[FeedReport],
     flush: Option<&FlushReport>,
     counts: &OutboxCounts,
     broker: bool,
 ) {
     if as_json {
-        print_json(&json!({ "feeds": reports, "flush": flush, "outbox": counts }));
+        print_json(&json!({ "pulls": pulls, "feeds": reports, "flush": flush, "outbox": counts }));
         return;
+    }
+    for p in pulls {
+        match (&p.error, &p.note) {
+            (Some(e), _) => println!("{} / {}  PULL FAILED: {e}", p.council, p.feed),
+            (None, Some(n)) => println!("{} / {}  {n}", p.council, p.feed),
+            (None, None) => println!(
+                "{} / {}  pulled {} page(s) from the API",
+                p.council, p.feed, p.pages
+            ),
+        }
     }
     for r in reports {
         println!("{} / {}", r.council, r.feed);

@@ -107,6 +107,66 @@ pub struct FeedReport {
     pub error: Option<String>,
 }
 
+/// What pulling one HTTP feed did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullReport {
+    /// Council id.
+    pub council: String,
+    /// Feed id.
+    pub feed: String,
+    /// Pages written to the landing folder.
+    pub pages: usize,
+    /// Why the feed was not pulled, when that is expected (its URL variable is not set).
+    pub note: Option<String>,
+    /// Why the pull failed.
+    pub error: Option<String>,
+}
+
+/// Pulls every selected HTTP feed into its landing folder, where [`process`] then reads the
+/// pages like any dropped file. A failed pull leaves nothing half-written.
+pub async fn pull(config: &Config, council: Option<&str>, feed: Option<&str>) -> Vec<PullReport> {
+    let mut reports = Vec::new();
+    for c in &config.councils {
+        if council.is_some_and(|want| want != c.id) {
+            continue;
+        }
+        for f in &c.feeds {
+            let Some(http) = &f.http else { continue };
+            if feed.is_some_and(|want| want != f.id) {
+                continue;
+            }
+            let mut report = PullReport {
+                council: c.id.clone(),
+                feed: f.id.clone(),
+                pages: 0,
+                note: None,
+                error: None,
+            };
+            match http.source() {
+                Ok(None) => {
+                    report.note = Some(format!(
+                        "not pulled: {} is not set",
+                        http.url_env.as_deref().unwrap_or("the URL variable")
+                    ));
+                }
+                Ok(Some(source)) => match source
+                    .fetch(&http.landing, &format!("{}_{}", c.id, f.id))
+                    .await
+                {
+                    Ok(pages) => report.pages = pages.len(),
+                    Err(e) => {
+                        tracing::error!(council = %c.id, feed = %f.id, error = %e, "pull failed");
+                        report.error = Some(e.to_string());
+                    }
+                },
+                Err(e) => report.error = Some(e),
+            }
+            reports.push(report);
+        }
+    }
+    reports
+}
+
 /// Fills in, for each file read in this run, where its messages are now (sent, pending, held),
 /// so the summary can say per feed what was published and what waits.
 pub fn delivery_status(store: &Store, reports: &mut [FeedReport]) -> Result<(), PipelineError> {

@@ -100,6 +100,8 @@ impl Sandbox {
         cmd.current_dir(self.dir.path())
             .env_remove("AMQP_URL")
             .env_remove("COUNCIL_BRIDGE_STORE")
+            .env_remove("EASTBOROUGH_HR_API_URL")
+            .env_remove("EASTBOROUGH_HR_API_TOKEN")
             .env("COUNCIL_BRIDGE_CONFIG", self.config())
             .env("COUNCIL_BRIDGE_ACTOR", "test-operator")
             .env("RUST_LOG", "info")
@@ -283,4 +285,62 @@ fn received(d: &lapin::message::Delivery) -> Received {
         headers,
         body: serde_json::from_slice(&d.data).expect("body is JSON"),
     }
+}
+
+/// A stand-in for Eastborough's HR API on 127.0.0.1: serves the sample pages in
+/// mappings/eastborough/samples/api (next links pointing back at itself) to requests that carry
+/// `Authorization: Bearer <token>`, 401 otherwise. Returns the first page's URL and a request
+/// counter. Runs until the test's runtime ends; answers at most 100 requests.
+pub async fn serve_hr_api(token: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let pages: Vec<String> = (1..=2)
+        .map(|n| {
+            std::fs::read_to_string(repo().join(format!(
+                "mappings/eastborough/samples/api/workers_page{n}.json"
+            )))
+            .unwrap()
+            .replace("{{BASE}}", &base)
+        })
+        .collect();
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let (counter, expected) = (hits.clone(), format!("authorization: bearer {token}"));
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 8192];
+            let mut request = Vec::new();
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&request).to_lowercase();
+            let (status, body) = if !text.contains(&expected) {
+                (
+                    "401 Unauthorized",
+                    "{\"error\":\"unauthorised\"}".to_string(),
+                )
+            } else if text.starts_with("get /hr/v1/workers?page=2 ") {
+                ("200 OK", pages[1].clone())
+            } else if text.starts_with("get /hr/v1/workers?page=1 ") {
+                ("200 OK", pages[0].clone())
+            } else {
+                ("404 Not Found", "{}".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        }
+    });
+    (format!("{base}/hr/v1/workers?page=1"), hits)
 }
