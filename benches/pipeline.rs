@@ -1,1 +1,1143 @@
-fn main() {}
+//! Throughput and memory benchmark of the whole pipeline: `cargo bench --bench pipeline`.
+//!
+//! A plain `main` (no criterion). It generates a Northshire payroll export (Windows-1252, CRLF,
+//! title row, header, quoted `£` amounts, trailer with count and gross total) of `BENCH_ROWS`
+//! rows (default 100,000; fictional people) that `mappings/northshire/payroll.yaml` maps
+//! without a rejection, and measures:
+//!
+//! * A — decode + map + validate + envelope, in memory: no store, no broker;
+//! * B — end to end: `pipeline::process_file` into a fresh store, then `pipeline::flush` to
+//!   RabbitMQ (a unique exchange per run, with a durable queue bound on `#`); and, on a copy of
+//!   the store, the flush's outbox bookkeeping alone (read a page, mark it sent);
+//! * C — the same messages published directly with lapin on one confirm channel with the same
+//!   window (512 unconfirmed, mandatory, persistent): the broker's limit from one publisher;
+//!   and through the library's `Publisher` without the store, in one call and in pages of the
+//!   flush's size, which splits the flush's cost between publisher, pages and store;
+//! * memory — peak RSS (VmHWM) of this process after each phase, and of two child processes
+//!   (this binary again with `--decode-only N`) doing phase A at N and 4N rows, to show that
+//!   memory does not grow with file size.
+//!
+//! Every phase also reports the CPU seconds used by this process and by the broker (the local
+//! `beam.smp`), and the load average is printed: on a small shared machine, other work moves
+//! the figures.
+//!
+//! RabbitMQ is required (`BENCH_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`):
+//! the benchmark panics when it cannot connect rather than skip the broker phases. The
+//! exchanges and queues it declares are deleted at the end, even when a phase fails.
+
+use std::fmt::Write as _;
+use std::io::{BufWriter, Write as _};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use council_bridge::amqp::{self, BrokerConfig};
+use council_bridge::canonical::envelope::{self, OutboundMessage, Provenance};
+use council_bridge::canonical::{Entity, Registry};
+use council_bridge::formats::csv::CsvDecoder;
+use council_bridge::formats::{FormatOptions, Item, compression};
+use council_bridge::mapping::{self, Mapping};
+use council_bridge::pipeline::{self, flush::Retry};
+use council_bridge::sources;
+use council_bridge::store::Store;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use serde_json::Value;
+
+const DEFAULT_ROWS: usize = 100_000;
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Unconfirmed messages in flight, as `BrokerConfig::new` sets for the pipeline.
+const WINDOW: usize = 512;
+/// Messages `pipeline::flush` reads from the outbox and publishes per round (its `PAGE`).
+const FLUSH_PAGE: usize = 2000;
+const COUNCIL: &str = "northshire";
+const FEED: &str = "payroll";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--decode-only") {
+        let rows = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--decode-only needs a row count");
+        decode_only_child(rows);
+        return;
+    }
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: the benchmark
+    // takes minutes and is not a test, so it runs only under `cargo bench`.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("benches/pipeline.rs: run with `cargo bench --bench pipeline`");
+        return;
+    }
+    let rows = match std::env::var("BENCH_ROWS") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("BENCH_ROWS must be a whole number, not {v:?}")),
+        Err(_) => DEFAULT_ROWS,
+    };
+    assert!(rows > 0, "BENCH_ROWS must be at least 1");
+    let url = std::env::var("BENCH_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_string());
+
+    let load_at_start = loadavg();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // Fail fast, before minutes of work, when the broker is not there.
+    let admin = rt.block_on(connect_or_panic(&url, "council-bridge-bench-admin"));
+
+    let (mapping, registry) = load_mapping();
+    let entity = registry
+        .get(&mapping.entity)
+        .expect("the payroll entity is in the registry");
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let csv_path = work.path().join("payroll_bench.csv");
+    let gen_start = Instant::now();
+    let generated = generate(&csv_path, rows);
+    let gen_secs = gen_start.elapsed().as_secs_f64();
+
+    // Phase A: decode + map + validate + envelope.
+    let a = decode_map_validate(&csv_path, &mapping, entity);
+    assert_eq!(
+        a.records, rows as u64,
+        "phase A: every generated row must map and validate"
+    );
+    let hwm_after_a = vmhwm_kb();
+
+    // Phase B (process): file → store.
+    let store = Store::open(&work.path().join("bench.db")).expect("open the store");
+    let meter = Meter::start();
+    let raw = sources::describe(&csv_path).expect("describe the file");
+    let report = pipeline::process_file(&registry, &store, COUNCIL, FEED, &mapping, &raw, false)
+        .expect("process_file");
+    let process = meter.stop();
+    assert_eq!(report.status, "processed", "file report: {report:?}");
+    assert_eq!(report.valid, rows as u64, "every row valid: {report:?}");
+    assert_eq!(report.rejected, 0, "no row rejected: {report:?}");
+    assert_eq!(
+        report.new_messages, rows as u64,
+        "every record a new message: {report:?}"
+    );
+    assert_eq!(
+        report
+            .control
+            .as_ref()
+            .and_then(|c| c.get("matches"))
+            .and_then(Value::as_bool),
+        Some(true),
+        "trailer count and gross total must match: {:?}",
+        report.control
+    );
+    let hwm_after_process = vmhwm_kb();
+    let expected = rows as u64 + 1; // the records and the batch manifest
+    let counts = store.outbox_counts().expect("outbox counts");
+    assert_eq!(
+        counts.pending, expected,
+        "outbox after processing: {counts:?}"
+    );
+    // A copy of the store as processing left it: after the flush, phase C reads exactly the
+    // messages the flush sent from it, and the flush's outbox bookkeeping is measured on it.
+    let copy = work.path().join("copy.db");
+    copy_store(&store, &copy);
+
+    // Phases B (publish) and C against a topology of this run's own; removed afterwards even
+    // when a phase fails.
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    );
+    let mut broker = BrokerConfig::new(url.clone());
+    broker.exchange = format!("council-bridge.bench.{run}.events");
+    broker.dead_letter_exchange = format!("council-bridge.bench.{run}.dlx");
+    broker.dead_letter_queue = format!("council-bridge.bench.{run}.dead-letters");
+    broker.connection_name = "council-bridge-bench".into();
+    let sink = format!("council-bridge.bench.{run}.sink");
+    let topology = rt.block_on(declare(&admin, &broker, &sink));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        broker_phases(&rt, &admin, &store, &copy, &broker, &sink, expected)
+    }));
+    rt.block_on(cleanup(&admin, &broker, &sink, topology));
+    let BrokerFigures {
+        publish,
+        bookkeeping,
+        library,
+        paged,
+        direct,
+        wire_bytes,
+        hwm_after_flush,
+        hwm_after_snapshot,
+    } = match outcome {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let hwm_end = vmhwm_kb();
+    let load_after_broker = loadavg();
+
+    // Memory against file size: phase A alone, in fresh processes, at N and 4N rows.
+    let children: Vec<ChildFigures> = [rows, rows * 4].into_iter().map(run_child).collect();
+
+    // Report.
+    let mb = |bytes: u64| bytes as f64 / 1_048_576.0;
+    let rate = |n: u64, secs: f64| {
+        if secs > 0.0 {
+            n as f64 / secs
+        } else {
+            f64::INFINITY
+        }
+    };
+    println!();
+    println!(
+        "council-bridge pipeline benchmark: {rows} payroll rows, {:.1} MB Windows-1252 CSV \
+         (generated in {gen_secs:.2} s); {} cores",
+        mb(generated.bytes),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "messages: {expected} (records + 1 manifest), {:.0} bytes each on average \
+         (body + headers), window {WINDOW}, mandatory, persistent, publisher confirms",
+        wire_bytes as f64 / expected as f64
+    );
+    println!();
+    let line = "-".repeat(106);
+    println!(
+        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}",
+        "phase", "messages", "seconds", "per second", "bench CPU s", "broker CPU s"
+    );
+    println!("{line}");
+    let row = |name: &str, n: u64, span: Span| {
+        println!(
+            "{name:<47}{n:>10}{:>10.3}{:>12}{:>13.2}{:>14}",
+            span.wall,
+            thousands(rate(n, span.wall)),
+            span.cpu,
+            span.broker_cpu
+                .map_or_else(|| "n/a".into(), |c| format!("{c:.2}")),
+        );
+    };
+    row("A  decode+map+validate+envelope", a.records, a.span);
+    row(
+        "B  process: file -> store (process_file)",
+        rows as u64,
+        process,
+    );
+    row("B  publish: store -> broker (flush)", expected, publish);
+    row(
+        &format!("   outbox reads+marks alone, pages of {FLUSH_PAGE}"),
+        expected,
+        bookkeeping,
+    );
+    row(
+        "B  end to end (process + publish)",
+        expected,
+        process.plus(publish),
+    );
+    row(
+        "C  Publisher::publish, one call, no store",
+        expected,
+        library,
+    );
+    row(
+        &format!("C  Publisher::publish, pages of {FLUSH_PAGE}, no store"),
+        expected,
+        paged,
+    );
+    row("C  broker limit: direct lapin publish", expected, direct);
+    println!("{line}");
+    println!(
+        "flush publish rate / direct lapin rate: {:.2}   \
+         (Publisher::publish one call / direct: {:.2}; in pages / direct: {:.2})",
+        direct.wall / publish.wall,
+        direct.wall / library.wall,
+        direct.wall / paged.wall,
+    );
+    println!();
+    println!("{:<84}{:>10}{:>12}", "peak RSS (VmHWM)", "rows", "MB");
+    println!("{line}");
+    let mem = |what: &str, n: usize, kb: u64| {
+        println!("{what:<84}{n:>10}{:>12.1}", kb as f64 / 1024.0);
+    };
+    mem(
+        "this process, after A (decode+map+validate+envelope)",
+        rows,
+        hwm_after_a,
+    );
+    mem(
+        "this process, after B process (file -> store)",
+        rows,
+        hwm_after_process,
+    );
+    mem(
+        "this process, after B flush (store -> broker)",
+        rows,
+        hwm_after_flush,
+    );
+    mem(
+        "this process, after loading all messages into memory for C",
+        rows,
+        hwm_after_snapshot,
+    );
+    mem("this process, after C", rows, hwm_end);
+    for c in &children {
+        println!(
+            "{:<84}{:>10}{:>12.1}",
+            format!(
+                "child --decode-only (A only, {:.1} MB file, {} rec/s)",
+                mb(c.file_bytes),
+                thousands(c.rate)
+            ),
+            c.rows,
+            c.vmhwm_kb as f64 / 1024.0
+        );
+    }
+    println!("{line}");
+    println!(
+        "load average (1/5/15 min): {load_at_start} at start, {load_after_broker} after C, {} at end",
+        loadavg()
+    );
+}
+
+/// Wall-clock and CPU seconds of one phase: this process's (all threads) and the broker's
+/// (`beam.smp` processes on this machine, when there are any), so the figures say who was busy.
+#[derive(Clone, Copy)]
+struct Span {
+    wall: f64,
+    cpu: f64,
+    broker_cpu: Option<f64>,
+}
+
+impl Span {
+    fn plus(self, other: Span) -> Span {
+        Span {
+            wall: self.wall + other.wall,
+            cpu: self.cpu + other.cpu,
+            broker_cpu: self.broker_cpu.zip(other.broker_cpu).map(|(a, b)| a + b),
+        }
+    }
+}
+
+struct Meter {
+    start: Instant,
+    cpu: f64,
+    broker_cpu: Option<f64>,
+}
+
+impl Meter {
+    fn start() -> Self {
+        Meter {
+            cpu: cpu_secs("self").unwrap_or_default(),
+            broker_cpu: broker_cpu_secs(),
+            start: Instant::now(),
+        }
+    }
+
+    fn stop(&self) -> Span {
+        let wall = self.start.elapsed().as_secs_f64();
+        Span {
+            wall,
+            cpu: cpu_secs("self").unwrap_or_default() - self.cpu,
+            broker_cpu: self
+                .broker_cpu
+                .zip(broker_cpu_secs())
+                .map(|(before, after)| after - before),
+        }
+    }
+}
+
+/// User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat.
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, utime 14, stime 15 (USER_HZ ticks,
+    // 100 a second on Linux).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds used so far by the RabbitMQ server (Erlang `beam.smp`) on this machine.
+fn broker_cpu_secs() -> Option<f64> {
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "beam.smp"
+            && let Some(c) = cpu_secs(pid)
+        {
+            *total.get_or_insert(0.0) += c;
+        }
+    }
+    total
+}
+
+/// The first three fields of /proc/loadavg: other work on the machine skews the figures.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The `--decode-only N` child: generate N rows, run phase A, print the figures on one line.
+fn decode_only_child(rows: usize) {
+    let (mapping, registry) = load_mapping();
+    let entity = registry.get(&mapping.entity).expect("payroll entity");
+    let work = tempfile::tempdir().expect("temp dir");
+    let path = work.path().join("payroll_bench.csv");
+    let generated = generate(&path, rows);
+    let a = decode_map_validate(&path, &mapping, entity);
+    assert_eq!(
+        a.records, rows as u64,
+        "every generated row must map and validate"
+    );
+    println!(
+        "decode-only rows={} file_bytes={} secs={:.3} rate={:.0} vmhwm_kb={}",
+        a.records,
+        generated.bytes,
+        a.span.wall,
+        a.records as f64 / a.span.wall,
+        vmhwm_kb()
+    );
+}
+
+struct ChildFigures {
+    rows: u64,
+    file_bytes: u64,
+    rate: f64,
+    vmhwm_kb: u64,
+}
+
+fn run_child(rows: usize) -> ChildFigures {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args(["--decode-only", &rows.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the --decode-only child");
+    assert!(
+        out.status.success(),
+        "--decode-only {rows} failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("decode-only "))
+        .unwrap_or_else(|| panic!("--decode-only {rows} printed no figures: {text}"));
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    ChildFigures {
+        rows: field("rows") as u64,
+        file_bytes: field("file_bytes") as u64,
+        rate: field("rate"),
+        vmhwm_kb: field("vmhwm_kb") as u64,
+    }
+}
+
+fn load_mapping() -> (Mapping, Registry) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let registry = Registry::load(&root.join("schemas")).expect("load the canonical schemas");
+    let mapping = mapping::load(&root.join("mappings/northshire/payroll.yaml"), &registry)
+        .expect("compile mappings/northshire/payroll.yaml");
+    (mapping, registry)
+}
+
+/// Peak resident set size of this process, in kB.
+fn vmhwm_kb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// A rate with thousands separators.
+fn thousands(v: f64) -> String {
+    if v.is_finite() {
+        grouped(v.round() as u64)
+    } else {
+        "inf".into()
+    }
+}
+
+/// `1234567` → `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// The export generator
+// ---------------------------------------------------------------------------------------
+
+struct Generated {
+    bytes: u64,
+}
+
+/// xorshift64*: deterministic, good enough to vary fictional payroll figures.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+const FORENAMES: &[&str] = &[
+    "Grace", "Thomas", "Priya", "Daniel", "Chloé", "Marek", "Helen", "Kwame", "Susan", "Aisha",
+    "Jordan", "Oliver", "Erik", "Bethany", "Rose", "Siân", "Zoë", "Rhys", "Fatima", "Callum",
+];
+const SURNAMES: &[&str] = &[
+    "Ashby",
+    "Brennan",
+    "Carrow",
+    "Dunmore",
+    "Elstow",
+    "Fairlie",
+    "O’Keeffe",
+    "Greaves",
+    "Holloway",
+    "Iveson",
+    "Jessop",
+    "Kettering",
+    "Lomax",
+    "Madoc",
+    "Nuttall",
+    "Pryce-Jones",
+    "Renshaw",
+    "Thackeray",
+    "Underwood",
+    "Whitlock",
+];
+const TAX_CODES: &[&str] = &[
+    "1257L", "1257L", "1257L", "1257L", "1257L", "BR", "K475", "S1257L", "C1257L", "0T", "D0",
+    "1100L",
+];
+const NI_LETTERS: &[&str] = &["A", "A", "A", "A", "A", "A", "M", "B", "C", "H", "J", "Z"];
+
+/// Formats pence the way the export does: `£3,912.50`, negatives as `(312.50)` or `-£45.00`.
+fn money(pence: i64, parentheses: bool) -> String {
+    let abs = pence.unsigned_abs();
+    let pounds = abs / 100;
+    let mut s = String::new();
+    if pence < 0 {
+        s.push_str(if parentheses { "(" } else { "-£" });
+    } else {
+        s.push('£');
+    }
+    s.push_str(&grouped(pounds));
+    let _ = write!(s, ".{:02}", abs % 100);
+    if pence < 0 && parentheses {
+        s.push(')');
+    }
+    s
+}
+
+/// A CSV field, quoted when it holds a delimiter (as the export does).
+fn field(line: &mut String, value: &str) {
+    if !line.is_empty() {
+        line.push(',');
+    }
+    if value.contains(',') || value.contains('"') {
+        line.push('"');
+        line.push_str(&value.replace('"', "\"\""));
+        line.push('"');
+    } else {
+        line.push_str(value);
+    }
+}
+
+fn money_or_nil(pence: i64) -> String {
+    if pence == 0 {
+        "Nil".into()
+    } else {
+        money(pence, false)
+    }
+}
+
+/// Writes a payroll export of `rows` detail rows in the layout of
+/// `mappings/northshire/samples/payroll/payroll_202610.csv`, every row valid.
+fn generate(path: &Path, rows: usize) -> Generated {
+    let file = std::fs::File::create(path).expect("create the export");
+    let mut out = BufWriter::with_capacity(256 * 1024, file);
+    let mut bytes = 0u64;
+    let mut put = |out: &mut BufWriter<std::fs::File>, line: &str| {
+        let (encoded, _, unmappable) = encoding_rs::WINDOWS_1252.encode(line);
+        assert!(!unmappable, "not representable in Windows-1252: {line}");
+        out.write_all(&encoded).expect("write the export");
+        out.write_all(b"\r\n").expect("write the export");
+        bytes += encoded.len() as u64 + 2;
+    };
+    put(
+        &mut out,
+        "Northshire County Council - Payroll results October 2026 - run 27/10/2026",
+    );
+    put(
+        &mut out,
+        "Employee No,Employee Name,Freq,Period Start,Period End,Pay Date,Tax Code,NI Cat,\
+         Gross Pay,Taxable Pay,Tax,Ee NI,Er NI,Ee Pension,Er Pension,Net Pay,Adj,Sort Code,\
+         Account No",
+    );
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut gross_total: i64 = 0;
+    let mut line = String::with_capacity(256);
+    for i in 0..rows {
+        line.clear();
+        let roll = rng.below(100);
+        let (freq, start, end, paid) = match roll {
+            0..=84 => ("M", "01/10/2026", "31/10/2026", "27/10/2026"),
+            85..=94 => ("4W", "28/09/2026", "25/10/2026", "30/10/2026"),
+            _ => ("W", "19/10/2026", "25/10/2026", "30/10/2026"),
+        };
+        let adjustment = rng.below(200) == 0;
+        let ni = rng.pick(NI_LETTERS);
+        let name = format!("{}, {}", rng.pick(SURNAMES), rng.pick(FORENAMES));
+        // Unique employee numbers (leading zero kept, as exported), hence unique record keys.
+        field(&mut line, &format!("{:06}", 10_001 + i));
+        field(&mut line, &name);
+        field(&mut line, freq);
+        field(&mut line, start);
+        field(&mut line, end);
+        field(&mut line, paid);
+        let gross;
+        if adjustment {
+            // A correction: every amount negative, written the two ways the export does.
+            gross = -(1_000 + rng.below(60_000) as i64);
+            let tax = gross / 5;
+            let ee_ni = gross * 8 / 100;
+            let er_ni = gross * 15 / 100;
+            let net = gross - tax - ee_ni;
+            let paren = rng.below(2) == 0;
+            field(&mut line, "0T");
+            field(&mut line, ni);
+            for v in [gross, gross, tax, ee_ni, er_ni] {
+                field(&mut line, &money(v, paren));
+            }
+            field(&mut line, "Nil");
+            field(&mut line, "Nil");
+            field(&mut line, &money(net, paren));
+            field(&mut line, "Y");
+        } else {
+            gross = 60_000 + rng.below(640_000) as i64;
+            let opted_out = rng.below(30) == 0;
+            let (ee_pension, er_pension) = if opted_out {
+                (0, 0)
+            } else {
+                (gross * 85 / 1000, gross * 195 / 1000)
+            };
+            let taxable = gross - ee_pension;
+            let tax = ((taxable - 104_750) * 20 / 100).max(0);
+            let ee_ni = ((gross - 104_800) * 8 / 100).max(0);
+            let er_ni = ((gross - 41_700) * 15 / 100).max(0);
+            let net = gross - tax - ee_ni - ee_pension;
+            field(&mut line, rng.pick(TAX_CODES));
+            field(&mut line, ni);
+            field(&mut line, &money(gross, false));
+            field(&mut line, &money(taxable, false));
+            field(&mut line, &money_or_nil(tax));
+            field(&mut line, &money_or_nil(ee_ni));
+            // Category M (under 21): no employer NI, shown as "-".
+            field(
+                &mut line,
+                &if ni == "M" {
+                    "-".into()
+                } else {
+                    money_or_nil(er_ni)
+                },
+            );
+            field(&mut line, &money_or_nil(ee_pension));
+            field(&mut line, &money_or_nil(er_pension));
+            field(&mut line, &money(net, false));
+            field(&mut line, "N");
+        }
+        gross_total += gross;
+        let sort = rng.below(1_000_000);
+        let (a, b, c) = (sort / 10_000, sort / 100 % 100, sort % 100);
+        field(
+            &mut line,
+            &match i % 3 {
+                0 => format!("{a:02}-{b:02}-{c:02}"),
+                1 => format!("{a:02} {b:02} {c:02}"),
+                _ => format!("{sort:06}"),
+            },
+        );
+        field(&mut line, &format!("{:08}", rng.below(100_000_000)));
+        put(&mut out, &line);
+    }
+    line.clear();
+    field(&mut line, "TRAILER");
+    field(&mut line, &rows.to_string());
+    field(&mut line, &money(gross_total, false));
+    put(&mut out, &line);
+    out.flush().expect("write the export");
+    Generated { bytes }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase A
+// ---------------------------------------------------------------------------------------
+
+struct PhaseA {
+    records: u64,
+    span: Span,
+}
+
+/// Streams the file through decode → map → validate → envelope, as the pipeline does,
+/// without the store. The file's sha256 (needed for provenance) is computed before timing.
+fn decode_map_validate(path: &Path, mapping: &Mapping, entity: &Entity) -> PhaseA {
+    let raw = sources::describe(path).expect("describe the file");
+    let now = chrono::Utc::now();
+    let batch_id = uuid::Uuid::new_v4().to_string();
+    let meter = Meter::start();
+    // The pipeline's byte path: the file, buffered and sniffed for gzip, then the CSV decoder
+    // with the mapping's options.
+    let FormatOptions::Csv(options) = &mapping.source.format else {
+        panic!("the payroll mapping is expected to read CSV");
+    };
+    let (bytes, _gzip) =
+        compression::sniff(sources::open(&raw).expect("open the file")).expect("read the file");
+    let decoder =
+        CsvDecoder::new(raw.name.clone(), bytes, options.clone()).expect("read the header");
+    let binding = mapping
+        .bind(&decoder.header())
+        .expect("bind the mapping to the header");
+    let mut records = 0u64;
+    let mut body_bytes = 0usize;
+    let mut trailer = false;
+    for item in decoder {
+        match item.expect("decode") {
+            Item::Record(rec) => {
+                let mapped = mapping
+                    .apply(&binding, &rec)
+                    .unwrap_or_else(|e| panic!("row {} does not map: {e:?}", rec.locator.row));
+                let body = Value::Object(mapped.body);
+                if let Err(e) = entity.validate(&body) {
+                    panic!("row {} is not valid: {e:?}", rec.locator.row);
+                }
+                let message = envelope::record_message(
+                    entity,
+                    &mapping.action,
+                    &mapped.key,
+                    &body,
+                    &Provenance {
+                        council: COUNCIL,
+                        feed: FEED,
+                        batch_id: &batch_id,
+                        file_sha256: &raw.sha256,
+                        locator: &rec.locator,
+                        mapping_id: &mapping.id,
+                        mapping_version: mapping.version,
+                    },
+                    now,
+                );
+                body_bytes += std::hint::black_box(message).body.len();
+                records += 1;
+            }
+            Item::Control(_) => trailer = true,
+            Item::Failure(f) => panic!("row {} failed to decode: {}", f.locator.row, f.reason),
+        }
+    }
+    let span = meter.stop();
+    assert!(trailer, "the trailer row was not recognised");
+    std::hint::black_box(body_bytes);
+    PhaseA { records, span }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phases B (publish) and C: the broker
+// ---------------------------------------------------------------------------------------
+
+async fn connect_or_panic(url: &str, name: &str) -> Connection {
+    let redacted = amqp::redact_url(url);
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, props)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!(
+            "this benchmark needs RabbitMQ, which is unreachable at {redacted}: {e}. \
+             Start it (docker compose -f docker/compose.yaml up -d) or set BENCH_AMQP_URL."
+        ),
+        Err(_) => panic!(
+            "this benchmark needs RabbitMQ, which did not answer at {redacted} within 10 s. \
+             Start it (docker compose -f docker/compose.yaml up -d) or set BENCH_AMQP_URL."
+        ),
+    }
+}
+
+/// What was declared, so cleanup removes only that.
+struct Topology {
+    channel: Channel,
+}
+
+/// Declares the run's exchanges and dead-letter queue (as the publisher would), and a durable
+/// queue bound on `#` so that every message is routable.
+async fn declare(admin: &Connection, broker: &BrokerConfig, sink: &str) -> Topology {
+    let channel = admin.create_channel().await.expect("open an admin channel");
+    amqp::declare_topology(&channel, broker)
+        .await
+        .expect("declare the run's exchanges");
+    let mut args = FieldTable::default();
+    // A run that dies before cleanup leaves no queue full of messages behind for long.
+    args.insert(ShortString::from("x-expires"), AMQPValue::LongInt(600_000));
+    channel
+        .queue_declare(
+            ShortString::from(sink),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("declare the sink queue");
+    channel
+        .queue_bind(
+            ShortString::from(sink),
+            ShortString::from(broker.exchange.as_str()),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind the sink queue");
+    Topology { channel }
+}
+
+async fn cleanup(admin: &Connection, broker: &BrokerConfig, sink: &str, t: Topology) {
+    let ch = &t.channel;
+    for queue in [sink, broker.dead_letter_queue.as_str()] {
+        if let Err(e) = ch
+            .queue_delete(ShortString::from(queue), QueueDeleteOptions::default())
+            .await
+        {
+            eprintln!("warning: could not delete queue {queue}: {e}");
+        }
+    }
+    for exchange in [&broker.exchange, &broker.dead_letter_exchange] {
+        if let Err(e) = ch
+            .exchange_delete(
+                ShortString::from(exchange.as_str()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
+        {
+            eprintln!("warning: could not delete exchange {exchange}: {e}");
+        }
+    }
+    let _ = admin.close(200, ShortString::from("bye")).await;
+}
+
+async fn queue_depth(admin: &Connection, sink: &str) -> u32 {
+    let ch = admin.create_channel().await.expect("open a channel");
+    let q = ch
+        .queue_declare(
+            ShortString::from(sink),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("inspect the sink queue");
+    let _ = ch.close(200, ShortString::from("bye")).await;
+    q.message_count()
+}
+
+/// What the broker phases measured.
+struct BrokerFigures {
+    publish: Span,
+    bookkeeping: Span,
+    library: Span,
+    paged: Span,
+    direct: Span,
+    wire_bytes: usize,
+    hwm_after_flush: u64,
+    hwm_after_snapshot: u64,
+}
+
+/// Runs the flush (B publish); then, with the messages read from the copy of the store,
+/// measures the flush's outbox bookkeeping alone and publishes the same messages directly
+/// with lapin and with the library's `Publisher` (C), each into the emptied queue.
+fn broker_phases(
+    rt: &tokio::runtime::Runtime,
+    admin: &Connection,
+    store: &Store,
+    copy: &Path,
+    broker: &BrokerConfig,
+    sink: &str,
+    expected: u64,
+) -> BrokerFigures {
+    // B publish: the pipeline's own flush, outbox → broker.
+    rt.block_on(settle());
+    let meter = Meter::start();
+    let report = rt
+        .block_on(pipeline::flush(store, broker, &Retry::default()))
+        .expect("flush");
+    let publish = meter.stop();
+    assert!(report.error.is_none(), "flush stopped: {report:?}");
+    assert_eq!(
+        report.published, expected,
+        "flush must publish every message: {report:?}"
+    );
+    assert_eq!(
+        report.unroutable + report.rejected + report.still_pending,
+        0,
+        "{report:?}"
+    );
+    let depth = rt.block_on(queue_depth(admin, sink));
+    assert_eq!(
+        u64::from(depth),
+        expected,
+        "messages in the sink queue after the flush"
+    );
+    let hwm_after_flush = vmhwm_kb();
+
+    // The flush's messages, all in memory (not timed), then its bookkeeping alone.
+    let copy = Store::open(copy).expect("open the copy of the store");
+    let messages: Vec<OutboundMessage> = copy
+        .pending(u32::MAX)
+        .expect("read the outbox")
+        .into_iter()
+        .map(|p| p.message)
+        .collect();
+    assert_eq!(messages.len() as u64, expected);
+    let wire_bytes = messages.iter().map(message_size).sum();
+    let hwm_after_snapshot = vmhwm_kb();
+    let bookkeeping = outbox_bookkeeping(&copy, expected);
+    let messages = &messages;
+
+    // C (direct): the same messages, straight through lapin.
+    rt.block_on(purge(admin, sink));
+    let direct = rt.block_on(direct_publish(&broker.url, &broker.exchange, messages));
+    let depth = rt.block_on(queue_depth(admin, sink));
+    assert_eq!(
+        u64::from(depth),
+        expected,
+        "messages in the sink queue after the direct publish"
+    );
+
+    // C (library): the same messages through the library's `Publisher`, without the store:
+    // in one call, then in pages of the flush's size. The differences split the flush's cost
+    // into the publisher's own, its page boundaries and the outbox bookkeeping.
+    let mut library = Vec::new();
+    for page in [messages.len(), FLUSH_PAGE] {
+        rt.block_on(purge(admin, sink));
+        library.push(rt.block_on(library_publish(broker, messages, page)));
+        let depth = rt.block_on(queue_depth(admin, sink));
+        assert_eq!(
+            u64::from(depth),
+            expected,
+            "messages in the sink queue after Publisher::publish in pages of {page}"
+        );
+    }
+    BrokerFigures {
+        publish,
+        bookkeeping,
+        library: library[0],
+        paged: library[1],
+        direct,
+        wire_bytes,
+        hwm_after_flush,
+        hwm_after_snapshot,
+    }
+}
+
+/// Copies the store's database and write-ahead log; the store is idle, so together they are
+/// consistent.
+fn copy_store(store: &Store, copy: &Path) {
+    for suffix in ["", "-wal"] {
+        let from = format!("{}{suffix}", store.path().display());
+        if Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).expect("copy the store");
+        }
+    }
+}
+
+/// The flush's outbox bookkeeping alone, without the broker: read `FLUSH_PAGE` pending
+/// messages and mark them sent until none is left (on the copy of the store).
+fn outbox_bookkeeping(copy: &Store, expected: u64) -> Span {
+    let meter = Meter::start();
+    let mut marked = 0u64;
+    loop {
+        let page = copy.pending(FLUSH_PAGE as u32).expect("read the outbox");
+        if page.is_empty() {
+            break;
+        }
+        let ids: Vec<i64> = page.iter().map(|m| m.outbox_id).collect();
+        copy.mark_sent(&ids).expect("mark sent");
+        marked += ids.len() as u64;
+    }
+    let span = meter.stop();
+    assert_eq!(marked, expected, "bookkeeping on the copy of the store");
+    span
+}
+
+/// Publishes `messages` with the library's `Publisher`, `page` messages per call, as the flush
+/// does but without the outbox; panics unless every message is confirmed.
+async fn library_publish(broker: &BrokerConfig, messages: &[OutboundMessage], page: usize) -> Span {
+    let publisher = amqp::Publisher::connect(broker)
+        .await
+        .expect("connect the library publisher");
+    let refs: Vec<&OutboundMessage> = messages.iter().collect();
+    let meter = Meter::start();
+    let mut outcomes = Vec::with_capacity(refs.len());
+    for chunk in refs.chunks(page.max(1)) {
+        outcomes.extend(publisher.publish(chunk).await);
+    }
+    let span = meter.stop();
+    publisher.close().await;
+    if let Some(other) = outcomes.iter().find(|o| **o != amqp::Outcome::Confirmed) {
+        panic!("Publisher::publish did not confirm every message: {other:?}");
+    }
+    assert_eq!(outcomes.len(), messages.len());
+    span
+}
+
+/// Empties the sink queue and lets the broker finish deleting before the next measurement.
+async fn purge(admin: &Connection, sink: &str) {
+    let ch = admin.create_channel().await.expect("open a channel");
+    ch.queue_purge(ShortString::from(sink), QueuePurgeOptions::default())
+        .await
+        .expect("purge the sink queue");
+    let _ = ch.close(200, ShortString::from("bye")).await;
+    settle().await;
+}
+
+/// Waits until the broker is idle (its CPU below 10% of a core over half a second, at most
+/// 30 s), so that deleting purged messages does not slow the next measurement. Without a
+/// local broker process to watch, waits 3 s.
+async fn settle() {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        let Some(before) = broker_cpu_secs() else {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if broker_cpu_secs().is_some_and(|after| after - before < 0.05) {
+            return;
+        }
+    }
+}
+
+/// Publishes `messages` on one confirm channel of a fresh connection, at most `WINDOW`
+/// unconfirmed, mandatory and persistent; measures from the first publish to the last
+/// confirm. Panics unless every message is confirmed (acked and not returned).
+async fn direct_publish(url: &str, exchange: &str, messages: &[OutboundMessage]) -> Span {
+    let conn = connect_or_panic(url, "council-bridge-bench-direct").await;
+    let ch = conn.create_channel().await.expect("open a channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    let check = |c: lapin::Result<Confirmation>| match c {
+        Ok(Confirmation::Ack(None)) => {}
+        Ok(Confirmation::Ack(Some(r))) => {
+            panic!("returned: {} {}", r.reply_code, r.reply_text)
+        }
+        other => panic!("not confirmed: {other:?}"),
+    };
+    let meter = Meter::start();
+    let mut in_flight = FuturesOrdered::new();
+    for m in messages {
+        if in_flight.len() >= WINDOW {
+            check(in_flight.next().await.expect("a confirm in flight"));
+        }
+        let confirm = ch
+            .basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(m.routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &m.body,
+                properties(m),
+            )
+            .await
+            .expect("basic.publish");
+        in_flight.push_back(confirm);
+    }
+    while let Some(c) = in_flight.next().await {
+        check(c);
+    }
+    let span = meter.stop();
+    let _ = conn.close(200, ShortString::from("bye")).await;
+    span
+}
+
+/// The AMQP properties the publisher sends (a copy of the private `amqp::properties`, so both
+/// phases put the same bytes on the wire).
+fn properties(m: &OutboundMessage) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in &m.headers {
+        let value = match v {
+            Value::Number(n) if n.is_i64() => {
+                AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
+            }
+            Value::Number(n) if n.is_u64() => {
+                AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64)
+            }
+            Value::Bool(b) => AMQPValue::Boolean(*b),
+            Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
+        };
+        headers.insert(ShortString::from(k.as_str()), value);
+    }
+    BasicProperties::default()
+        .with_message_id(ShortString::from(m.message_id.as_str()))
+        .with_correlation_id(ShortString::from(m.correlation_id.as_str()))
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(2)
+        .with_timestamp(m.timestamp.max(0) as u64)
+        .with_app_id(ShortString::from("council-bridge"))
+        .with_headers(headers)
+}
+
+/// Approximate bytes of a message: body plus header names and values.
+fn message_size(m: &OutboundMessage) -> usize {
+    m.body.len()
+        + m.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len))
+            .sum::<usize>()
+}
