@@ -295,6 +295,28 @@ impl<R: Read> Iterator for CsvDecoder<R> {
             if is_control {
                 return Some(Ok(Item::Control(record)));
             }
+            // An opening quote that is never closed swallows the following lines into one value,
+            // which then runs over several lines and leaves the row short of columns.
+            let columns = record.header.names().len();
+            if columns > 0
+                && record.values.len() < columns
+                && record.values.iter().any(|v| v.contains('\n'))
+            {
+                let lines = record
+                    .values
+                    .iter()
+                    .map(|v| v.matches('\n').count())
+                    .sum::<usize>();
+                return Some(Ok(Item::Failure(DecodeFailure {
+                    locator: record.locator.clone(),
+                    reason: format!(
+                        "a quoted value opened on this line runs over {} more line(s) and the row has only {} of {columns} columns: an unterminated quote?",
+                        lines,
+                        record.values.len()
+                    ),
+                    record: Some(record),
+                })));
+            }
             if self.options.encoding.can_be_invalid()
                 && record.values.iter().any(|v| v.contains('\u{FFFD}'))
             {
@@ -389,6 +411,19 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("no header row matching"), "{err}");
+    }
+
+    #[test]
+    fn an_unterminated_quote_fails_its_row_and_keeps_the_rows_before() {
+        let bytes: &'static [u8] = b"Id,Name,Amount\n1,Ann,5\n2,\"Bob,6\n3,Cy,7\n";
+        let items = decode(bytes, CsvOptions::default());
+        assert!(matches!(&items[0], Item::Record(r) if r.values == ["1", "Ann", "5"]));
+        let Item::Failure(f) = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(f.locator.line, 3);
+        assert!(f.reason.contains("unterminated quote"), "{}", f.reason);
+        assert_eq!(items.len(), 2);
     }
 
     #[test]
