@@ -135,6 +135,17 @@ impl CsvDecoder<Box<dyn Read>> {
         bytes: impl Read + 'static,
         options: CsvOptions,
     ) -> Result<Self, FormatError> {
+        let file = file.into();
+        let mut options = options;
+        let (encoding, bytes) =
+            options
+                .encoding
+                .resolve(&file, bytes)
+                .map_err(|source| FormatError::Io {
+                    file: file.clone(),
+                    source,
+                })?;
+        options.encoding = encoding;
         let lines = Arc::new(Mutex::new(LineIndex::default()));
         let text: Box<dyn Read> = Box::new(LineCounting {
             inner: options.encoding.decode(bytes),
@@ -147,7 +158,7 @@ impl CsvDecoder<Box<dyn Read>> {
             .quote(options.quote)
             .from_reader(text);
         let mut decoder = CsvDecoder {
-            file: file.into(),
+            file,
             options,
             reader,
             header: None,

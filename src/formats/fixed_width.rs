@@ -92,8 +92,17 @@ impl FixedWidthDecoder {
         file: impl Into<String>,
         bytes: impl Read + 'static,
         options: &FixedWidthOptions,
-    ) -> Self {
-        let text: Box<dyn Read> = Box::new(options.encoding.decode(bytes));
+    ) -> Result<Self, FormatError> {
+        let file = file.into();
+        let (encoding, bytes) =
+            options
+                .encoding
+                .resolve(&file, bytes)
+                .map_err(|source| FormatError::Io {
+                    file: file.clone(),
+                    source,
+                })?;
+        let text: Box<dyn Read> = Box::new(encoding.decode(bytes));
         let layouts = options
             .records
             .iter()
@@ -107,18 +116,18 @@ impl FixedWidthDecoder {
                 columns: r.columns.clone(),
             })
             .collect();
-        Self {
-            file: file.into(),
+        Ok(Self {
+            file,
             lines: BufReader::with_capacity(64 * 1024, text),
             layouts,
             detail_header: Arc::new(options.detail_header()),
-            can_be_invalid: options.encoding.can_be_invalid(),
-            encoding: options.encoding.name(),
+            can_be_invalid: encoding.can_be_invalid(),
+            encoding: encoding.name(),
             line_no: 0,
             rows: 0,
             buf: String::new(),
             done: false,
-        }
+        })
     }
 
     /// Column names of detail records.
@@ -270,6 +279,7 @@ mod tests {
     fn record_types_by_prefix_positions_and_padding() {
         let text: &'static [u8] = b"HPAYROLL 202610\r\nDE00001Ren\xe9e     00123456\r\n\r\nDE00002Sam       00000100\r\nX junk\r\nDE00003Short\r\nT00002000123556\r\n";
         let items: Vec<Item> = FixedWidthDecoder::new("pay.txt", text, &options())
+            .unwrap()
             .map(Result::unwrap)
             .collect();
         let Item::Record(r) = &items[0] else {

@@ -101,7 +101,7 @@ pub fn open(
     Ok(match options {
         FormatOptions::Csv(o) => Box::new(csv::CsvDecoder::new(file, bytes, o.clone())?),
         FormatOptions::FixedWidth(o) => {
-            Box::new(fixed_width::FixedWidthDecoder::new(file, bytes, o))
+            Box::new(fixed_width::FixedWidthDecoder::new(file, bytes, o)?)
         }
         FormatOptions::Xml(o) => Box::new(xml::XmlDecoder::new(file, bytes, o)?),
         FormatOptions::Json(o) => Box::new(json::JsonDecoder::new(file, bytes, o)?),

@@ -590,7 +590,7 @@ fn compile_source(cx: &mut Ctx, spec: &Spanned<SourceSpec>) -> Option<SourceOpti
         }
     }
     let encoding = match &s.encoding {
-        None => Encoding::UTF_8,
+        None => Encoding::AUTO,
         Some(e) => Encoding::for_label(&e.value).unwrap_or_else(|| {
             cx.at(
                 &e.referenced,
