@@ -5,6 +5,8 @@
 //! mapping compiler's questions through [`crate::mapping::SchemaLookup`]. Canonical does no I/O
 //! after [`Registry::load`]; it never talks to the store or the broker.
 
+pub mod compat;
+pub mod docs;
 pub mod envelope;
 pub mod uk_formats;
 
@@ -52,6 +54,8 @@ pub struct Entity {
     pub id: String,
     /// The schema file.
     pub path: PathBuf,
+    /// The schema itself.
+    pub schema: Value,
     fields: BTreeMap<String, TargetField>,
     required: Vec<String>,
     validator: jsonschema::Validator,
@@ -213,10 +217,46 @@ fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
         version,
         id,
         path: path.to_path_buf(),
+        schema,
         fields,
         required,
         validator,
     })
+}
+
+/// Every schema file under `dir` (all versions), as `(<domain>/<file name>, schema)`, sorted.
+/// For the compatibility check, which compares each version with its recorded shape.
+pub fn schema_files(dir: &Path) -> Result<Vec<(String, Value)>, SchemaError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SchemaError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    for domain in std::fs::read_dir(dir).map_err(io(dir))? {
+        let domain = domain.map_err(io(dir))?.path();
+        if !domain.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&domain).map_err(io(&domain))? {
+            let path = f.map_err(io(&domain))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let schema = serde_json::from_str(&text).map_err(|e| SchemaError::Invalid {
+                path: path.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
+            let name = format!(
+                "{}/{}",
+                domain.file_name().unwrap_or_default().to_string_lossy(),
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
+            out.push((name, schema));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 fn json_types(schema: &Value) -> Vec<JsonType> {

@@ -92,6 +92,12 @@ pub enum Command {
         #[command(subcommand)]
         action: MappingCmd,
     },
+    /// The canonical model.
+    Schema {
+        /// list | show | docs | lock
+        #[command(subcommand)]
+        action: SchemaCmd,
+    },
     /// The broker.
     Broker {
         /// setup
@@ -170,6 +176,27 @@ pub enum MappingCmd {
         /// Mapping files (default: every feed's mapping in the configuration).
         paths: Vec<PathBuf>,
     },
+}
+
+/// `schema` actions.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCmd {
+    /// List the canonical entities.
+    List,
+    /// Show one entity's reference page (or its JSON Schema with --json).
+    Show {
+        /// Entity, e.g. `payroll.pay_result`.
+        entity: String,
+    },
+    /// Write one reference page per entity (and an index) from the schemas.
+    Docs {
+        /// Folder to write to.
+        #[arg(long, default_value = "docs/canonical")]
+        out: PathBuf,
+    },
+    /// Record the shape of every schema version in <schemas>/compat.lock.json, after an
+    /// additive change (a breaking change needs a new major version file instead).
+    Lock,
 }
 
 /// `broker` actions.
@@ -473,6 +500,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             Ok(if bad > 0 { 1 } else { 0 })
         }
+        Command::Schema { action } => schema_command(cli, &env, action),
         Command::Broker {
             action: BrokerCmd::Setup,
         } => {
@@ -488,6 +516,99 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 broker.exchange,
                 broker.dead_letter_exchange,
                 broker.dead_letter_queue
+            );
+            Ok(0)
+        }
+    }
+}
+
+fn schema_command(cli: &Cli, env: &Env, action: &SchemaCmd) -> Result<u8> {
+    use crate::canonical::{compat, docs};
+    let registry = registry(env)?;
+    match action {
+        SchemaCmd::List => {
+            if cli.json {
+                let list: Vec<serde_json::Value> = registry
+                    .iter()
+                    .map(
+                        |e| serde_json::json!({"entity": e.name, "version": e.version, "id": e.id}),
+                    )
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for e in registry.iter() {
+                    let title = e
+                        .schema
+                        .get("title")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("");
+                    println!("{:<34} v{}  {title}", e.name, e.version);
+                }
+            }
+            Ok(0)
+        }
+        SchemaCmd::Show { entity } => {
+            let Some(e) = registry.get(entity) else {
+                let names: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+                bail!(
+                    "no canonical entity `{entity}` (entities: {})",
+                    names.join(", ")
+                );
+            };
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&e.schema)?);
+            } else {
+                print!("{}", docs::render(e));
+            }
+            Ok(0)
+        }
+        SchemaCmd::Docs { out } => {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            for e in registry.iter() {
+                let path = out.join(docs::page_name(e));
+                std::fs::write(&path, docs::render(e))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            std::fs::write(out.join("README.md"), docs::render_index(registry.iter()))?;
+            println!(
+                "wrote {} entity pages and an index to {}",
+                registry.iter().count(),
+                out.display()
+            );
+            Ok(0)
+        }
+        SchemaCmd::Lock => {
+            let files = crate::canonical::schema_files(&env.config.schemas)?;
+            let lock: std::collections::BTreeMap<String, compat::Shape> = files
+                .iter()
+                .map(|(name, schema)| (name.clone(), compat::shape(schema)))
+                .collect();
+            let path = env.config.schemas.join("compat.lock.json");
+            let old: std::collections::BTreeMap<String, compat::Shape> =
+                std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+            let mut refused = Vec::new();
+            for (name, before) in &old {
+                if let Some(now) = lock.get(name) {
+                    for p in compat::breaking_changes(before, now) {
+                        refused.push(format!("{name}: {p}"));
+                    }
+                }
+            }
+            if !refused.is_empty() {
+                bail!(
+                    "not recorded: these changes break consumers of a published version; put them in a new major version file instead:\n  {}",
+                    refused.join("\n  ")
+                );
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&lock)? + "\n")?;
+            println!(
+                "recorded the shape of {} schema files in {}",
+                lock.len(),
+                path.display()
             );
             Ok(0)
         }
