@@ -75,7 +75,8 @@ pub fn breaking_changes(old: &Shape, new: &Shape) -> Vec<String> {
             None => problems.push(format!("property `{path}` was removed")),
             Some(now) => {
                 for t in types {
-                    if !now.contains(t) && !(t == "integer" && now.iter().any(|n| n == "number")) {
+                    let widened = t == "integer" && now.iter().any(|n| n == "number");
+                    if !now.contains(t) && !widened {
                         problems.push(format!("property `{path}` no longer accepts {t}"));
                     }
                 }
