@@ -8,6 +8,7 @@
 pub mod compat;
 pub mod docs;
 pub mod envelope;
+pub mod modulus;
 pub mod uk_formats;
 
 use std::collections::BTreeMap;
@@ -205,6 +206,10 @@ fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
         .with_format("uk-nino", uk_formats::is_nino)
         .with_format("uk-sort-code", uk_formats::is_sort_code)
         .with_format("uk-postcode", uk_formats::is_uk_postcode)
+        .with_format("uk-vat-number", uk_formats::is_vat_number)
+        .with_format("uk-company-number", uk_formats::is_company_number)
+        .with_format("uk-tax-code", uk_formats::is_tax_code)
+        .with_format("uk-paye-reference", uk_formats::is_paye_reference)
         .build(&schema)
         .map_err(|e| invalid(format!("not a valid JSON Schema: {e}")))?;
     let mut fields = BTreeMap::new();
