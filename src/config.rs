@@ -41,6 +41,19 @@ struct RootFile {
     schemas: PathBuf,
     #[serde(default)]
     broker: BrokerSettings,
+    #[serde(default)]
+    modulus: Option<ModulusFiles>,
+}
+
+/// Vocalink's modulus-checking files (Pay.UK publishes them; reload when they change).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulusFiles {
+    /// `valacdos.txt`.
+    pub valacdos: PathBuf,
+    /// `scsubtab.txt`.
+    #[serde(default)]
+    pub scsubtab: Option<PathBuf>,
 }
 
 fn default_store() -> PathBuf {
@@ -369,6 +382,8 @@ pub struct Config {
     pub schemas: PathBuf,
     /// Broker settings.
     pub broker: BrokerSettings,
+    /// Modulus-checking tables, when configured: bank details are then checked.
+    pub modulus: Option<ModulusFiles>,
     /// Councils, by id order.
     pub councils: Vec<Council>,
 }
@@ -460,6 +475,10 @@ impl Config {
             mappings,
             schemas: resolve(&root.schemas),
             broker: root.broker,
+            modulus: root.modulus.map(|m| ModulusFiles {
+                valacdos: resolve(&m.valacdos),
+                scsubtab: m.scsubtab.map(|p| resolve(&p)),
+            }),
             councils,
         })
     }

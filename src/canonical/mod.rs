@@ -57,6 +57,7 @@ pub struct Entity {
     pub path: PathBuf,
     /// The schema itself.
     pub schema: Value,
+    modulus: Option<std::sync::Arc<modulus::ModulusTable>>,
     fields: BTreeMap<String, TargetField>,
     required: Vec<String>,
     validator: jsonschema::Validator,
@@ -85,6 +86,10 @@ impl Entity {
                 }
             })
             .collect();
+        let mut errors = errors;
+        if let Some(table) = &self.modulus {
+            modulus_errors(table, record, "", &mut errors);
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -95,6 +100,43 @@ impl Entity {
     /// The personal-data class of a field (dotted path); nested fields inherit their parent's.
     pub fn pii(&self, path: &str) -> Option<PiiClass> {
         self.fields.get(path).and_then(|f| f.pii)
+    }
+}
+
+/// Checks every object holding both `sort_code` and `account_number` (the canonical names of
+/// bank details) against the modulus table; a sort code the table does not know passes.
+fn modulus_errors(
+    table: &modulus::ModulusTable,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    let Value::Object(map) = value else { return };
+    if let (Some(Value::String(sort)), Some(Value::String(account))) =
+        (map.get("sort_code"), map.get("account_number"))
+        && table.check(sort, account) == modulus::ModulusResult::Invalid
+    {
+        errors.push(FieldError {
+            field: if path.is_empty() {
+                "account_number".into()
+            } else {
+                format!("{path}.account_number")
+            },
+            column: None,
+            rule: "modulus".into(),
+            message: "the account number fails the Vocalink modulus check for its sort code".into(),
+            value: None,
+        });
+    }
+    for (k, v) in map {
+        if v.is_object() {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            modulus_errors(table, v, &p, errors);
+        }
     }
 }
 
@@ -155,6 +197,16 @@ impl Registry {
             }
         }
         Ok(registry)
+    }
+
+    /// Checks bank details (`sort_code` + `account_number`) of every entity against Vocalink's
+    /// modulus table, in addition to the schemas.
+    pub fn with_modulus(mut self, table: modulus::ModulusTable) -> Self {
+        let table = std::sync::Arc::new(table);
+        for e in self.entities.values_mut() {
+            e.modulus = Some(table.clone());
+        }
+        self
     }
 
     /// An entity by name.
@@ -223,6 +275,7 @@ fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
         id,
         path: path.to_path_buf(),
         schema,
+        modulus: None,
         fields,
         required,
         validator,
@@ -368,6 +421,33 @@ mod tests {
             hr.pii("address.postcode").is_some(),
             "nested fields inherit or declare x-pii"
         );
+    }
+
+    #[test]
+    fn bank_details_are_modulus_checked_when_a_table_is_configured() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/modulus");
+        let table = modulus::ModulusTable::load(
+            &fixtures.join("valacdos.txt"),
+            Some(&fixtures.join("scsubtab.txt")),
+        )
+        .unwrap();
+        let r = registry().with_modulus(table);
+        let payroll = r.get("payroll.pay_result").unwrap();
+        let mut example = payroll.schema["examples"][0].clone();
+        example["bank"] = serde_json::json!({"sort_code": "089999", "account_number": "66374958"});
+        payroll
+            .validate(&example)
+            .expect("Vocalink test vector #1 passes");
+        example["bank"]["account_number"] = Value::String("66374959".into());
+        let errors = payroll.validate(&example).unwrap_err();
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].rule.as_str()),
+            ("bank.account_number", "modulus")
+        );
+        example["bank"] = serde_json::json!({"sort_code": "401276", "account_number": "12345678"});
+        payroll
+            .validate(&example)
+            .expect("a sort code the table does not know passes");
     }
 
     #[test]

@@ -276,11 +276,22 @@ fn open_store(env: &Env) -> Result<Store> {
 }
 
 fn registry(env: &Env) -> Result<Registry> {
-    Registry::load(&env.config.schemas).with_context(|| {
+    let registry = Registry::load(&env.config.schemas).with_context(|| {
         format!(
             "cannot load the canonical schemas from {}",
             env.config.schemas.display()
         )
+    })?;
+    Ok(match &env.config.modulus {
+        None => registry,
+        Some(m) => {
+            let table =
+                crate::canonical::modulus::ModulusTable::load(&m.valacdos, m.scsubtab.as_deref())
+                    .with_context(|| {
+                    format!("cannot load the modulus table {}", m.valacdos.display())
+                })?;
+            registry.with_modulus(table)
+        }
     })
 }
 
