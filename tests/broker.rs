@@ -11,25 +11,56 @@ use council_bridge::canonical::Registry;
 use council_bridge::store::Store;
 
 /// Every message the bundled sample councils produce, by routing key: the good rows of each
-/// file (see mappings/*/samples) and one manifest per file.
-const EXPECTED: [(&str, usize); 14] = [
-    ("hr.employee.upserted.northshire", 9),
-    ("payroll.pay_result.upserted.northshire", 13),
-    ("finance.supplier_payment.upserted.northshire", 10),
-    ("payroll.pay_result.upserted.riverton", 7),
-    ("hr.employee.upserted.riverton", 4),
-    ("hr.batch.completed.northshire", 1),
-    ("payroll.batch.completed.northshire", 1),
-    ("finance.batch.completed.northshire", 1),
-    ("payroll.batch.completed.riverton", 1),
-    ("hr.batch.completed.riverton", 1),
-    ("hr.employee.upserted.eastborough", 3),
-    ("hr.batch.completed.eastborough", 2),
-    ("finance.supplier_payment.upserted.eastborough", 5),
+/// file (see mappings/*/samples/EXPECTED.md) and one manifest per file (per page for the API).
+const EXPECTED: [(&str, usize); 45] = [
     ("finance.batch.completed.eastborough", 1),
+    ("finance.batch.completed.northshire", 1),
+    ("finance.batch.completed.southvale", 9),
+    ("finance.credit_note.upserted.southvale", 4),
+    ("finance.customer_account.upserted.southvale", 5),
+    ("finance.debt_case.upserted.southvale", 5),
+    ("finance.gl_journal_line.upserted.southvale", 6),
+    ("finance.payment_batch.upserted.southvale", 4),
+    ("finance.procurement_card_transaction.upserted.southvale", 5),
+    ("finance.purchase_order.upserted.southvale", 5),
+    ("finance.sales_invoice.upserted.southvale", 5),
+    ("finance.supplier.upserted.southvale", 5),
+    ("finance.supplier_payment.upserted.eastborough", 5),
+    ("finance.supplier_payment.upserted.northshire", 10),
+    ("hr.absence.upserted.westmarch", 6),
+    ("hr.application.upserted.westmarch", 5),
+    ("hr.bank_details.upserted.westmarch", 4),
+    ("hr.batch.completed.eastborough", 2),
+    ("hr.batch.completed.northshire", 1),
+    ("hr.batch.completed.riverton", 1),
+    ("hr.batch.completed.westmarch", 14),
+    ("hr.change_event.upserted.westmarch", 5),
+    ("hr.employee.upserted.eastborough", 3),
+    ("hr.employee.upserted.northshire", 9),
+    ("hr.employee.upserted.riverton", 4),
+    ("hr.employment.upserted.westmarch", 6),
+    ("hr.expense_claim.upserted.westmarch", 4),
+    ("hr.hs_incident.upserted.westmarch", 4),
+    ("hr.leaver_event.upserted.westmarch", 4),
+    ("hr.org_unit.upserted.westmarch", 6),
+    ("hr.person.upserted.westmarch", 6),
+    ("hr.starter_event.upserted.westmarch", 4),
+    ("hr.timesheet_entry.upserted.westmarch", 5),
+    ("hr.training_record.upserted.westmarch", 5),
+    ("hr.vacancy.upserted.westmarch", 4),
+    ("payroll.batch.completed.northshire", 1),
+    ("payroll.batch.completed.riverton", 1),
+    ("payroll.batch.completed.southvale", 2),
+    ("payroll.pay_result.upserted.northshire", 13),
+    ("payroll.pay_result.upserted.riverton", 7),
+    ("payroll.payslip.upserted.southvale", 5),
+    ("payroll.tax_ni_record.upserted.southvale", 5),
+    ("pensions.batch.completed.westmarch", 2),
+    ("pensions.contribution_return.upserted.westmarch", 5),
+    ("pensions.membership.upserted.westmarch", 5),
 ];
 /// With Eastborough's HR API pulled (two pages, two batches).
-const TOTAL: usize = 9 + 13 + 10 + 7 + 4 + 3 + 5 + 8;
+const TOTAL: usize = 218;
 /// Without it (no API configured: the HR feed is not pulled).
 const TOTAL_FILES: usize = TOTAL - 3 - 2;
 const IDLE: Duration = Duration::from_millis(1500);
@@ -133,7 +164,7 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
         .unwrap();
     assert_eq!(again.status.code(), Some(0));
     assert!(
-        stdout(&again).matches("skipped: already processed").count() == 6,
+        stdout(&again).matches("skipped: already processed").count() == 33,
         "{}",
         stdout(&again)
     );
