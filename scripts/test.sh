@@ -137,7 +137,16 @@ main() {
     command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
 
     log "running: cargo test --all-targets --locked${*:+ $*}"
-    cargo test --all-targets --locked "$@"
+    local out rc=0
+    out="$(mktemp)"
+    cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
+    # One closing line for the whole suite (the bench targets print last otherwise).
+    local passed failed
+    passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')
+    failed=$(grep -Eo '[0-9]+ failed;' "$out" | awk '{s += $1} END {print s + 0}')
+    rm -f "$out"
+    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+    return "$rc"
 }
 
 main "$@"

@@ -12,11 +12,12 @@ use council_bridge::pipeline;
 use council_bridge::store::Store;
 
 /// Feed → (entity, detail rows read, valid, rejected).
-const FEEDS: [(&str, &str, u64, u64, u64); 11] = [
+const FEEDS: [(&str, &str, u64, u64, u64); 12] = [
     ("tax-ni", "payroll.tax_ni_record", 5, 5, 0),
     ("payslips", "payroll.payslip", 5, 5, 0),
     ("suppliers", "finance.supplier", 5, 5, 0),
     ("purchase-orders", "finance.purchase_order", 5, 5, 0),
+    ("purchase-invoices", "finance.purchase_invoice", 3, 3, 0),
     ("credit-notes", "finance.credit_note", 4, 4, 0),
     ("payment-batches", "finance.payment_batch", 4, 4, 0),
     (

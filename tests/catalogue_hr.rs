@@ -14,7 +14,8 @@ use council_bridge::store::Store;
 use serde_json::Value;
 
 /// Per feed: (feed, file, rows read, valid, rejected, canonical entity).
-const FEEDS: [(&str, &str, u64, u64, u64, &str); 16] = [
+const FEEDS: [(&str, &str, u64, u64, u64, &str); 17] = [
+    ("posts", "organogram_2026-10.csv", 4, 4, 0, "hr.post"),
     (
         "org-units",
         "org_units_20261101.csv",

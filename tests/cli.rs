@@ -11,7 +11,7 @@ fn without_a_broker_the_run_completes_into_the_outbox() {
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("213 messages wait in the outbox: no broker is configured"),
+        text.contains("222 messages wait in the outbox: no broker is configured"),
         "{text}"
     );
     assert!(
