@@ -162,3 +162,109 @@ fn a_repeated_header_name_is_selected_by_occurrence() {
     let mapped = m.apply(&binding, &record).unwrap();
     assert_eq!(mapped.body["supplier_name"], "second");
 }
+
+fn record(header: &[&str], values: &[&str]) -> council_bridge::formats::SourceRecord {
+    council_bridge::formats::SourceRecord {
+        locator: council_bridge::formats::Locator {
+            file: "f.csv".into(),
+            line: 2,
+            row: 1,
+        },
+        header: std::sync::Arc::new(council_bridge::formats::Header::new(
+            header.iter().map(|s| s.to_string()).collect(),
+        )),
+        values: values.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+const EMPLOYMENT: &str = "mapping: t
+version: 1
+entity: hr.employment
+source: { format: csv }
+key: [employment_id]
+fields:
+  employment_id: { from: Ref, transforms: [{ regex: { pattern: 'ASG-(\\d+)', group: 1 } }, { pad: { length: 8, with: '0' } }], required: true }
+  person_id: { coalesce: [Person, Old Person], required: true }
+  start_date: { from: Start, transforms: [{ date: dd/mm/yyyy }], required: true }
+  status: { value: active }
+  job_title: { from: Title, transforms: [{ split: { separator: ' - ', index: 2 } }] }
+  weekly_hours: { from: Hours, transforms: [decimal] }
+  fte: { from: Hours, transforms: [decimal, { divide: 37 }, { round: 2 }] }
+  manager_employment_id: { from: Manager, null_reasons: { VACANT: vacant, REDACTED: redacted } }
+";
+
+#[test]
+fn regex_pad_split_coalesce_arithmetic_and_null_reasons() {
+    let m = compile_str("emp.yaml", EMPLOYMENT, &registry()).unwrap_or_else(|e| panic!("{e}"));
+    let header = [
+        "Ref",
+        "Person",
+        "Old Person",
+        "Start",
+        "Title",
+        "Hours",
+        "Manager",
+    ];
+    let r = record(
+        &header,
+        &[
+            "ASG-4521",
+            "",
+            "P-77",
+            "01/04/2026",
+            "PLN - Planning Officer",
+            "29.6",
+            "VACANT",
+        ],
+    );
+    let b = m.bind(&r.header).unwrap();
+    let out = m.apply(&b, &r).unwrap();
+    assert_eq!(out.body["employment_id"], "00004521");
+    assert_eq!(out.body["person_id"], "P-77", "the first non-empty column");
+    assert_eq!(out.body["job_title"], "Planning Officer");
+    assert_eq!(out.body["fte"], 0.8);
+    assert!(out.body.get("manager_employment_id").is_none());
+    assert_eq!(out.body["null_reasons"]["manager_employment_id"], "vacant");
+    registry()
+        .get("hr.employment")
+        .unwrap()
+        .validate(&serde_json::Value::Object(out.body.clone()))
+        .unwrap();
+
+    let bad = record(
+        &header,
+        &["X-1", "P1", "", "01/04/2026", "No dash", "37", "E9"],
+    );
+    let errors = m.apply(&b, &bad).unwrap_err();
+    let rules: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.rule.as_str()))
+        .collect();
+    assert_eq!(rules, [("employment_id", "regex"), ("job_title", "split")]);
+}
+
+#[test]
+fn new_transform_mistakes_are_reported() {
+    let text = EMPLOYMENT
+        .replace("{ divide: 37 }", "{ divide: 0 }")
+        .replace("transforms: [decimal] }", "transforms: [{ round: 2 }] }")
+        .replace("VACANT: vacant", "VACANT: empty");
+    let all = diagnostics(&text).join("\n");
+    assert!(all.contains("field `fte`: `divide` by zero"), "{all}");
+    assert!(
+        all.contains("field `weekly_hours`: `round` works on numbers"),
+        "{all}"
+    );
+    assert!(all.contains("null reason `empty` for `VACANT` is not one of redacted, not_available, not_applicable, vacant"), "{all}");
+    let no_reasons = EMPLOYMENT.replace(
+        "manager_employment_id: { from: Manager,",
+        "cost_centre: { from: Manager,",
+    );
+    let all = diagnostics(&no_reasons).join("\n");
+    assert!(
+        all.contains(
+            "field `cost_centre`: the canonical entity records no null reason for this field"
+        ),
+        "{all}"
+    );
+}

@@ -86,6 +86,7 @@ pub(super) enum Bound {
 pub(super) enum FieldSource {
     Column(SourceRef),
     Concat(Vec<SourceRef>, String),
+    Coalesce(Vec<SourceRef>),
     Literal(Value),
 }
 
@@ -106,6 +107,22 @@ pub(super) enum Transform {
         values: HashMap<String, Value>,
         default: Option<Value>,
     },
+    Split {
+        separator: String,
+        index: usize,
+    },
+    Pad {
+        length: usize,
+        with: char,
+        left: bool,
+    },
+    Regex {
+        pattern: Regex,
+        group: usize,
+    },
+    Multiply(f64),
+    Divide(f64),
+    Round(u32),
 }
 
 impl Transform {
@@ -123,13 +140,19 @@ impl Transform {
             Transform::Decimal => "decimal",
             Transform::Boolean => "boolean",
             Transform::Map { .. } => "map",
+            Transform::Split { .. } => "split",
+            Transform::Pad { .. } => "pad",
+            Transform::Regex { .. } => "regex",
+            Transform::Multiply(_) => "multiply",
+            Transform::Divide(_) => "divide",
+            Transform::Round(_) => "round",
         }
     }
 }
 
 const TRANSFORMS: &[&str] = &[
     "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
-    "boolean", "map",
+    "split", "pad", "regex", "multiply", "divide", "round", "boolean", "map",
 ];
 
 #[derive(Debug, Clone)]
@@ -141,6 +164,8 @@ pub(super) struct CompiledField {
     pub required: bool,
     pub default: Option<Value>,
     pub null_if: Vec<String>,
+    /// Marker (lower case) → null reason.
+    pub null_reasons: Vec<(String, String)>,
     pub pii: Option<PiiClass>,
 }
 
@@ -213,7 +238,7 @@ impl Mapping {
         for field in &self.fields {
             let refs: Vec<&SourceRef> = match &field.source {
                 FieldSource::Column(c) => vec![c],
-                FieldSource::Concat(cs, _) => cs.iter().collect(),
+                FieldSource::Concat(cs, _) | FieldSource::Coalesce(cs) => cs.iter().collect(),
                 FieldSource::Literal(_) => vec![],
             };
             let mut resolved = Vec::new();
@@ -889,14 +914,39 @@ fn compile_field(
             format!("the canonical entity has no such field.{hint}"),
         );
     }
+    const REASONS: [&str; 4] = ["redacted", "not_available", "not_applicable", "vacant"];
+    for (marker, reason) in &spec.null_reasons {
+        if !REASONS.contains(&reason.as_str()) {
+            cx.at(
+                &loc,
+                Some(path),
+                format!(
+                    "null reason `{reason}` for `{marker}` is not one of {}",
+                    REASONS.join(", ")
+                ),
+            );
+        }
+    }
+    if !spec.null_reasons.is_empty()
+        && let Some(t) = target
+        && t.field(&format!("null_reasons.{path}")).is_none()
+    {
+        cx.at(&loc, Some(path), "the canonical entity records no null reason for this field (no `null_reasons` property for it); use `null_if` to leave it empty");
+    }
     let sources = [
         spec.from.is_some(),
         spec.value.is_some(),
         spec.concat.is_some(),
+        spec.coalesce.is_some(),
     ];
     let source = match sources.iter().filter(|b| **b).count() {
         1 => {
-            if let Some(c) = &spec.from {
+            if let Some(cs) = &spec.coalesce {
+                for c in cs {
+                    check_meta(cx, &loc, path, c);
+                }
+                FieldSource::Coalesce(cs.iter().map(source_ref).collect())
+            } else if let Some(c) = &spec.from {
                 check_meta(cx, &loc, path, c);
                 FieldSource::Column(source_ref(c))
             } else if let Some(v) = &spec.value {
@@ -923,7 +973,7 @@ fn compile_field(
             cx.at(
                 &loc,
                 Some(path),
-                "says nowhere where its value comes from: give one of `from`, `value` or `concat`",
+                "says nowhere where its value comes from: give one of `from`, `value`, `concat` or `coalesce`",
             );
             return None;
         }
@@ -931,7 +981,7 @@ fn compile_field(
             cx.at(
                 &loc,
                 Some(path),
-                "give only one of `from`, `value` or `concat`",
+                "give only one of `from`, `value`, `concat` or `coalesce`",
             );
             return None;
         }
@@ -945,10 +995,26 @@ fn compile_field(
             chain_complete = false;
             continue;
         };
-        if out != JsonType::String {
+        let numeric = matches!(
+            tr,
+            Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_)
+        );
+        if numeric && !matches!(out, JsonType::Integer | JsonType::Number) {
+            cx.at(
+                &t.referenced,
+                Some(path),
+                format!(
+                    "`{}` works on numbers: put `integer`, `decimal` or `money` before it",
+                    tr.name()
+                ),
+            );
+        } else if !numeric && out != JsonType::String {
             cx.at(&t.referenced, Some(path), format!("`{}` reads text, but the value is already a {} here; put it earlier in the list", tr.name(), type_name(out)));
         }
         out = match &tr {
+            Transform::Multiply(_) | Transform::Divide(_) => JsonType::Number,
+            Transform::Round(0) => JsonType::Integer,
+            Transform::Round(_) => JsonType::Number,
             Transform::Money | Transform::Pence | Transform::Integer => JsonType::Integer,
             Transform::Decimal => JsonType::Number,
             Transform::Boolean => JsonType::Boolean,
@@ -1028,8 +1094,19 @@ fn compile_field(
             .iter()
             .map(|v| v.trim().to_lowercase())
             .collect(),
+        null_reasons: spec
+            .null_reasons
+            .iter()
+            .map(|(m, r)| (m.trim().to_lowercase(), r.clone()))
+            .collect(),
         pii: target_field.and_then(|f| f.pii),
     })
+}
+
+fn pattern_groups(pattern: &str) -> usize {
+    Regex::new(pattern)
+        .map(|r| r.captures_len() - 1)
+        .unwrap_or(0)
 }
 
 fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Transform> {
@@ -1104,7 +1181,104 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             }
             Some(Transform::Map { values, default })
         }
-        ("date" | "map", None) => {
+        ("split", Some(Value::Object(o))) => {
+            let separator = o
+                .get("separator")
+                .and_then(Value::as_str)
+                .unwrap_or(",")
+                .to_string();
+            let index = o.get("index").and_then(Value::as_u64).unwrap_or(1) as usize;
+            if separator.is_empty()
+                || index == 0
+                || o.keys().any(|k| k != "separator" && k != "index")
+            {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    "`split` takes `separator` (text) and `index` (1-based part)",
+                );
+                return None;
+            }
+            Some(Transform::Split { separator, index })
+        }
+        ("pad", Some(Value::Object(o))) => {
+            let length = o.get("length").and_then(Value::as_u64).unwrap_or(0) as usize;
+            let with = o.get("with").and_then(Value::as_str).unwrap_or(" ");
+            let side = o.get("side").and_then(Value::as_str).unwrap_or("left");
+            if length == 0
+                || with.chars().count() != 1
+                || !matches!(side, "left" | "right")
+                || o.keys()
+                    .any(|k| !["length", "with", "side"].contains(&k.as_str()))
+            {
+                cx.at(&loc, Some(path), "`pad` takes `length`, `with` (one character, default space) and `side` (left or right)");
+                return None;
+            }
+            Some(Transform::Pad {
+                length,
+                with: with.chars().next().unwrap_or(' '),
+                left: side == "left",
+            })
+        }
+        ("regex", Some(arg)) => {
+            let (pattern, group) = match arg {
+                Value::String(p) => (p.clone(), 1),
+                Value::Object(o) => (
+                    o.get("pattern")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    o.get("group").and_then(Value::as_u64).unwrap_or(1) as usize,
+                ),
+                _ => (String::new(), 1),
+            };
+            match Regex::new(&pattern) {
+                Ok(r) if r.captures_len() > group => Some(Transform::Regex { pattern: r, group }),
+                Ok(_) => {
+                    cx.at(&loc, Some(path), format!("`regex` extracts group {group}, but the pattern has {} group(s): put the part to keep in (...)", pattern_groups(&pattern)));
+                    None
+                }
+                Err(e) => {
+                    cx.at(
+                        &loc,
+                        Some(path),
+                        format!(
+                            "`regex` is not a valid regular expression: {}",
+                            first_line(&e.to_string())
+                        ),
+                    );
+                    None
+                }
+            }
+        }
+        ("multiply" | "divide", Some(v)) => match v.as_f64() {
+            Some(x) if name == "divide" && x == 0.0 => {
+                cx.at(&loc, Some(path), "`divide` by zero");
+                None
+            }
+            Some(x) if name == "multiply" => Some(Transform::Multiply(x)),
+            Some(x) => Some(Transform::Divide(x)),
+            None => {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    format!("`{name}` takes a number, e.g. `{name}: 37`"),
+                );
+                None
+            }
+        },
+        ("round", Some(v)) => match v.as_u64() {
+            Some(n) if n <= 10 => Some(Transform::Round(n as u32)),
+            _ => {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    "`round` takes a number of decimal places, 0 to 10",
+                );
+                None
+            }
+        },
+        ("date" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round", _) => {
             cx.at(
                 &loc,
                 Some(path),

@@ -14,12 +14,20 @@ pub(super) fn apply(
 ) -> Result<MappedRecord, Vec<FieldError>> {
     let mut body = Map::new();
     let mut errors = Vec::new();
+    let mut null_reasons = Map::new();
     for (field, columns) in mapping.fields.iter().zip(&binding.columns) {
+        if let Some(reason) = null_reason(field, columns, record) {
+            null_reasons.insert(field.path.clone(), Value::String(reason.to_string()));
+            continue;
+        }
         match field_value(field, columns, record) {
             Ok(Some(v)) => insert(&mut body, &field.segments, v),
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
+    }
+    if !null_reasons.is_empty() {
+        body.insert("null_reasons".into(), Value::Object(null_reasons));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -71,6 +79,30 @@ fn insert(body: &mut Map<String, Value>, segments: &[String], value: Value) {
     map.insert(last.clone(), value);
 }
 
+/// The reason a field has no value, when its source holds one of its `null_reasons` markers.
+fn null_reason<'a>(
+    field: &'a CompiledField,
+    columns: &[Bound],
+    record: &SourceRecord,
+) -> Option<&'a str> {
+    if field.null_reasons.is_empty() {
+        return None;
+    }
+    let raw = columns.first().map(|b| value_of(b, record))?;
+    let raw = raw.trim().to_lowercase();
+    field
+        .null_reasons
+        .iter()
+        .find(|(marker, _)| *marker == raw)
+        .map(|(_, r)| r.as_str())
+}
+
+fn number(n: f64) -> Value {
+    serde_json::Number::from_f64(n)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
 fn value_of(bound: &Bound, record: &SourceRecord) -> String {
     match bound {
         Bound::Column(i, _) => record.get(*i).to_string(),
@@ -98,6 +130,11 @@ fn field_value(
             .first()
             .map(|b| value_of(b, record))
             .unwrap_or_default(),
+        FieldSource::Coalesce(_) => columns
+            .iter()
+            .map(|b| value_of(b, record))
+            .find(|v| !v.trim().is_empty())
+            .unwrap_or_default(),
         FieldSource::Concat(_, sep) => columns
             .iter()
             .map(|b| value_of(b, record))
@@ -124,10 +161,60 @@ fn field_value(
     }
     let mut value = Value::String(raw);
     for t in &field.transforms {
+        if let Some(n) = value.as_f64() {
+            // Arithmetic (compile checks only numbers reach it).
+            value = match t {
+                Transform::Multiply(x) => number(n * x),
+                Transform::Divide(x) => number(n / x),
+                Transform::Round(0) => Value::from(n.round() as i64),
+                Transform::Round(places) => {
+                    let f = 10f64.powi(*places as i32);
+                    number((n * f).round() / f)
+                }
+                _ => unreachable!("compile checks only arithmetic follows a number"),
+            };
+            continue;
+        }
         let Value::String(s) = &value else {
             unreachable!("compile checks only text reaches a text transform")
         };
         value = match t {
+            Transform::Split { separator, index } => {
+                match s.split(separator.as_str()).nth(index - 1) {
+                    Some(part) => Value::String(part.trim().to_string()),
+                    None => {
+                        return Err(error(
+                            "split",
+                            format!("has fewer than {index} parts separated by \"{separator}\""),
+                            Some(s.clone()),
+                        ));
+                    }
+                }
+            }
+            Transform::Pad { length, with, left } => {
+                let missing = length.saturating_sub(s.chars().count());
+                let fill: String = std::iter::repeat_n(*with, missing).collect();
+                Value::String(if *left {
+                    format!("{fill}{s}")
+                } else {
+                    format!("{s}{fill}")
+                })
+            }
+            Transform::Regex { pattern, group } => {
+                match pattern.captures(s).and_then(|c| c.get(*group)) {
+                    Some(m) => Value::String(m.as_str().to_string()),
+                    None => {
+                        return Err(error(
+                            "regex",
+                            format!("does not match the pattern `{}`", pattern.as_str()),
+                            Some(s.clone()),
+                        ));
+                    }
+                }
+            }
+            Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_) => {
+                unreachable!("compile checks arithmetic follows a number")
+            }
             Transform::Trim => Value::String(s.trim().to_string()),
             Transform::Upper => Value::String(s.to_uppercase()),
             Transform::Lower => Value::String(s.to_lowercase()),

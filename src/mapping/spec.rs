@@ -167,6 +167,13 @@ pub struct FieldSpec {
     /// Several columns joined.
     #[serde(default)]
     pub concat: Option<ConcatSpec>,
+    /// The first non-empty of several columns.
+    #[serde(default)]
+    pub coalesce: Option<Vec<ColumnSpec>>,
+    /// Markers that say why there is no value (`REDACTED: redacted`): the field is left out and
+    /// the reason recorded in the record's `null_reasons`.
+    #[serde(default)]
+    pub null_reasons: indexmap::IndexMap<String, String>,
     /// Transform chain.
     #[serde(default)]
     pub transforms: Vec<Spanned<serde_json::Value>>,
