@@ -268,3 +268,21 @@ fn new_transform_mistakes_are_reported() {
         "{all}"
     );
 }
+
+#[test]
+fn the_report_shows_the_line_with_a_caret() {
+    let text = format!(
+        "{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [mony], required: true }}\n"
+    );
+    let err = compile_str("bad.yaml", &text, &registry())
+        .unwrap_err()
+        .to_string();
+    let caret = format!("       | {}^", " ".repeat(45));
+    assert!(
+        err.contains(&format!("    13 |   amount_pence: {{ from: Amount, transforms: [mony], required: true }}\n{caret}")),
+        "{err}"
+    );
+    assert!(err.contains(
+        "bad.yaml:13:46: field `amount_pence`: unknown transform `mony`. Did you mean `money`?"
+    ));
+}

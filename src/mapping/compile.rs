@@ -167,6 +167,9 @@ pub(super) struct CompiledField {
     /// Marker (lower case) → null reason.
     pub null_reasons: Vec<(String, String)>,
     pub pii: Option<PiiClass>,
+    /// Where the field is in the mapping file.
+    pub line: u64,
+    pub column: u64,
 }
 
 /// A compiled mapping: immutable, cheap to apply, shared by every record of a feed.
@@ -278,13 +281,14 @@ impl Mapping {
                         };
                         diagnostics.push(MappingDiagnostic {
                             file: self.file.clone(),
-                            line: 0,
-                            column: 0,
+                            line: field.line,
+                            column: field.column,
                             field: Some(field.path.clone()),
                             message: format!(
                                 "the file has no column {c} (its columns are: {}).{hint}",
                                 header.names().join(", ")
                             ),
+                            excerpt: None,
                         });
                     }
                 }
@@ -323,6 +327,7 @@ impl Ctx<'_> {
             column: loc.column(),
             field: field.map(str::to_owned),
             message: message.into(),
+            excerpt: None,
         });
     }
 }
@@ -345,6 +350,10 @@ pub(super) fn compile(
                 column,
                 field: None,
                 message: first_line(&e.to_string()),
+                excerpt: (line as usize)
+                    .checked_sub(1)
+                    .and_then(|i| text.lines().nth(i))
+                    .map(str::to_owned),
             }],
         }
     })?;
@@ -440,6 +449,13 @@ pub(super) fn compile(
     }
 
     if !cx.diagnostics.is_empty() {
+        let lines: Vec<&str> = text.lines().collect();
+        for d in &mut cx.diagnostics {
+            d.excerpt = (d.line as usize)
+                .checked_sub(1)
+                .and_then(|i| lines.get(i))
+                .map(|l| l.to_string());
+        }
         return Err(MappingError::Invalid {
             file: file.to_string(),
             diagnostics: cx.diagnostics,
@@ -1100,6 +1116,8 @@ fn compile_field(
             .map(|(m, r)| (m.trim().to_lowercase(), r.clone()))
             .collect(),
         pii: target_field.and_then(|f| f.pii),
+        line: loc.line(),
+        column: loc.column(),
     })
 }
 

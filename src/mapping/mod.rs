@@ -76,6 +76,8 @@ pub struct MappingDiagnostic {
     pub field: Option<String>,
     /// What is wrong and what to do.
     pub message: String,
+    /// The mapping's line the problem is on, for a caret excerpt.
+    pub excerpt: Option<String>,
 }
 
 impl std::fmt::Display for MappingDiagnostic {
@@ -112,7 +114,15 @@ pub enum MappingError {
 fn render(diagnostics: &[MappingDiagnostic]) -> String {
     diagnostics
         .iter()
-        .map(|d| format!("  {d}"))
+        .map(|d| match &d.excerpt {
+            Some(line) if d.line > 0 => {
+                let number = d.line.to_string();
+                let pad = " ".repeat(number.len());
+                let caret = " ".repeat(d.column.saturating_sub(1) as usize);
+                format!("  {d}\n    {number} | {line}\n    {pad} | {caret}^")
+            }
+            _ => format!("  {d}"),
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
