@@ -286,3 +286,106 @@ fn the_report_shows_the_line_with_a_caret() {
         "bad.yaml:13:46: field `amount_pence`: unknown transform `mony`. Did you mean `money`?"
     ));
 }
+
+#[test]
+fn lookups_in_reference_tables_and_conditions() {
+    let text = format!(
+        "{GOOD_HEAD}  amount_pence: {{ from: Amount, transforms: [money], required: true }}
+  service_area: {{ from: Cost Centre, transforms: [{{ lookup: {{ table: cost_centres.csv, key: Code, value: Service }} }}] }}
+  cost_centre: {{ from: Cost Centre, when: {{ column: Kind, equals: revenue }} }}
+  purpose: {{ from: Note, when: {{ column: Note, matches: '^[A-Z]', not: true }} }}
+"
+    );
+    let tables = |name: &str| -> Result<String, String> {
+        match name {
+            "cost_centres.csv" => Ok("Code,Service\nHWY01,Highways\nLIB02,Libraries\n".into()),
+            other => Err(format!("no table {other}")),
+        }
+    };
+    let m = council_bridge::mapping::compile_with_tables("t.yaml", &text, &registry(), &tables)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let header = [
+        "Txn",
+        "Supplier",
+        "Name",
+        "Date",
+        "Amount",
+        "Cost Centre",
+        "Kind",
+        "Note",
+    ];
+    let b = m
+        .bind(&council_bridge::formats::Header::new(
+            header.iter().map(|s| s.to_string()).collect(),
+        ))
+        .unwrap();
+    let r = record(
+        &header,
+        &[
+            "T1",
+            "S1",
+            "Acme",
+            "01/04/2026",
+            "5.00",
+            "HWY01",
+            "Revenue",
+            "lower case note",
+        ],
+    );
+    let out = m.apply(&b, &r).unwrap();
+    assert_eq!(
+        (
+            out.body["service_area"].as_str(),
+            out.body["cost_centre"].as_str()
+        ),
+        (Some("Highways"), Some("HWY01"))
+    );
+    assert_eq!(out.body["purpose"], "lower case note");
+    let r = record(
+        &header,
+        &[
+            "T2",
+            "S1",
+            "Acme",
+            "01/04/2026",
+            "5.00",
+            "XXX99",
+            "capital",
+            "Upper",
+        ],
+    );
+    let errors = m.apply(&b, &r).unwrap_err();
+    assert_eq!(
+        (errors[0].field.as_str(), errors[0].rule.as_str()),
+        ("service_area", "map"),
+        "an unknown code fails like a map"
+    );
+    let r = record(
+        &header,
+        &[
+            "T3",
+            "S1",
+            "Acme",
+            "01/04/2026",
+            "5.00",
+            "LIB02",
+            "capital",
+            "Upper",
+        ],
+    );
+    let out = m.apply(&b, &r).unwrap();
+    assert!(
+        out.body.get("cost_centre").is_none() && out.body.get("purpose").is_none(),
+        "conditions not met: fields left out"
+    );
+
+    let missing = text.replace("cost_centres.csv", "nope.csv");
+    let err =
+        council_bridge::mapping::compile_with_tables("t.yaml", &missing, &registry(), &tables)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("field `service_area`: `lookup`: no table nope.csv"),
+        "{err}"
+    );
+}

@@ -82,6 +82,33 @@ pub(super) enum Bound {
     Missing(String),
 }
 
+/// When a field is filled.
+#[derive(Debug, Clone)]
+pub(super) struct Condition {
+    pub source: SourceRef,
+    pub test: ConditionTest,
+    pub negate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum ConditionTest {
+    Equals(String),
+    In(Vec<String>),
+    Matches(Regex),
+}
+
+impl Condition {
+    pub(super) fn holds(&self, value: &str) -> bool {
+        let v = value.trim().to_lowercase();
+        let result = match &self.test {
+            ConditionTest::Equals(e) => v == *e,
+            ConditionTest::In(list) => list.contains(&v),
+            ConditionTest::Matches(r) => r.is_match(value.trim()),
+        };
+        result != self.negate
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) enum FieldSource {
     Column(SourceRef),
@@ -152,7 +179,7 @@ impl Transform {
 
 const TRANSFORMS: &[&str] = &[
     "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
-    "split", "pad", "regex", "multiply", "divide", "round", "boolean", "map",
+    "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map",
 ];
 
 #[derive(Debug, Clone)]
@@ -170,6 +197,7 @@ pub(super) struct CompiledField {
     /// Where the field is in the mapping file.
     pub line: u64,
     pub column: u64,
+    pub when: Option<Condition>,
 }
 
 /// A compiled mapping: immutable, cheap to apply, shared by every record of a feed.
@@ -196,6 +224,7 @@ pub struct Mapping {
 #[derive(Debug, Clone)]
 pub struct Binding {
     pub(super) columns: Vec<Vec<Bound>>,
+    pub(super) conditions: Vec<Option<Bound>>,
     public_columns: Vec<bool>,
 }
 
@@ -237,13 +266,18 @@ impl Mapping {
     fn bind_inner(&self, header: &Header, strict: bool) -> Result<Binding, MappingError> {
         let mut diagnostics = Vec::new();
         let mut columns = Vec::with_capacity(self.fields.len());
+        let mut conditions = Vec::with_capacity(self.fields.len());
         let mut public: Vec<Option<bool>> = vec![None; header.names().len()];
         for field in &self.fields {
-            let refs: Vec<&SourceRef> = match &field.source {
+            let mut refs: Vec<&SourceRef> = match &field.source {
                 FieldSource::Column(c) => vec![c],
                 FieldSource::Concat(cs, _) | FieldSource::Coalesce(cs) => cs.iter().collect(),
                 FieldSource::Literal(_) => vec![],
             };
+            // The condition's column is resolved with the others, then taken off the end.
+            if let Some(w) = &field.when {
+                refs.push(&w.source);
+            }
             let mut resolved = Vec::new();
             for r in refs {
                 let c = match r {
@@ -293,11 +327,17 @@ impl Mapping {
                     }
                 }
             }
+            conditions.push(if field.when.is_some() {
+                resolved.pop()
+            } else {
+                None
+            });
             columns.push(resolved);
         }
         if diagnostics.is_empty() {
             Ok(Binding {
                 columns,
+                conditions,
                 public_columns: public.into_iter().map(|p| p.unwrap_or(false)).collect(),
             })
         } else {
@@ -317,6 +357,7 @@ impl Mapping {
 struct Ctx<'a> {
     file: &'a str,
     diagnostics: Vec<MappingDiagnostic>,
+    tables: &'a dyn Fn(&str) -> Result<String, String>,
 }
 
 impl Ctx<'_> {
@@ -336,6 +377,7 @@ pub(super) fn compile(
     file: &str,
     text: &str,
     schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Mapping, MappingError> {
     let spec: MappingSpec = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e
@@ -360,6 +402,7 @@ pub(super) fn compile(
     let mut cx = Ctx {
         file,
         diagnostics: Vec::new(),
+        tables,
     };
 
     let entity = spec.entity.value.clone();
@@ -930,6 +973,28 @@ fn compile_field(
             format!("the canonical entity has no such field.{hint}"),
         );
     }
+    let when = spec.when.as_ref().and_then(|w| {
+        check_meta(cx, &loc, path, &w.column);
+        let tests = [w.equals.is_some(), w.in_.is_some(), w.matches.is_some()];
+        if tests.iter().filter(|t| **t).count() != 1 {
+            cx.at(&loc, Some(path), "`when` takes `column` and one of `equals`, `in` or `matches` (and optionally `not: true`)");
+            return None;
+        }
+        let test = if let Some(e) = &w.equals {
+            ConditionTest::Equals(e.trim().to_lowercase())
+        } else if let Some(list) = &w.in_ {
+            ConditionTest::In(list.iter().map(|v| v.trim().to_lowercase()).collect())
+        } else {
+            match Regex::new(w.matches.as_deref().unwrap_or_default()) {
+                Ok(r) => ConditionTest::Matches(r),
+                Err(e) => {
+                    cx.at(&loc, Some(path), format!("`when.matches` is not a valid regular expression: {}", first_line(&e.to_string())));
+                    return None;
+                }
+            }
+        };
+        Some(Condition { source: source_ref(&w.column), test, negate: w.not })
+    });
     const REASONS: [&str; 4] = ["redacted", "not_available", "not_applicable", "vacant"];
     for (marker, reason) in &spec.null_reasons {
         if !REASONS.contains(&reason.as_str()) {
@@ -1118,6 +1183,7 @@ fn compile_field(
         pii: target_field.and_then(|f| f.pii),
         line: loc.line(),
         column: loc.column(),
+        when,
     })
 }
 
@@ -1197,6 +1263,53 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             if values.is_empty() {
                 cx.at(&loc, Some(path), "`map` needs `values: {CODE: value, ...}`");
             }
+            Some(Transform::Map { values, default })
+        }
+        ("lookup", Some(Value::Object(o))) => {
+            let get = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
+            let (Some(table), Some(key), Some(value)) = (get("table"), get("key"), get("value"))
+            else {
+                cx.at(&loc, Some(path), "`lookup` takes `table` (a CSV file next to the mapping), `key` and `value` (its columns) and optionally `default`");
+                return None;
+            };
+            let text = match (cx.tables)(&table) {
+                Ok(t) => t,
+                Err(e) => {
+                    cx.at(&loc, Some(path), format!("`lookup`: {e}"));
+                    return None;
+                }
+            };
+            let mut reader = ::csv::ReaderBuilder::new()
+                .flexible(true)
+                .from_reader(text.as_bytes());
+            let header = reader.headers().cloned().unwrap_or_default();
+            let position = |name: &str| {
+                header.iter().position(|h| {
+                    crate::formats::normalise_name(h) == crate::formats::normalise_name(name)
+                })
+            };
+            let (Some(k), Some(v)) = (position(&key), position(&value)) else {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    format!(
+                        "`lookup`: {table} has no column `{key}` or `{value}` (its columns: {})",
+                        header.iter().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                return None;
+            };
+            let mut values = HashMap::new();
+            for row in reader.records().flatten() {
+                if let (Some(kk), Some(vv)) = (row.get(k), row.get(v)) {
+                    values.insert(kk.trim().to_string(), Value::String(vv.trim().to_string()));
+                }
+            }
+            let default = match o.get("default") {
+                None => None,
+                Some(Value::String(s)) if s == "error" => None,
+                Some(d) => Some(d.clone()),
+            };
             Some(Transform::Map { values, default })
         }
         ("split", Some(Value::Object(o))) => {
@@ -1296,7 +1409,10 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
                 None
             }
         },
-        ("date" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round", _) => {
+        (
+            "date" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round" | "lookup",
+            _,
+        ) => {
             cx.at(
                 &loc,
                 Some(path),

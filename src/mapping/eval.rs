@@ -15,7 +15,17 @@ pub(super) fn apply(
     let mut body = Map::new();
     let mut errors = Vec::new();
     let mut null_reasons = Map::new();
-    for (field, columns) in mapping.fields.iter().zip(&binding.columns) {
+    for ((field, columns), condition) in mapping
+        .fields
+        .iter()
+        .zip(&binding.columns)
+        .zip(&binding.conditions)
+    {
+        if let (Some(when), Some(bound)) = (&field.when, condition)
+            && !when.holds(&value_of(bound, record))
+        {
+            continue;
+        }
         if let Some(reason) = null_reason(field, columns, record) {
             null_reasons.insert(field.path.clone(), Value::String(reason.to_string()));
             continue;
@@ -251,6 +261,10 @@ fn field_value(
                     None => {
                         let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
                         known.sort_unstable();
+                        if known.len() > 12 {
+                            known.truncate(12);
+                            known.push("...");
+                        }
                         return Err(error(
                             "map",
                             format!("is not a known code (known: {})", known.join(", ")),

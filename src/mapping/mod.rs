@@ -168,7 +168,12 @@ pub fn load(path: &Path, schemas: &dyn SchemaLookup) -> Result<Mapping, MappingE
         file: path.display().to_string(),
         source,
     })?;
-    compile::compile(&path.display().to_string(), &text, schemas)
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tables = move |name: &str| {
+        let table = dir.join(name);
+        std::fs::read_to_string(&table).map_err(|e| format!("cannot read {}: {e}", table.display()))
+    };
+    compile::compile(&path.display().to_string(), &text, schemas, &tables)
 }
 
 /// Compiles mapping text (named `file` in diagnostics) against the canonical model.
@@ -177,7 +182,22 @@ pub fn compile_str(
     text: &str,
     schemas: &dyn SchemaLookup,
 ) -> Result<Mapping, MappingError> {
-    compile::compile(file, text, schemas)
+    let no_tables = |name: &str| -> Result<String, String> {
+        Err(format!(
+            "reference table {name}: tables are read next to a mapping file (mapping::load)"
+        ))
+    };
+    compile::compile(file, text, schemas, &no_tables)
+}
+
+/// Compiles mapping text whose reference tables are given by name (for tests and previews).
+pub fn compile_with_tables(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Mapping, MappingError> {
+    compile::compile(file, text, schemas, tables)
 }
 
 impl Mapping {

@@ -183,10 +183,33 @@ pub struct FieldSpec {
     /// Used when empty.
     #[serde(default)]
     pub default: Option<serde_json::Value>,
+    /// Fill the field only when this holds for the record.
+    #[serde(default)]
+    pub when: Option<WhenSpec>,
     /// Placeholders that mean "no value" (`NA`, `N/A`, `Not yet available`), matched ignoring
     /// case and surrounding spaces: the field is then empty.
     #[serde(default)]
     pub null_if: Vec<String>,
+}
+
+/// `when: {column, equals | in | matches, not}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSpec {
+    /// The column (or `$file`, `$line`, `$row`) to test.
+    pub column: ColumnSpec,
+    /// Equal to this (ignoring case and surrounding spaces).
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// One of these (ignoring case and surrounding spaces).
+    #[serde(default, rename = "in")]
+    pub in_: Option<Vec<String>>,
+    /// Matching this regular expression.
+    #[serde(default)]
+    pub matches: Option<String>,
+    /// The opposite of the test.
+    #[serde(default)]
+    pub not: bool,
 }
 
 /// `concat: {from: [...], separator}`.
