@@ -6,6 +6,7 @@
 //! (control totals did not match).
 
 mod render;
+mod toolkit;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,9 +89,15 @@ pub enum Command {
     },
     /// Mapping files.
     Mapping {
-        /// check
+        /// check | test | coverage
         #[command(subcommand)]
         action: MappingCmd,
+    },
+    /// Partner councils.
+    Council {
+        /// init
+        #[command(subcommand)]
+        action: CouncilCmd,
     },
     /// The canonical model.
     Schema {
@@ -175,6 +182,35 @@ pub enum MappingCmd {
     Check {
         /// Mapping files (default: every feed's mapping in the configuration).
         paths: Vec<PathBuf>,
+    },
+    /// Run the golden tests kept next to mappings (`<mapping>.tests.yaml`); exit 1 if any fails.
+    Test {
+        /// Tests files, mapping files (their `.tests.yaml`) or folders (every `*.tests.yaml`
+        /// under them); default: every `*.tests.yaml` under the mappings folder.
+        paths: Vec<PathBuf>,
+    },
+    /// Which canonical fields a mapping fills and leaves empty, and (with --sample) which
+    /// columns of a sample file it does not read.
+    Coverage {
+        /// The mapping file.
+        mapping: PathBuf,
+        /// A sample export, read with the mapping's format options.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
+}
+
+/// `council` actions.
+#[derive(Debug, Subcommand)]
+pub enum CouncilCmd {
+    /// Create a council's folder under the mappings folder: council.yaml (no feeds yet),
+    /// README.md with the onboarding steps, and samples/.
+    Init {
+        /// Council id: lower-case letters, digits and `-` (it is part of routing keys).
+        id: String,
+        /// Full name (default: from the id, e.g. `north-vale` → "North Vale").
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -511,6 +547,15 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             Ok(if bad > 0 { 1 } else { 0 })
         }
+        Command::Mapping {
+            action: MappingCmd::Test { paths },
+        } => toolkit::mapping_test(cli.json, &env, paths),
+        Command::Mapping {
+            action: MappingCmd::Coverage { mapping, sample },
+        } => toolkit::mapping_coverage(cli.json, &env, mapping, sample.as_deref()),
+        Command::Council {
+            action: CouncilCmd::Init { id, name },
+        } => toolkit::council_init(cli.json, &env, id, name.as_deref()),
         Command::Schema { action } => schema_command(cli, &env, action),
         Command::Broker {
             action: BrokerCmd::Setup,

@@ -6,6 +6,7 @@ use regex::Regex;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
 
+use super::expr::Expr;
 use super::spec::{ColumnSpec, FieldSpec, MappingSpec, SourceSpec, TrailerSpec};
 use super::transforms::DateFormat;
 use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema, did_you_mean};
@@ -150,6 +151,8 @@ pub(super) enum Transform {
     Multiply(f64),
     Divide(f64),
     Round(u32),
+    /// A jq program; its output may be of any type.
+    Expr(Expr),
 }
 
 impl Transform {
@@ -173,13 +176,14 @@ impl Transform {
             Transform::Multiply(_) => "multiply",
             Transform::Divide(_) => "divide",
             Transform::Round(_) => "round",
+            Transform::Expr(_) => "expr",
         }
     }
 }
 
 const TRANSFORMS: &[&str] = &[
     "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
-    "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map",
+    "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map", "expr",
 ];
 
 #[derive(Debug, Clone)]
@@ -1070,6 +1074,9 @@ fn compile_field(
     let mut transforms = Vec::new();
     let mut out = JsonType::String;
     let mut chain_complete = true;
+    // After an `expr` the type is unknown until a typing transform: nothing is checked
+    // against it (the transforms and the schema validation check the value at run time).
+    let mut any = false;
     for t in &spec.transforms {
         let Some(tr) = compile_transform(cx, path, t) else {
             // The output type is unknown now: checking it would only repeat this error.
@@ -1080,7 +1087,10 @@ fn compile_field(
             tr,
             Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_)
         );
-        if numeric && !matches!(out, JsonType::Integer | JsonType::Number) {
+        let expr = matches!(tr, Transform::Expr(_));
+        if expr || any {
+            // Takes any value, or follows one whose type is unknown.
+        } else if numeric && !matches!(out, JsonType::Integer | JsonType::Number) {
             cx.at(
                 &t.referenced,
                 Some(path),
@@ -1109,6 +1119,7 @@ fn compile_field(
             }
             _ => JsonType::String,
         };
+        any = expr;
         transforms.push(tr);
     }
     if let FieldSource::Literal(v) = &source {
@@ -1122,7 +1133,7 @@ fn compile_field(
         out = type_of(v);
     }
     if let Some(tf) = target_field.as_ref().filter(|_| chain_complete) {
-        if !accepts(&tf.types, out) {
+        if !any && !accepts(&tf.types, out) {
             let want: Vec<&str> = tf.types.iter().map(|t| type_name(*t)).collect();
             let hint = if tf.types.contains(&JsonType::Integer) && path.ends_with("_pence") {
                 " Add the `money` transform."
@@ -1381,6 +1392,21 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
                     None
                 }
             }
+        }
+        ("expr", Some(Value::String(program))) => match Expr::compile(program) {
+            Ok(e) => Some(Transform::Expr(e)),
+            Err(e) => {
+                cx.at(&loc, Some(path), e);
+                None
+            }
+        },
+        ("expr", _) => {
+            cx.at(
+                &loc,
+                Some(path),
+                "`expr` takes a jq program as text, e.g. `expr: '. + \" \" + $record.Surname'`",
+            );
+            None
         }
         ("multiply" | "divide", Some(v)) => match v.as_f64() {
             Some(x) if name == "divide" && x == 0.0 => {

@@ -113,6 +113,25 @@ fn number(n: f64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// A value as the failure store keeps it: text as is, anything else as JSON.
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "text",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
 fn value_of(bound: &Bound, record: &SourceRecord) -> String {
     match bound {
         Bound::Column(i, _) => record.get(*i).to_string(),
@@ -170,9 +189,29 @@ fn field_value(
         };
     }
     let mut value = Value::String(raw);
+    let mut emptied = false;
     for t in &field.transforms {
+        if let Transform::Expr(e) = t {
+            match e.run(&value, record) {
+                // null: the field is empty.
+                Ok(Value::Null) => {
+                    emptied = true;
+                    break;
+                }
+                Ok(v) => value = v,
+                Err(m) => return Err(error("expr", m, Some(text_of(&value)))),
+            }
+            continue;
+        }
+        // Compile checks the types of the other transforms, except after an `expr`.
+        let after_expr = || {
+            format!(
+                "`{}` cannot take the {} the `expr` before it produced",
+                t.name(),
+                kind_of(&value)
+            )
+        };
         if let Some(n) = value.as_f64() {
-            // Arithmetic (compile checks only numbers reach it).
             value = match t {
                 Transform::Multiply(x) => number(n * x),
                 Transform::Divide(x) => number(n / x),
@@ -181,12 +220,12 @@ fn field_value(
                     let f = 10f64.powi(*places as i32);
                     number((n * f).round() / f)
                 }
-                _ => unreachable!("compile checks only arithmetic follows a number"),
+                _ => return Err(error(t.name(), after_expr(), Some(text_of(&value)))),
             };
             continue;
         }
         let Value::String(s) = &value else {
-            unreachable!("compile checks only text reaches a text transform")
+            return Err(error(t.name(), after_expr(), Some(text_of(&value))));
         };
         value = match t {
             Transform::Split { separator, index } => {
@@ -223,8 +262,9 @@ fn field_value(
                 }
             }
             Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_) => {
-                unreachable!("compile checks arithmetic follows a number")
+                return Err(error(t.name(), after_expr(), Some(s.clone())));
             }
+            Transform::Expr(_) => unreachable!("handled above"),
             Transform::Trim => Value::String(s.trim().to_string()),
             Transform::Upper => Value::String(s.to_uppercase()),
             Transform::Lower => Value::String(s.to_lowercase()),
@@ -275,7 +315,7 @@ fn field_value(
             },
         };
     }
-    if value.as_str().is_some_and(|s| s.trim().is_empty()) {
+    if emptied || value.as_str().is_some_and(|s| s.trim().is_empty()) {
         return match (&field.default, field.required) {
             (Some(d), _) => Ok(Some(d.clone())),
             (None, true) => Err(error("required", "is required but empty".into(), None)),

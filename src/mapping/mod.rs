@@ -7,6 +7,8 @@
 
 mod compile;
 mod eval;
+mod expr;
+pub mod golden;
 pub mod spec;
 pub mod transforms;
 
