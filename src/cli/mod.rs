@@ -189,6 +189,33 @@ pub enum MappingCmd {
         /// under them); default: every `*.tests.yaml` under the mappings folder.
         paths: Vec<PathBuf>,
     },
+    /// Draft a mapping from a sample export: detects format, encoding, delimiter, header,
+    /// trailer, date formats and money columns, and matches columns to canonical fields.
+    Scaffold {
+        /// The sample export.
+        #[arg(long)]
+        sample: PathBuf,
+        /// The canonical entity, e.g. `finance.supplier_payment`.
+        #[arg(long)]
+        entity: String,
+        /// Council id for the mapping id (default: `draft`).
+        #[arg(long, default_value = "draft")]
+        council: String,
+        /// Write the draft here (default: print it).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a sample's first rows beside the canonical values a mapping makes of them.
+    Preview {
+        /// The mapping file.
+        mapping: PathBuf,
+        /// The sample export.
+        #[arg(long)]
+        sample: PathBuf,
+        /// How many records.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
     /// Which canonical fields a mapping fills and leaves empty, and (with --sample) which
     /// columns of a sample file it does not read.
     Coverage {
@@ -553,6 +580,75 @@ async fn execute(cli: &Cli) -> Result<u8> {
         Command::Mapping {
             action: MappingCmd::Coverage { mapping, sample },
         } => toolkit::mapping_coverage(cli.json, &env, mapping, sample.as_deref()),
+        Command::Mapping {
+            action:
+                MappingCmd::Scaffold {
+                    sample,
+                    entity,
+                    council,
+                    out,
+                },
+        } => {
+            let registry = registry(&env)?;
+            let Some(e) = registry.get(entity) else {
+                let names: Vec<String> = registry.iter().map(|e| e.name.clone()).collect();
+                bail!(
+                    "no canonical entity `{entity}` (entities: {})",
+                    names.join(", ")
+                );
+            };
+            let draft = crate::toolkit::scaffold::scaffold(sample, e, council)?;
+            match out {
+                Some(path) => {
+                    if path.exists() {
+                        bail!("{} exists; not overwritten", path.display());
+                    }
+                    std::fs::write(path, &draft.yaml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote a draft mapping to {}: {} field(s) matched, {} required field(s) to fill in; next: `council-bridge mapping preview {} --sample {}`",
+                        path.display(),
+                        draft.fields.len(),
+                        draft.missing_required.len(),
+                        path.display(),
+                        sample.display()
+                    );
+                }
+                None => print!("{}", draft.yaml),
+            }
+            Ok(0)
+        }
+        Command::Mapping {
+            action:
+                MappingCmd::Preview {
+                    mapping,
+                    sample,
+                    rows,
+                },
+        } => {
+            let registry = registry(&env)?;
+            let m = crate::mapping::load(mapping, &registry)?;
+            let e = registry
+                .get(&m.entity)
+                .with_context(|| format!("no schema for {}", m.entity))?;
+            let bytes = std::fs::File::open(sample)
+                .with_context(|| format!("cannot open {}", sample.display()))?;
+            let name = sample
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let preview = crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&preview.to_json())?);
+            } else {
+                print!("{}", preview.render_table(120));
+            }
+            Ok(if preview.records.iter().all(|r| r.ok) {
+                0
+            } else {
+                1
+            })
+        }
         Command::Council {
             action: CouncilCmd::Init { id, name },
         } => toolkit::council_init(cli.json, &env, id, name.as_deref()),
