@@ -60,6 +60,9 @@ const RECORD: &str = "$record";
 const NO_MODULES: &str =
     "`expr` cannot load modules or data: `include` and `import` are not available";
 
+/// A recursive definition can overflow the stack and abort the whole process, not one row.
+const NO_DEFS: &str = "`expr` cannot define functions (`def`): a recursive definition could take the whole run down; keep expressions to one pipeline";
+
 /// A compiled `expr` program.
 #[derive(Clone)]
 pub(super) struct Expr {
@@ -131,6 +134,13 @@ impl Expr {
                 .any(|t| matches!(t.1, load::lex::Tok::Word) && matches!(t.0, "import" | "include"))
         {
             return Err(NO_MODULES.into());
+        }
+        if let Ok(tokens) = load::Lexer::new(program).lex()
+            && tokens
+                .iter()
+                .any(|t| matches!(t.1, load::lex::Tok::Word) && t.0 == "def")
+        {
+            return Err(NO_DEFS.into());
         }
         let arena = Arena::default();
         let loader = Loader::new(definitions());
@@ -383,6 +393,7 @@ mod tests {
             "input_filename",
             "$__prog_args",
             "include \"x\"; .",
+            "def f: 1 + f; f",
             "import \"x\" as x; .",
             "import \"data\" as $d; $d",
         ] {
