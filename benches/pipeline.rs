@@ -48,7 +48,7 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::Value;
 
 const DEFAULT_ROWS: usize = 100_000;
@@ -1091,7 +1091,7 @@ async fn direct_publish(url: &str, exchange: &str, messages: &[OutboundMessage])
                     ..Default::default()
                 },
                 &m.body,
-                properties(m),
+                council_bridge::amqp::properties(m),
             )
             .await
             .expect("basic.publish");
@@ -1103,34 +1103,6 @@ async fn direct_publish(url: &str, exchange: &str, messages: &[OutboundMessage])
     let span = meter.stop();
     let _ = conn.close(200, ShortString::from("bye")).await;
     span
-}
-
-/// The AMQP properties the publisher sends (a copy of the private `amqp::properties`, so both
-/// phases put the same bytes on the wire).
-fn properties(m: &OutboundMessage) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    for (k, v) in &m.headers {
-        let value = match v {
-            Value::Number(n) if n.is_i64() => {
-                AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
-            }
-            Value::Number(n) if n.is_u64() => {
-                AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64)
-            }
-            Value::Bool(b) => AMQPValue::Boolean(*b),
-            Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-            other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
-        };
-        headers.insert(ShortString::from(k.as_str()), value);
-    }
-    BasicProperties::default()
-        .with_message_id(ShortString::from(m.message_id.as_str()))
-        .with_correlation_id(ShortString::from(m.correlation_id.as_str()))
-        .with_content_type(ShortString::from("application/json"))
-        .with_delivery_mode(2)
-        .with_timestamp(m.timestamp.max(0) as u64)
-        .with_app_id(ShortString::from("council-bridge"))
-        .with_headers(headers)
 }
 
 /// Approximate bytes of a message: body plus header names and values.

@@ -327,7 +327,8 @@ pub async fn setup(config: &BrokerConfig) -> Result<(), AmqpError> {
     Ok(())
 }
 
-fn properties(m: &OutboundMessage) -> BasicProperties {
+/// The AMQP properties and headers of a message, as the publisher sends it.
+pub fn properties(m: &OutboundMessage) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in &m.headers {
         let value = match v {
