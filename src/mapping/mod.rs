@@ -6,6 +6,7 @@
 //! [`SchemaLookup`] trait, so it never depends on how schemas are stored or validated.
 
 mod compile;
+pub mod control;
 mod eval;
 mod expr;
 pub mod golden;

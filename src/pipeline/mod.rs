@@ -311,12 +311,6 @@ impl From<crate::store::StoreError> for ReadError {
     }
 }
 
-struct Control {
-    count: Option<u64>,
-    total_pence: Option<i64>,
-    line: u64,
-}
-
 fn read_into_store(
     store: &Store,
     batch: &NewBatch<'_>,
@@ -342,14 +336,7 @@ fn read_into_store(
             .map_err(|e| ReadError::File(e.to_string()))?
     };
     let mut bound_header = header.clone();
-    let control_spec = mapping.source.control.as_ref();
-    let total_of = control_spec
-        .and_then(|c| c.total_of.as_ref())
-        .and_then(|c| c.resolve(&header));
-    let in_pence = control_spec.is_some_and(|c| c.amounts_in_pence);
-    let mut summed_pence: i64 = 0;
-    let mut unparsable_total_rows = 0u64;
-    let mut control: Option<Control> = None;
+    let mut tally = mapping::control::ControlTally::new(mapping, &header);
     let now = chrono::Utc::now();
     let mut messages = Vec::with_capacity(CHUNK);
     let mut failures = Vec::new();
@@ -373,7 +360,7 @@ fn read_into_store(
         let item = item.map_err(|e| ReadError::File(e.to_string()))?;
         match item {
             Item::Control(rec) => {
-                control = Some(read_control(control_spec, &rec));
+                tally.trailer(&rec);
                 continue;
             }
             Item::Failure(f) => {
@@ -383,14 +370,7 @@ fn read_into_store(
                     .rejected_by_reason
                     .entry("decode".into())
                     .or_default() += 1;
-                if let (Some(i), Some(rec)) = (total_of, &f.record) {
-                    add_total(
-                        rec.get(i),
-                        in_pence,
-                        &mut summed_pence,
-                        &mut unparsable_total_rows,
-                    );
-                }
+                tally.detail(f.record.as_ref());
                 tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
                 failures.push(NewFailure {
                     stage: "decode",
@@ -403,14 +383,7 @@ fn read_into_store(
             }
             Item::Record(rec) => {
                 report.read += 1;
-                if let Some(i) = total_of {
-                    add_total(
-                        rec.get(i),
-                        in_pence,
-                        &mut summed_pence,
-                        &mut unparsable_total_rows,
-                    );
-                }
+                tally.detail(Some(&rec));
                 if per_record && !std::sync::Arc::ptr_eq(&rec.header, &bound_header) {
                     binding = mapping.bind_lenient(&rec.header);
                     bound_header = rec.header.clone();
@@ -472,13 +445,10 @@ fn read_into_store(
     }
     flush_chunk(&mut messages, &mut failures, report)?;
 
-    let (control_report, mismatch) = check_control(
-        control_spec,
-        control.as_ref(),
-        report.read,
-        summed_pence,
-        unparsable_total_rows,
-    );
+    let mapping::control::ControlOutcome {
+        report: control_report,
+        mismatch,
+    } = tally.finish();
     report.control = control_report;
     let hold = mismatch.is_some() && mapping.source.on_control_mismatch == ControlPolicy::Hold;
     if let Some(m) = &mismatch {
@@ -513,109 +483,6 @@ fn read_into_store(
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
-}
-
-fn add_total(value: &str, in_pence: bool, sum: &mut i64, unparsable: &mut u64) {
-    let amount = if in_pence {
-        mapping::transforms::parse_pence(value)
-    } else {
-        mapping::transforms::parse_money(value)
-    };
-    match amount {
-        Ok(p) => *sum = sum.saturating_add(p),
-        Err(_) => *unparsable += 1,
-    }
-}
-
-fn read_control(spec: Option<&mapping::ControlSpec>, rec: &SourceRecord) -> Control {
-    let value = |c: Option<&crate::formats::ColumnRef>| -> Option<String> {
-        rec.values.get(c?.resolve(&rec.header)?).cloned()
-    };
-    let count = value(spec.and_then(|s| s.count_column.as_ref()))
-        .and_then(|v| mapping::transforms::parse_integer(&v).ok())
-        .map(|v| v.max(0) as u64);
-    let in_pence = spec.is_some_and(|s| s.amounts_in_pence);
-    let total_pence = value(spec.and_then(|s| s.total_column.as_ref())).and_then(|v| {
-        if in_pence {
-            mapping::transforms::parse_pence(&v).ok()
-        } else {
-            mapping::transforms::parse_money(&v).ok()
-        }
-    });
-    Control {
-        count,
-        total_pence,
-        line: rec.locator.line,
-    }
-}
-
-fn check_control(
-    spec: Option<&mapping::ControlSpec>,
-    control: Option<&Control>,
-    read: u64,
-    summed: i64,
-    unparsable: u64,
-) -> (Option<Value>, Option<String>) {
-    let Some(spec) = spec else {
-        return (None, None);
-    };
-    let Some(control) = control else {
-        return (
-            Some(json!({ "trailer": "missing" })),
-            Some("the file has no trailer row, so its completeness cannot be checked".into()),
-        );
-    };
-    let mut problems = Vec::new();
-    if spec.count_column.is_some() {
-        match control.count {
-            Some(c) if c == read => {}
-            Some(c) => problems.push(format!(
-                "trailer (line {}) says {c} rows but {read} were read",
-                control.line
-            )),
-            None => problems.push(format!(
-                "trailer (line {}) has no readable row count",
-                control.line
-            )),
-        }
-    }
-    if spec.total_column.is_some() {
-        match control.total_pence {
-            Some(t) if t == summed && unparsable == 0 => {}
-            Some(t) => problems.push(format!(
-                "trailer (line {}) total is {} but the rows add up to {}{}",
-                control.line,
-                pounds(t),
-                pounds(summed),
-                if unparsable > 0 {
-                    format!(" ({unparsable} rows had no readable amount)")
-                } else {
-                    String::new()
-                }
-            )),
-            None => problems.push(format!(
-                "trailer (line {}) has no readable total",
-                control.line
-            )),
-        }
-    }
-    let report = json!({
-        "trailer_line": control.line,
-        "trailer_count": control.count,
-        "rows_read": read,
-        "trailer_total_pence": control.total_pence,
-        "rows_total_pence": spec.total_of.as_ref().map(|_| summed),
-        "matches": problems.is_empty(),
-    });
-    (
-        Some(report),
-        (!problems.is_empty()).then(|| problems.join("; ")),
-    )
-}
-
-fn pounds(pence: i64) -> String {
-    let sign = if pence < 0 { "-" } else { "" };
-    format!("{sign}£{}.{:02}", pence.abs() / 100, pence.abs() % 100)
 }
 
 fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {
