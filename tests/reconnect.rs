@@ -141,6 +141,7 @@ async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_un
         &Retry {
             attempts: 10,
             first_pause: Duration::from_millis(200),
+            ..Retry::default()
         },
     )
     .await

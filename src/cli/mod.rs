@@ -379,7 +379,19 @@ async fn flush_if_configured(
     }
 }
 
+/// What this process is, as other processes see it when it holds a lease.
+fn purpose(command: &Command) -> &'static str {
+    match command {
+        Command::Run { .. } => "run",
+        Command::Outbox { .. } => "outbox flush",
+        Command::Failures { .. } => "failures replay",
+        Command::Batches { .. } => "batches release",
+        _ => "council-bridge",
+    }
+}
+
 async fn execute(cli: &Cli) -> Result<u8> {
+    crate::store::lease::set_purpose(purpose(&cli.command));
     let env = env(cli)?;
     match &cli.command {
         Command::Run {
@@ -417,6 +429,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             let retry = Retry {
                 attempts: 3,
                 first_pause: Duration::from_millis(500),
+                ..Retry::default()
             };
             let flush = flush_if_configured(&env, &store, &retry).await?;
             pipeline::delivery_status(&store, &mut reports)?;

@@ -40,13 +40,21 @@ pub(super) fn run(
         if let Some(e) = &r.error {
             println!("  FAILED: {e}");
         }
-        if r.files.is_empty() && r.error.is_none() {
+        if let Some(b) = &r.busy {
+            println!("  {b}");
+        }
+        if r.files.is_empty() && r.error.is_none() && r.busy.is_none() {
             println!("  no files waiting");
         }
         for f in &r.files {
             match f.status.as_str() {
                 "skipped" => println!(
                     "  {}  skipped: {}",
+                    f.file,
+                    f.reason.as_deref().unwrap_or("")
+                ),
+                "abandoned" => println!(
+                    "  {}  abandoned, will be read again: {}",
                     f.file,
                     f.reason.as_deref().unwrap_or("")
                 ),
@@ -149,8 +157,11 @@ pub(super) fn flush(as_json: bool, f: &FlushReport) {
             f.unroutable
         );
     }
-    if let Some(e) = &f.error {
-        println!("broker problem: {e}");
+    match (&f.error, &f.published_by) {
+        (Some(e), Some(_)) => println!("not published here: {e}"),
+        (Some(e), None) => println!("broker problem: {e}"),
+        (None, Some(by)) => println!("another process published the outbox meanwhile: {by}"),
+        (None, None) => {}
     }
 }
 

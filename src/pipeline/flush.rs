@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::amqp::{BrokerConfig, Outcome, Publisher};
 use crate::store::Store;
+use crate::store::lease::{self, Lease};
 
 /// Messages read from the outbox per round.
 const PAGE: u32 = 2000;
@@ -25,6 +26,8 @@ pub struct FlushReport {
     pub still_pending: u64,
     /// Why the flush stopped early, if it did.
     pub error: Option<String>,
+    /// Set when another process held the outbox and published what was pending meanwhile.
+    pub published_by: Option<String>,
 }
 
 /// How hard to try.
@@ -34,6 +37,8 @@ pub struct Retry {
     pub attempts: u32,
     /// First pause between attempts (doubles each time, at most 10 s).
     pub first_pause: Duration,
+    /// How long to wait while another process holds the outbox and messages still wait.
+    pub lease_wait: Duration,
 }
 
 impl Default for Retry {
@@ -41,6 +46,46 @@ impl Default for Retry {
         Self {
             attempts: 5,
             first_pause: Duration::from_millis(500),
+            lease_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Who publishes.
+enum Publishing<'a> {
+    /// This process, holding the outbox lease.
+    Here(Lease<'a>),
+    /// Another process held the lease and nothing is left pending.
+    ElsewhereDone(lease::Holder),
+    /// Another process holds the lease and messages still wait after `lease_wait`.
+    ElsewhereWaiting(lease::Holder),
+}
+
+/// One publisher per store: takes the outbox lease, or waits while another process holds it
+/// until either the lease is free or nothing is pending any more (the other process published
+/// it), so a `run` and an `outbox flush` started together never send a message twice.
+async fn take_outbox<'a>(
+    store: &'a Store,
+    wait: Duration,
+) -> Result<Publishing<'a>, crate::store::StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut said = false;
+    loop {
+        match Lease::try_take(store, lease::PUBLISHER)? {
+            Ok(l) => return Ok(Publishing::Here(l)),
+            Err(holder) => {
+                if store.outbox_counts()?.pending == 0 {
+                    return Ok(Publishing::ElsewhereDone(holder));
+                }
+                if tokio::time::Instant::now() >= deadline || super::stop_requested() {
+                    return Ok(Publishing::ElsewhereWaiting(holder));
+                }
+                if !said {
+                    tracing::info!(holder = %holder, "another process is publishing the outbox; waiting for it");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
 }
@@ -54,10 +99,35 @@ pub async fn flush(
     retry: &Retry,
 ) -> Result<FlushReport, crate::store::StoreError> {
     let mut report = FlushReport::default();
+    let lease = match take_outbox(store, retry.lease_wait).await? {
+        Publishing::Here(l) => l,
+        Publishing::ElsewhereDone(holder) => {
+            report.published_by = Some(holder.to_string());
+            report.still_pending = store.outbox_counts()?.pending;
+            return Ok(report);
+        }
+        Publishing::ElsewhereWaiting(holder) => {
+            report.still_pending = store.outbox_counts()?.pending;
+            report.error = Some(format!(
+                "another process holds the outbox and {} messages still wait: {holder}",
+                report.still_pending
+            ));
+            report.published_by = Some(holder.to_string());
+            return Ok(report);
+        }
+    };
     let mut publisher: Option<Publisher> = None;
     let mut failures_in_a_row = 0u32;
     let mut pause = retry.first_pause;
     loop {
+        if super::stop_requested() {
+            report.error = Some("the process is stopping (signal)".into());
+            break;
+        }
+        if !lease.renew()? {
+            report.error = Some("another process took over publishing the outbox".into());
+            break;
+        }
         let page = store.pending(PAGE)?;
         if page.is_empty() {
             break;
@@ -138,6 +208,7 @@ pub async fn flush(
     if let Some(p) = publisher {
         p.close().await;
     }
+    drop(lease);
     report.still_pending = store.outbox_counts()?.pending;
     Ok(report)
 }

@@ -15,12 +15,29 @@ use serde_json::{Value, json};
 pub use flush::{FlushReport, flush};
 pub use replay::{ReplayOutcome, replay_failure};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks every reader and publisher of this process to stop at the next safe point: a file
+/// being read is abandoned at its next chunk (its staged rows dropped, the file left in place
+/// to be read again), and a flush stops after the confirms of the page in flight.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`request_stop`] was called.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
 use crate::canonical::Registry;
 use crate::canonical::envelope::{self, Provenance};
 use crate::config::{Config, Feed};
 use crate::formats::{Item, SourceRecord};
 use crate::mapping::{self, ControlPolicy, FieldError, Mapping};
 use crate::sources::{self, RawFile};
+use crate::store::lease::{self, Lease, Renewal};
 use crate::store::{NewBatch, NewFailure, Store};
 
 /// Records written to the store per transaction.
@@ -41,6 +58,9 @@ pub enum PipelineError {
     /// Something else, said plainly.
     #[error("{0}")]
     Other(String),
+    /// Another process is reading this feed now.
+    #[error("another process is reading this feed: {0}")]
+    Busy(crate::store::lease::Holder),
 }
 
 /// What happened to one file.
@@ -105,6 +125,8 @@ pub struct FeedReport {
     pub files: Vec<FileReport>,
     /// Set when the feed could not be processed at all.
     pub error: Option<String>,
+    /// Set when the feed was left alone because another process is reading it.
+    pub busy: Option<String>,
 }
 
 /// What pulling one HTTP feed did.
@@ -207,9 +229,19 @@ pub fn process(
                 feed: f.id.clone(),
                 files: Vec::new(),
                 error: None,
+                busy: None,
             };
+            if stop_requested() {
+                break;
+            }
             match process_feed(registry, store, &c.id, f, force, &mut report.files) {
                 Ok(()) => {}
+                Err(PipelineError::Busy(holder)) => {
+                    tracing::info!(council = %c.id, feed = %f.id, holder = %holder, "feed skipped: another process is reading it");
+                    report.busy = Some(format!(
+                        "skipped: another process is reading this feed: {holder}"
+                    ));
+                }
                 Err(e) => {
                     tracing::error!(council = %c.id, feed = %f.id, error = %e, "feed could not be processed");
                     report.error = Some(e.to_string());
@@ -229,6 +261,10 @@ fn process_feed(
     force: bool,
     files: &mut Vec<FileReport>,
 ) -> Result<(), PipelineError> {
+    // One reader per feed across every process on this store: the lease is taken before the
+    // folder is listed and held (renewed at every chunk) until the last file is put away.
+    let _lease =
+        Lease::try_take(store, &lease::feed(council, &feed.id))?.map_err(PipelineError::Busy)?;
     let mapping = load_mapping(feed, registry)?;
     let (paths, waiting) = feed.drop.scan()?;
     for w in &waiting {
@@ -238,8 +274,16 @@ fn process_feed(
         tracing::info!(council, feed = %feed.id, input = %feed.input, "no files waiting");
     }
     for path in paths {
+        if stop_requested() {
+            break;
+        }
         let raw = sources::describe(&path)?;
         let mut report = process_file(registry, store, council, &feed.id, &mapping, &raw, force)?;
+        if report.status == "abandoned" {
+            // Stopping, or the feed was taken over: the file stays where it is.
+            files.push(report);
+            break;
+        }
         if let Some(to) = feed.drop.put_away(&raw, report.status == "failed")? {
             tracing::info!(council, feed = %feed.id, file = %raw.name, to = %to.display(), "file moved");
             report.moved_to = Some(to.display().to_string());
@@ -289,6 +333,14 @@ pub fn process_file(
     match read_into_store(store, &batch, mapping, entity, raw, force, &mut report) {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
+        Err(ReadError::Abandoned(reason)) => {
+            tracing::warn!(council, feed, file = %raw.name, reason = %reason, "reading abandoned; nothing from it is kept and the file will be read again");
+            store.abandon_batch(&batch_id, &reason)?;
+            let mut abandoned = FileReport::new(&raw.name, "abandoned");
+            abandoned.batch_id = Some(batch_id);
+            abandoned.reason = Some(reason);
+            Ok(abandoned)
+        }
         Err(ReadError::File(reason)) => {
             tracing::error!(council, feed, file = %raw.name, reason = %reason, "file could not be read; nothing from it is kept");
             store.fail_batch(&batch_id, &reason)?;
@@ -303,6 +355,8 @@ pub fn process_file(
 enum ReadError {
     Store(crate::store::StoreError),
     File(String),
+    /// Stopped at a safe point (shutdown, or the feed's lease was taken over).
+    Abandoned(String),
 }
 
 impl From<crate::store::StoreError> for ReadError {
@@ -347,6 +401,16 @@ fn read_into_store(
      -> Result<(), ReadError> {
         if messages.is_empty() && failures.is_empty() {
             return Ok(());
+        }
+        if stop_requested() {
+            return Err(ReadError::Abandoned(
+                "the process is stopping (signal)".into(),
+            ));
+        }
+        if store.renew_lease(&lease::feed(council, feed))? == Renewal::Lost {
+            return Err(ReadError::Abandoned(
+                "another process took over this feed's lease".into(),
+            ));
         }
         let outcome = store.write_chunk(batch, messages, failures, force)?;
         report.new_messages += outcome.new;

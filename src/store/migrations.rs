@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order and recorded in SQLite's `user_version`.
 //! Never edit a migration that has shipped: add the next one.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 const MIGRATIONS: &[&str] = &[
     // 1: batches, outbox, failures, audit.
@@ -64,13 +64,28 @@ const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 2: leases (one reader per feed, one publisher per store, across processes).
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
-/// Applies the migrations the database has not had yet, each in its own transaction.
+/// Applies the migrations the database has not had yet, each in its own transaction. Each
+/// transaction takes the write lock first and reads the version inside it, so processes that
+/// open a new store at the same moment apply each migration once (the others wait, then see it).
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
-    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
-        let tx = conn.transaction()?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if done as usize > i {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;

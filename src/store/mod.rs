@@ -6,6 +6,7 @@
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline.
 
+pub mod lease;
 mod migrations;
 
 use std::path::{Path, PathBuf};
@@ -427,6 +428,21 @@ impl Store {
             tx.execute(
                 "UPDATE batches SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",
                 params![batch_id, now(), serde_json::json!({ "error": reason }).to_string()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Abandons a batch whose reading stopped at a safe point (shutdown, lease lost): like a
+    /// failed one, nothing from it is kept and the file is read again later.
+    pub fn abandon_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
+            tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
+            tx.execute(
+                "UPDATE batches SET status = 'abandoned', finished_at = ?2, summary = ?3 WHERE id = ?1",
+                params![batch_id, now(), serde_json::json!({ "abandoned": reason }).to_string()],
             )?;
             tx.commit()
         })
