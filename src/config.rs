@@ -43,7 +43,43 @@ struct RootFile {
     broker: BrokerSettings,
     #[serde(default)]
     modulus: Option<ModulusFiles>,
+    /// Address of `serve`'s HTTP endpoints (/metrics, /health, /ready).
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    serve: ServeSettings,
 }
+
+/// The `serve:` section: how the daemon works.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Seconds between looks at the drop folders of watched feeds.
+    #[serde(default = "default_poll")]
+    pub poll_seconds: u64,
+    /// Longest pause between attempts to reach the broker while it is away.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self {
+            poll_seconds: default_poll(),
+            max_backoff_seconds: default_max_backoff(),
+        }
+    }
+}
+
+fn default_poll() -> u64 {
+    2
+}
+fn default_max_backoff() -> u64 {
+    30
+}
+
+/// Where `serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// Vocalink's modulus-checking files (Pay.UK publishes them; reload when they change).
 #[derive(Debug, Clone, Deserialize)]
@@ -133,6 +169,15 @@ struct FeedFile {
     archive: Option<PathBuf>,
     #[serde(default)]
     rejected: Option<PathBuf>,
+    /// When `serve` runs the feed: a cron expression in London time (`0 2 * * *`).
+    #[serde(default)]
+    schedule: Option<String>,
+    /// Take each file as soon as it settles (the default for a feed without a schedule).
+    #[serde(default)]
+    watch: Option<bool>,
+    /// Time of day (London, `HH:MM`) by which a file must have arrived, else an alert.
+    #[serde(default)]
+    expected_by: Option<String>,
 }
 
 fn default_settle() -> u64 {
@@ -356,6 +401,12 @@ pub struct Feed {
     pub drop: crate::sources::DropFolder,
     /// The HTTP API pulled into the drop folder first, if the feed has one.
     pub http: Option<HttpFeed>,
+    /// When `serve` runs it (pull, then read), if on a schedule.
+    pub schedule: Option<crate::schedule::Schedule>,
+    /// Whether `serve` takes each file as soon as it settles.
+    pub watch: bool,
+    /// By when a file must have arrived each day.
+    pub expected_by: Option<crate::schedule::ExpectedBy>,
 }
 
 /// One partner council.
@@ -386,6 +437,10 @@ pub struct Config {
     pub modulus: Option<ModulusFiles>,
     /// Councils, by id order.
     pub councils: Vec<Council>,
+    /// Where `serve` listens (`listen:`), if set.
+    pub listen: Option<String>,
+    /// How `serve` works.
+    pub serve: ServeSettings,
 }
 
 impl Config {
@@ -448,7 +503,27 @@ impl Config {
                             });
                         }
                     };
+                    let invalid = |what: String| ConfigError::Invalid {
+                        path: file.clone(),
+                        message: format!("feed `{id}`: {what}"),
+                    };
+                    let schedule = f
+                        .schedule
+                        .as_deref()
+                        .map(crate::schedule::Schedule::parse)
+                        .transpose()
+                        .map_err(|e| invalid(format!("`schedule`: {e}")))?;
+                    let expected_by = f
+                        .expected_by
+                        .as_deref()
+                        .map(crate::schedule::ExpectedBy::parse)
+                        .transpose()
+                        .map_err(|e| invalid(format!("`expected_by`: {e}")))?;
+                    let watch = f.watch.unwrap_or(schedule.is_none());
                     Ok(Feed {
+                        schedule,
+                        watch,
+                        expected_by,
                         id,
                         mapping: dir.join(f.mapping),
                         drop: crate::sources::DropFolder {
@@ -480,6 +555,8 @@ impl Config {
                 scsubtab: m.scsubtab.map(|p| resolve(&p)),
             }),
             councils,
+            listen: root.listen,
+            serve: root.serve,
         })
     }
 

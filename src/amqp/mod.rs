@@ -23,6 +23,9 @@ use serde_json::Value;
 
 use crate::canonical::envelope::OutboundMessage;
 
+mod dead_letters;
+pub use dead_letters::{DeadLetterConsumer, Delivered};
+
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {

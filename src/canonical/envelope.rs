@@ -183,6 +183,52 @@ pub fn manifest_message(
     }
 }
 
+/// An operational alert about a feed (`kind`: `missing`...), published on the events exchange
+/// with routing key `ops.feed.<kind>.<council>`. Its id is fixed by council, feed, kind and
+/// `occasion` (e.g. the day), so one occasion raises one alert whoever raises it.
+pub fn alert_message(
+    kind: &str,
+    council: &str,
+    feed: &str,
+    occasion: &str,
+    body: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> OutboundMessage {
+    let id = Uuid::new_v5(
+        &namespace(),
+        format!("alert\n{council}\n{feed}\n{kind}\n{occasion}").as_bytes(),
+    )
+    .to_string();
+    let mut headers = Map::new();
+    headers.insert("cloudEvents:specversion".into(), json!("1.0"));
+    headers.insert("cloudEvents:id".into(), json!(id));
+    headers.insert(
+        "cloudEvents:source".into(),
+        json!(format!("urn:council:{council}:{feed}")),
+    );
+    headers.insert(
+        "cloudEvents:type".into(),
+        json!(format!("uk.gov.council.ops.feed.{kind}.v1")),
+    );
+    headers.insert("cloudEvents:subject".into(), json!(format!("{council}/{feed}")));
+    headers.insert(
+        "cloudEvents:time".into(),
+        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
+    headers.insert(
+        "cloudEvents:datacontenttype".into(),
+        json!("application/json"),
+    );
+    OutboundMessage {
+        message_id: id,
+        routing_key: format!("ops.feed.{kind}.{council}"),
+        headers,
+        body: body.to_string().into_bytes(),
+        correlation_id: format!("{council}/{feed}/{occasion}"),
+        timestamp: now.timestamp(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

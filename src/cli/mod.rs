@@ -69,6 +69,17 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run unattended: every feed on its schedule or as files arrive, publishing continuously,
+    /// dead letters kept as failures, /metrics /health /ready served. Stops cleanly on SIGTERM.
+    Serve {
+        /// Address for /metrics, /health and /ready (default: `listen:` in the configuration,
+        /// else 127.0.0.1:9464).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Each feed's schedule, next run, last arrival and outcome, held batches and lateness,
+    /// and the outbox.
+    Status,
     /// The outbox: messages waiting for the broker.
     Outbox {
         /// status | flush
@@ -383,6 +394,8 @@ async fn flush_if_configured(
 fn purpose(command: &Command) -> &'static str {
     match command {
         Command::Run { .. } => "run",
+        Command::Serve { .. } => "serve",
+        Command::Status => "status",
         Command::Outbox { .. } => "outbox flush",
         Command::Failures { .. } => "failures replay",
         Command::Batches { .. } => "batches release",
@@ -464,6 +477,30 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 code = 1;
             }
             Ok(code)
+        }
+        Command::Serve { listen } => {
+            let registry = registry(&env)?;
+            let store = open_store(&env)?;
+            let listen = listen
+                .clone()
+                .or_else(|| env.config.listen.clone())
+                .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_string());
+            crate::daemon::run(crate::daemon::Serve {
+                config: std::sync::Arc::new(env.config.clone()),
+                registry: std::sync::Arc::new(registry),
+                store: std::sync::Arc::new(store),
+                broker: env.broker.clone(),
+                listen,
+                clock: std::sync::Arc::new(crate::schedule::SystemClock),
+            })
+            .await?;
+            Ok(0)
+        }
+        Command::Status => {
+            let store = open_store(&env)?;
+            let feeds = crate::daemon::status::feed_statuses(&env.config, &store, chrono::Utc::now())?;
+            render::status(cli.json, &feeds, &store.outbox_counts()?, &store.leases()?);
+            Ok(0)
         }
         Command::Outbox { action } => {
             let store = open_store(&env)?;

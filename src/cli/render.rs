@@ -386,3 +386,58 @@ pub(super) fn batches(as_json: bool, rows: &[BatchRow]) {
         );
     }
 }
+
+pub(super) fn status(
+    as_json: bool,
+    feeds: &[crate::daemon::status::FeedStatus],
+    counts: &OutboxCounts,
+    leases: &[crate::store::lease::Holder],
+) {
+    if as_json {
+        print_json(&json!({ "feeds": feeds, "outbox": counts, "leases": leases }));
+        return;
+    }
+    let late = feeds.iter().filter(|f| f.late_since.is_some()).count();
+    let held: u64 = feeds.iter().map(|f| f.held).sum();
+    println!(
+        "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
+        "FEED", "MODE", "NEXT RUN (LONDON)", "LAST ARRIVAL", "LAST", "NOTE"
+    );
+    for f in feeds {
+        let mut note = Vec::new();
+        if let Some(since) = &f.late_since {
+            note.push(format!(
+                "LATE: nothing by {} (deadline {since})",
+                f.expected_by.as_deref().unwrap_or("?")
+            ));
+        }
+        if f.held > 0 {
+            note.push(format!("{} held batch(es): see `batches list`", f.held));
+        }
+        if let Some(r) = &f.running {
+            note.push(format!("being read by {r}"));
+        }
+        println!(
+            "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
+            format!("{}/{}", f.council, f.feed),
+            f.mode,
+            f.next_run_london.as_deref().unwrap_or("-"),
+            f.last_arrival
+                .as_deref()
+                .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
+                .unwrap_or_else(|| "never".into()),
+            f.last_status.as_deref().unwrap_or("-"),
+            note.join("; ")
+        );
+    }
+    println!(
+        "outbox: {} pending, {} held, {} sent, {} failed, {} staged (batches being read)",
+        counts.pending, counts.held, counts.sent, counts.failed, counts.staged
+    );
+    for l in leases {
+        println!("lease {}: held by {l}", l.name);
+    }
+    if late > 0 || held > 0 {
+        println!("attention: {late} late feed(s), {held} held batch(es)");
+    }
+}

@@ -154,7 +154,9 @@ pub async fn flush(
             },
         };
         let messages: Vec<_> = page.iter().map(|m| &m.message).collect();
+        let started = std::time::Instant::now();
         let outcomes = p.publish(&messages).await;
+        let took = started.elapsed().as_secs_f64();
         let mut sent = Vec::new();
         let mut retry_later = Vec::new();
         let mut broken = None;
@@ -182,6 +184,7 @@ pub async fn flush(
             }
         }
         store.mark_sent(&sent)?;
+        crate::metrics::published(sent.len() as u64, took);
         report.published += sent.len() as u64;
         if let Some(reason) = &broken {
             store.mark_attempt_failed(&retry_later, reason)?;

@@ -74,6 +74,15 @@ const MIGRATIONS: &[&str] = &[
         acquired_at TEXT NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 3: what the daemon remembers per scheduled feed.
+    "CREATE TABLE feed_schedule (
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        since TEXT NOT NULL,
+        last_fire TEXT,
+        alerted_for TEXT,
+        PRIMARY KEY (council, feed)
+    );",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

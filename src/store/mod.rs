@@ -6,6 +6,7 @@
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline.
 
+mod feeds;
 pub mod lease;
 mod migrations;
 
@@ -16,6 +17,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use crate::canonical::envelope::OutboundMessage;
+
+pub use feeds::{DeadLetter, FeedActivity, ScheduleState};
 
 /// The store cannot be used.
 #[derive(Debug, thiserror::Error)]
