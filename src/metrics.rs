@@ -41,7 +41,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(PUBLISH_SECONDS.into()),
-            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
         )
         .map_err(|e| e.to_string())?
         .build_recorder();
@@ -54,7 +56,15 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// One file taken by a feed: its status and record counts.
 pub fn file_taken(council: &str, feed: &str, status: &str, valid: u64, rejected: u64) {
     let labels = [("council", council.to_string()), ("feed", feed.to_string())];
-    ::metrics::counter!(FILES, &[("council", council.to_string()), ("feed", feed.to_string()), ("status", status.to_string())]).increment(1);
+    ::metrics::counter!(
+        FILES,
+        &[
+            ("council", council.to_string()),
+            ("feed", feed.to_string()),
+            ("status", status.to_string())
+        ]
+    )
+    .increment(1);
     let with = |outcome: &str| {
         let mut l = labels.to_vec();
         l.push(("outcome", outcome.to_string()));
@@ -66,7 +76,15 @@ pub fn file_taken(council: &str, feed: &str, status: &str, valid: u64, rejected:
 
 /// A run of a feed started by the daemon.
 pub fn run_started(council: &str, feed: &str, trigger: &str) {
-    ::metrics::counter!(RUNS, &[("council", council.to_string()), ("feed", feed.to_string()), ("trigger", trigger.to_string())]).increment(1);
+    ::metrics::counter!(
+        RUNS,
+        &[
+            ("council", council.to_string()),
+            ("feed", feed.to_string()),
+            ("trigger", trigger.to_string())
+        ]
+    )
+    .increment(1);
 }
 
 /// A page of `n` messages confirmed by the broker `seconds` after it was published.
@@ -88,7 +106,13 @@ pub fn outbox(state: &str, n: u64) {
 }
 
 /// A feed's held batches, last success and lateness, as read from the store.
-pub fn feed(council: &str, feed: &str, held: u64, last_success: Option<i64>, lateness_seconds: f64) {
+pub fn feed(
+    council: &str,
+    feed: &str,
+    held: u64,
+    last_success: Option<i64>,
+    lateness_seconds: f64,
+) {
     let labels = [("council", council.to_string()), ("feed", feed.to_string())];
     ::metrics::gauge!(HELD_BATCHES, &labels).set(held as f64);
     if let Some(t) = last_success {

@@ -204,7 +204,11 @@ mod tests {
         // 01:30 London does not exist on 29 March 2026.
         let s = Schedule::parse("30 1 * * *").unwrap();
         let next = s.next_after(utc("2026-03-28T12:00:00Z")).unwrap();
-        assert_eq!(next, utc("2026-03-29T01:00:00Z"), "02:00 BST, straight after the gap");
+        assert_eq!(
+            next,
+            utc("2026-03-29T01:00:00Z"),
+            "02:00 BST, straight after the gap"
+        );
         assert_eq!(s.next_after(next), Some(utc("2026-03-30T00:30:00Z")));
     }
 
@@ -265,7 +269,10 @@ mod tests {
             Some(utc("2026-07-10T06:00:00Z"))
         );
         assert_eq!(
-            e.late(Some(utc("2026-07-10T01:40:00Z")), utc("2026-07-10T08:00:00Z")),
+            e.late(
+                Some(utc("2026-07-10T01:40:00Z")),
+                utc("2026-07-10T08:00:00Z")
+            ),
             None
         );
         // Winter: 07:00 GMT = 07:00 UTC.

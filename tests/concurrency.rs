@@ -7,65 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Consumer, Sandbox, broker_url};
-
-/// Rows per generated payroll file.
-const ROWS: usize = 5_000;
-
-/// Writes `files` Northshire payroll exports of `ROWS` rows each (Windows-1252, title row,
-/// trailer with count and gross total), with employee numbers unique across all files from
-/// `first`. Returns the number of detail rows written.
-fn write_payroll(dir: &Path, tag: &str, first: usize, files: usize) -> usize {
-    let sample = std::fs::read(
-        common::repo().join("mappings/northshire/samples/payroll/payroll_202610.csv"),
-    )
-    .unwrap();
-    let lines: Vec<&[u8]> = sample.split(|b| *b == b'\n').collect();
-    let (title, header, row) = (lines[0], lines[1], lines[2]);
-    // The template row starts with employee number 010401 and has gross "£3,912.50".
-    assert!(row.starts_with(b"010401,"));
-    let rest = &row[6..];
-    for f in 0..files {
-        let mut out = Vec::with_capacity(ROWS * row.len() + 200);
-        out.extend_from_slice(title);
-        out.push(b'\n');
-        out.extend_from_slice(header);
-        out.push(b'\n');
-        for i in 0..ROWS {
-            out.extend_from_slice(format!("{:06}", first + f * ROWS + i).as_bytes());
-            out.extend_from_slice(rest);
-            out.push(b'\n');
-        }
-        let total_pence = 391_250u64 * ROWS as u64;
-        let pounds = total_pence / 100;
-        let mut grouped = String::new();
-        for (i, ch) in pounds.to_string().chars().enumerate() {
-            let left = pounds.to_string().len() - i;
-            if i > 0 && left % 3 == 0 {
-                grouped.push(',');
-            }
-            grouped.push(ch);
-        }
-        out.extend_from_slice(format!("TRAILER,{ROWS},\"").as_bytes());
-        out.push(0xA3); // the pound sign in Windows-1252
-        out.extend_from_slice(format!("{grouped}.{:02}\"\r\n", total_pence % 100).as_bytes());
-        std::fs::write(dir.join(format!("payroll_{tag}_{f}.csv")), out).unwrap();
-    }
-    files * ROWS
-}
-
-/// A sandbox whose Northshire payroll folder holds only generated files.
-fn sandbox_with_payroll() -> Sandbox {
-    let sandbox = Sandbox::new();
-    let dir = sandbox.path("mappings/northshire/samples/payroll");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&dir).unwrap();
-    sandbox
-}
+use common::{Consumer, Sandbox, broker_url, sandbox_with_payroll, write_payroll};
 
 fn spawn(sandbox: &Sandbox, url: Option<&str>, args: &[&str]) -> Child {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("council-bridge"));

@@ -31,7 +31,13 @@ pub struct Delivered {
 impl Delivered {
     /// Tells the broker the message is kept (call after the store committed it).
     pub async fn ack(self, limit: Duration) -> Result<(), AmqpError> {
-        timed(limit, "basic.ack (dead letter)", self.acker.ack(BasicAckOptions::default())).await.map(|_| ())
+        timed(
+            limit,
+            "basic.ack (dead letter)",
+            self.acker.ack(BasicAckOptions::default()),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
@@ -41,21 +47,32 @@ impl DeadLetterConsumer {
         let props = ConnectionProperties::default().with_connection_name(LongString::from(
             format!("{} (dead letters)", config.connection_name).as_str(),
         ));
-        let connection = match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(AmqpError::Connect { url: config.redacted_url(), message: e.to_string() });
-            }
-            Err(_) => {
-                return Err(AmqpError::Connect {
-                    url: config.redacted_url(),
-                    message: format!("no answer within {}s", config.timeout.as_secs()),
-                });
-            }
-        };
+        let connection =
+            match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(AmqpError::Connect {
+                        url: config.redacted_url(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(AmqpError::Connect {
+                        url: config.redacted_url(),
+                        message: format!("no answer within {}s", config.timeout.as_secs()),
+                    });
+                }
+            };
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
         declare_topology(&channel, config).await?;
-        timed(config.timeout, "basic.qos", channel.basic_qos(100, BasicQosOptions::default())).await?;
+        timed(
+            config.timeout,
+            "basic.qos",
+            channel.basic_qos(100, BasicQosOptions::default()),
+        )
+        .await?;
         let consumer = timed(
             config.timeout,
             "basic.consume (dead letters)",
@@ -67,7 +84,12 @@ impl DeadLetterConsumer {
             ),
         )
         .await?;
-        Ok(Self { connection, _channel: channel, consumer, timeout: config.timeout })
+        Ok(Self {
+            connection,
+            _channel: channel,
+            consumer,
+            timeout: config.timeout,
+        })
     }
 
     /// The next dead letter, or `None` when nothing came within `wait`. An error means the
@@ -84,7 +106,12 @@ impl DeadLetterConsumer {
                 message: e.to_string(),
             }),
             Ok(Some(Ok(d))) => {
-                let headers = d.properties.headers().as_ref().map(table_to_json).unwrap_or_default();
+                let headers = d
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(table_to_json)
+                    .unwrap_or_default();
                 let reason = death_reason(headers.get("x-death"));
                 let mut kept = headers.clone();
                 kept.remove("x-death");
@@ -98,17 +125,29 @@ impl DeadLetterConsumer {
                     routing_key: d.routing_key.to_string(),
                     headers: kept,
                     body: d.data.clone(),
-                    correlation_id: d.properties.correlation_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                    correlation_id: d
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
                     reason,
                 };
-                Ok(Some(Delivered { letter, acker: d.acker }))
+                Ok(Some(Delivered {
+                    letter,
+                    acker: d.acker,
+                }))
             }
         }
     }
 
     /// Closes the connection (best effort).
     pub async fn close(self) {
-        let _ = tokio::time::timeout(self.timeout.min(Duration::from_secs(5)), self.connection.close(200, ShortString::from("bye"))).await;
+        let _ = tokio::time::timeout(
+            self.timeout.min(Duration::from_secs(5)),
+            self.connection.close(200, ShortString::from("bye")),
+        )
+        .await;
     }
 }
 
@@ -134,7 +173,10 @@ fn value_to_json(v: &AMQPValue) -> Value {
 }
 
 fn table_to_json(t: &FieldTable) -> Map<String, Value> {
-    t.inner().iter().map(|(k, v)| (k.to_string(), value_to_json(v))).collect()
+    t.inner()
+        .iter()
+        .map(|(k, v)| (k.to_string(), value_to_json(v)))
+        .collect()
 }
 
 /// "rejected from queue platform.payroll (1 time)" from the newest `x-death` entry.
@@ -142,8 +184,14 @@ fn death_reason(x_death: Option<&Value>) -> String {
     let Some(first) = x_death.and_then(Value::as_array).and_then(|a| a.first()) else {
         return "dead-lettered (no x-death header)".into();
     };
-    let reason = first.get("reason").and_then(Value::as_str).unwrap_or("unknown");
+    let reason = first
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
     let queue = first.get("queue").and_then(Value::as_str).unwrap_or("?");
     let count = first.get("count").and_then(Value::as_i64).unwrap_or(1);
-    format!("{reason} by queue {queue} ({count} time{})", if count == 1 { "" } else { "s" })
+    format!(
+        "{reason} by queue {queue} ({count} time{})",
+        if count == 1 { "" } else { "s" }
+    )
 }

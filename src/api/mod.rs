@@ -77,9 +77,12 @@ pub async fn serve(
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 async fn health() -> impl IntoResponse {
@@ -93,7 +96,11 @@ async fn ready(State(s): State<ApiState>) -> Response {
         .unwrap_or(false);
     let (broker, broker_ok) = s.broker.describe();
     let ok = store_ok && broker_ok;
-    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         code,
         axum::Json(json!({
@@ -109,7 +116,10 @@ async fn metrics(State(s): State<ApiState>) -> Response {
     let refresh = s.refresh.clone();
     let _ = tokio::task::spawn_blocking(move || refresh()).await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()

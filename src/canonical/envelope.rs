@@ -210,7 +210,10 @@ pub fn alert_message(
         "cloudEvents:type".into(),
         json!(format!("uk.gov.council.ops.feed.{kind}.v1")),
     );
-    headers.insert("cloudEvents:subject".into(), json!(format!("{council}/{feed}")));
+    headers.insert(
+        "cloudEvents:subject".into(),
+        json!(format!("{council}/{feed}")),
+    );
     headers.insert(
         "cloudEvents:time".into(),
         json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

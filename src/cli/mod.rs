@@ -498,7 +498,8 @@ async fn execute(cli: &Cli) -> Result<u8> {
         }
         Command::Status => {
             let store = open_store(&env)?;
-            let feeds = crate::daemon::status::feed_statuses(&env.config, &store, chrono::Utc::now())?;
+            let feeds =
+                crate::daemon::status::feed_statuses(&env.config, &store, chrono::Utc::now())?;
             render::status(cli.json, &feeds, &store.outbox_counts()?, &store.leases()?);
             Ok(0)
         }

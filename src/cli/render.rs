@@ -188,7 +188,7 @@ pub(super) fn failures(as_json: bool, rows: &[FailureRow]) {
         let masked: Vec<Value> = rows
             .iter()
             .map(|f| json!({"id": f.id, "council": f.council, "feed": f.feed, "stage": f.stage, "file": f.file_name,
-                "line": f.line, "row": f.row, "errors": errors_summary(&f.errors), "status": f.status, "created_at": f.created_at}))
+                "line": f.line, "row": f.row, "errors": errors_summary(&f.errors), "message_id": f.message_id, "status": f.status, "created_at": f.created_at}))
             .collect();
         print_json(&masked);
         return;

@@ -125,7 +125,10 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
             _ = term.recv() => "SIGTERM",
             _ = tokio::signal::ctrl_c() => "SIGINT",
         };
-        tracing::info!(signal = which, "stopping: finishing the confirms in flight; a file being read is abandoned and read again next time");
+        tracing::info!(
+            signal = which,
+            "stopping: finishing the confirms in flight; a file being read is abandoned and read again next time"
+        );
         pipeline::request_stop();
         let _ = stop_on_signal.send(true);
     });
@@ -212,7 +215,10 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
         while let Some(done) = jobs.try_join_next() {
             match done {
                 Ok((key, trigger, taken, clean)) => {
-                    running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
                     if let (Trigger::Schedule(fire), true) = (trigger, clean) {
                         s.store.set_last_fire(&key.0, &key.1, &fire.to_rfc3339())?;
                         if let Some(m) = schedule_memory.get_mut(&key) {
@@ -238,7 +244,11 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
         }
         for (council, feed) in &feeds {
             let key = (council.clone(), feed.id.clone());
-            if running.lock().unwrap_or_else(|p| p.into_inner()).contains(&key) {
+            if running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+            {
                 continue;
             }
             let mut trigger = None;
@@ -401,7 +411,11 @@ async fn publish_loop(
                 attempt = 0;
                 pause = first;
                 if r.published > 0 {
-                    tracing::info!(published = r.published, still_pending = r.still_pending, "published");
+                    tracing::info!(
+                        published = r.published,
+                        still_pending = r.still_pending,
+                        "published"
+                    );
                 }
             }
             Ok(r) if r.published_by.is_some() => {
@@ -414,8 +428,13 @@ async fn publish_loop(
                 }
                 state.down();
                 attempt += 1;
-                tracing::warn!(attempt, error = r.error.as_deref().unwrap_or(""), pending = r.still_pending,
-                    next_try_in_secs = pause.as_secs_f64(), "broker unavailable; messages wait in the outbox");
+                tracing::warn!(
+                    attempt,
+                    error = r.error.as_deref().unwrap_or(""),
+                    pending = r.still_pending,
+                    next_try_in_secs = pause.as_secs_f64(),
+                    "broker unavailable; messages wait in the outbox"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = stop.wait_for(|s| *s) => break,
