@@ -48,7 +48,7 @@ pub enum PipelineError {
 }
 
 /// What happened to one file.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileReport {
     /// File name.
     pub file: String,
@@ -112,7 +112,7 @@ impl FileReport {
 }
 
 /// What happened to one feed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FeedReport {
     /// Council id.
     pub council: String,

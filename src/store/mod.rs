@@ -184,7 +184,7 @@ pub struct ChunkOutcome {
 }
 
 /// Counts of outbox rows by state.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct OutboxCounts {
     /// Waiting to be published.
     pub pending: u64,
