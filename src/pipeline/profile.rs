@@ -161,9 +161,11 @@ fn class(shape: &str) -> &str {
 }
 
 /// What changed between the last accepted batch's profile and this one's, in words an officer
-/// can check against the file. Empty when nothing changed. `ordered`: whether column order
-/// means anything (tabular files; not XML/JSON).
-pub fn drift(before: &Value, now: &Value, ordered: bool) -> Vec<String> {
+/// can check against the file. Empty when nothing changed. `tabular`: a file with one header
+/// (CSV, fixed-width, spreadsheet), whose column set and order are compared; in XML and JSON
+/// an optional element absent from one file is normal, so only the value shapes of the
+/// columns both files have are compared.
+pub fn drift(before: &Value, now: &Value, tabular: bool) -> Vec<String> {
     let names = |v: &Value| -> Vec<String> {
         v["columns"]
             .as_array()
@@ -178,19 +180,19 @@ pub fn drift(before: &Value, now: &Value, ordered: bool) -> Vec<String> {
     let mut changes = Vec::new();
     let missing: Vec<&String> = old.iter().filter(|c| !new.contains(c)).collect();
     let added: Vec<&String> = new.iter().filter(|c| !old.contains(c)).collect();
-    if !missing.is_empty() {
+    if tabular && !missing.is_empty() {
         changes.push(format!(
             "column(s) no longer present: {}",
             quoted(missing.iter().map(|s| s.as_str()))
         ));
     }
-    if !added.is_empty() {
+    if tabular && !added.is_empty() {
         changes.push(format!(
             "new column(s): {}",
             quoted(added.iter().map(|s| s.as_str()))
         ));
     }
-    if ordered {
+    if tabular {
         let common_old: Vec<&String> = old.iter().filter(|c| new.contains(c)).collect();
         let common_new: Vec<&String> = new.iter().filter(|c| old.contains(c)).collect();
         if common_old != common_new {
