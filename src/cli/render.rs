@@ -324,7 +324,11 @@ pub(super) fn batches(as_json: bool, rows: &[BatchRow]) {
             .cloned()
             .unwrap_or_default();
         for reason in reasons.iter().filter_map(Value::as_str) {
-            let label = if b.status == "held" { "held" } else { "was held" };
+            let label = if b.status == "held" {
+                "held"
+            } else {
+                "was held"
+            };
             println!("    {label}: {reason}");
         }
     }

@@ -118,8 +118,8 @@ impl<'a> Delta<'a> {
             &hash,
             self.base.as_deref(),
         );
-        let mut m = envelope::record_message(self.entity, action, key, body, provenance, now)
-            .with_id(id);
+        let mut m =
+            envelope::record_message(self.entity, action, key, body, provenance, now).with_id(id);
         if let Some(p) = previous {
             m = m.with_header("x-previous-content-sha256", json!(p));
         }

@@ -673,32 +673,30 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
 
 /// Adds each integer `_pence` field of `body` (dotted paths; arrays as `field[]`) to `totals`.
 fn add_pence(totals: &mut BTreeMap<String, i64>, prefix: &str, body: &Value) {
-    match body {
-        Value::Object(m) => {
-            for (k, v) in m {
-                let path = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                match v {
-                    Value::Number(n) if k.ends_with("_pence") => {
-                        if let Some(n) = n.as_i64() {
-                            let t = totals.entry(path).or_default();
-                            *t = t.saturating_add(n);
-                        }
-                    }
-                    Value::Object(_) => add_pence(totals, &path, v),
-                    Value::Array(items) => {
-                        for item in items {
-                            add_pence(totals, &format!("{path}[]"), item);
-                        }
-                    }
-                    _ => {}
+    let Value::Object(m) = body else {
+        return;
+    };
+    for (k, v) in m {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Number(n) if k.ends_with("_pence") => {
+                if let Some(n) = n.as_i64() {
+                    let t = totals.entry(path).or_default();
+                    *t = t.saturating_add(n);
                 }
             }
+            Value::Object(_) => add_pence(totals, &path, v),
+            Value::Array(items) => {
+                for item in items {
+                    add_pence(totals, &format!("{path}[]"), item);
+                }
+            }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -93,7 +93,11 @@ impl Counts {
         if numbers + self.date + self.text == 0 {
             "empty"
         } else if numbers >= self.date && numbers >= self.text {
-            if self.decimal > 0 { "decimal" } else { "integer" }
+            if self.decimal > 0 {
+                "decimal"
+            } else {
+                "integer"
+            }
         } else if self.date >= self.text {
             "date"
         } else {
@@ -211,7 +215,9 @@ pub fn drift(before: &Value, now: &Value, tabular: bool) -> Vec<String> {
         if was == "empty" || class(was) == class(is) {
             continue;
         }
-        changes.push(format!("column \"{col}\" values changed shape: was {was}, now {is}"));
+        changes.push(format!(
+            "column \"{col}\" values changed shape: was {was}, now {is}"
+        ));
     }
     changes
 }

@@ -71,20 +71,22 @@ pub fn process_with(
                 files: Vec::new(),
                 error: None,
             };
-            if let Err(e) = process_feed(registry, store, &c.id, f, options.force, &mut report.files)
+            if let Err(e) =
+                process_feed(registry, store, &c.id, f, options.force, &mut report.files)
             {
                 tracing::error!(council = %c.id, feed = %f.id, error = %e, "feed could not be processed");
                 report.error = Some(e.to_string());
             }
-            let outcome = if report.error.is_some() || report.files.iter().any(|f| f.status == "failed") {
-                "failed"
-            } else if report.files.iter().any(|f| f.status == "held") {
-                "held"
-            } else if report.files.iter().any(|f| f.status == "processed") {
-                "ok"
-            } else {
-                "idle"
-            };
+            let outcome =
+                if report.error.is_some() || report.files.iter().any(|f| f.status == "failed") {
+                    "failed"
+                } else if report.files.iter().any(|f| f.status == "held") {
+                    "held"
+                } else if report.files.iter().any(|f| f.status == "processed") {
+                    "ok"
+                } else {
+                    "idle"
+                };
             let id = uuid::Uuid::new_v4().to_string();
             let json = serde_json::to_value(&report).unwrap_or_default();
             let run = NewRun {

@@ -109,6 +109,8 @@ impl Store {
             c.query_row(&format!("{RUN_SELECT} WHERE id = ?1"), params![id], run_row)
                 .optional()
         })?
-        .ok_or_else(|| StoreError::NotFound(format!("no run {id} (see `council-bridge runs list`)")))
+        .ok_or_else(|| {
+            StoreError::NotFound(format!("no run {id} (see `council-bridge runs list`)"))
+        })
     }
 }
