@@ -769,3 +769,89 @@ fn drift_warn_publishes_and_names_the_change() {
     assert!(text.contains("drift: column order changed"), "{text}");
     assert!(!text.contains("HELD"), "{text}");
 }
+
+#[test]
+fn a_held_snapshot_overtaken_by_a_newer_accepted_one_cannot_be_released() {
+    let sandbox = sandbox("    mode: snapshot\n");
+    drop_file(&sandbox, "a_20261101.csv", &Rows::sample());
+    assert_eq!(run(&sandbox, false).0, 0);
+    drop_file(
+        &sandbox,
+        "a_20261102.csv",
+        &Rows::sample().remove("E100231-1").remove("E100233-1"),
+    );
+    assert_eq!(run(&sandbox, false).0, 4);
+    let held = batches(&sandbox)[0]["id"].as_str().unwrap().to_string();
+    // The next night's full export is accepted and advances the state.
+    drop_file(
+        &sandbox,
+        "a_20261103.csv",
+        &Rows::sample().set("E100231-1", "Grade", "G11"),
+    );
+    let (code, text) = run(&sandbox, false);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("delta: created 0, updated 1, deleted 0, unchanged 5"),
+        "{text}"
+    );
+    let out = sandbox
+        .cli(None)
+        .args(["batches", "release", &held, "--reason", "looked fine"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a snapshot compared with an older state of its feed"),
+        "{err}"
+    );
+    assert!(err.contains("discard it"), "{err}");
+    assert_eq!(state_size(&sandbox), 6);
+    assert_eq!(
+        sandbox.json(&["outbox", "status"])["held"],
+        3,
+        "2 deletions + manifest stay held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifest_carries_money_control_totals_that_match_the_records_published() {
+    let sandbox = Sandbox::new();
+    let mut consumer = Consumer::bind(&sandbox).await;
+    let out = sandbox
+        .cli(Some(&broker_url()))
+        .args([
+            "run",
+            "--council",
+            "northshire",
+            "--feed",
+            "supplier-payments",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let got = consumer.drain(IDLE, 100).await;
+    let records: Vec<&Received> = got
+        .iter()
+        .filter(|m| m.routing_key == "finance.supplier_payment.upserted.northshire")
+        .collect();
+    assert_eq!(records.len(), 10);
+    let manifest = &got
+        .iter()
+        .find(|m| m.routing_key == "finance.batch.completed.northshire")
+        .unwrap()
+        .body;
+    for field in ["amount_pence", "net_pence", "vat_pence"] {
+        let sum: i64 = records.iter().filter_map(|m| m.body[field].as_i64()).sum();
+        assert_eq!(manifest["money_totals"][field], sum, "{field}");
+    }
+    assert_eq!(manifest["money_totals"]["amount_pence"], 14203216);
+    let sha = council_bridge::sources::describe(
+        &sandbox.path("mappings/northshire/samples/ap/supplier_payments_2026-11.csv"),
+    )
+    .unwrap()
+    .sha256;
+    assert_eq!(manifest["file_sha256"], sha);
+    assert_eq!(manifest["counts"]["valid"], 10);
+    consumer.cleanup().await;
+}
