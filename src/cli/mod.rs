@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 done; 1 a feed or command could not be carried out; 2 usage; 3 messages are
 //! waiting in the outbox because the configured broker could not be reached; 4 a batch was held
-//! (control totals did not match).
+//! (control totals, reject threshold, drift or mass delete; docs/operations.md).
 
 mod render;
 mod toolkit;
