@@ -855,3 +855,42 @@ async fn the_manifest_carries_money_control_totals_that_match_the_records_publis
     assert_eq!(manifest["counts"]["valid"], 10);
     consumer.cleanup().await;
 }
+
+#[test]
+fn a_snapshot_with_rejected_rows_deletes_nothing_and_its_rows_are_not_replayed_one_by_one() {
+    let sandbox = sandbox("    mode: snapshot\n    max_delete_percent: 50\n");
+    drop_file(&sandbox, "a_20261101.csv", &Rows::sample());
+    assert_eq!(run(&sandbox, false).0, 0);
+    // E100231-1 left; E100233-1's row is unreadable (an unknown status code).
+    drop_file(
+        &sandbox,
+        "a_20261102.csv",
+        &Rows::sample()
+            .remove("E100231-1")
+            .set("E100233-1", "Status", "X")
+            .set("E100235-1", "Grade", "G5"),
+    );
+    let (code, text) = run(&sandbox, false);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("delta: created 0, updated 1, deleted 0, unchanged 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 record(s) absent from the snapshot not deleted: rows were rejected"),
+        "{text}"
+    );
+    assert_eq!(state_size(&sandbox), 6);
+    let failure = sandbox.failures()[0]["id"].as_i64().unwrap().to_string();
+    let out = sandbox
+        .cli(None)
+        .args(["failures", "replay", &failure])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("rows of a snapshot are not replayed one by one"),
+        "{}",
+        stdout(&out)
+    );
+}
