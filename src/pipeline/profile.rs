@@ -114,11 +114,13 @@ pub struct Profile {
     counts: Vec<Counts>,
     last_header: Option<std::sync::Arc<crate::formats::Header>>,
     map: Vec<usize>,
+    records: u64,
 }
 
 impl Profile {
     /// Adds one record (good or rejected).
     pub fn record(&mut self, rec: &SourceRecord) {
+        self.records += 1;
         let same = self
             .last_header
             .as_ref()
@@ -145,7 +147,8 @@ impl Profile {
         }
     }
 
-    /// `{"columns": [...], "shapes": {column: shape}}` for the batch summary.
+    /// `{"records": n, "columns": [...], "shapes": {column: shape}, "filled": {column: share
+    /// of records with a value}}` for the batch summary.
     pub fn to_json(&self) -> Value {
         let shapes: serde_json::Map<String, Value> = self
             .columns
@@ -153,7 +156,20 @@ impl Profile {
             .zip(&self.counts)
             .map(|(c, n)| (c.clone(), json!(n.dominant())))
             .collect();
-        json!({ "columns": self.columns, "shapes": shapes })
+        let filled: serde_json::Map<String, Value> = self
+            .columns
+            .iter()
+            .zip(&self.counts)
+            .map(|(c, n)| {
+                let share = if self.records == 0 {
+                    0.0
+                } else {
+                    (self.records.saturating_sub(n.empty)) as f64 / self.records as f64
+                };
+                (c.clone(), json!((share * 1000.0).round() / 1000.0))
+            })
+            .collect();
+        json!({ "records": self.records, "columns": self.columns, "shapes": shapes, "filled": filled })
     }
 }
 
@@ -207,12 +223,16 @@ pub fn drift(before: &Value, now: &Value, tabular: bool) -> Vec<String> {
             ));
         }
     }
-    for col in new.iter().filter(|c| old.contains(c)) {
+    // A file with no records says nothing about value shapes.
+    let records = now["records"].as_u64().unwrap_or(1);
+    for col in new.iter().filter(|c| old.contains(c) && records > 0) {
         let was = before["shapes"][col.as_str()].as_str().unwrap_or("empty");
         let is = now["shapes"][col.as_str()].as_str().unwrap_or("empty");
         // A column that had no values before and has some now is not drift (a first leaver's
-        // end date); one that had values and has none now is.
-        if was == "empty" || class(was) == class(is) {
+        // end date); one that had values in most records and has none now is (a column the
+        // export stopped filling), one that was mostly empty anyway is not.
+        let mostly_filled = before["filled"][col.as_str()].as_f64().unwrap_or(1.0) >= 0.5;
+        if was == "empty" || class(was) == class(is) || (is == "empty" && !mostly_filled) {
             continue;
         }
         changes.push(format!(
@@ -248,16 +268,31 @@ mod tests {
 
     #[test]
     fn drift_names_each_change() {
-        let before = json!({"columns": ["A", "B", "C", "D"], "shapes": {"A": "text", "B": "date", "C": "integer", "D": "empty"}});
-        let now = json!({"columns": ["B", "A", "C", "D", "E"], "shapes": {"A": "text", "B": "text", "C": "decimal", "D": "date", "E": "text"}});
+        let before = json!({"records": 4, "columns": ["A", "B", "C", "D", "F", "G"],
+            "shapes": {"A": "text", "B": "date", "C": "integer", "D": "empty", "F": "date", "G": "integer"},
+            "filled": {"A": 1.0, "B": 1.0, "C": 1.0, "D": 0.0, "F": 0.25, "G": 0.75}});
+        let now = json!({"records": 3, "columns": ["B", "A", "C", "D", "F", "G", "E"],
+            "shapes": {"A": "text", "B": "text", "C": "decimal", "D": "date", "F": "empty", "G": "empty", "E": "text"}});
         assert_eq!(
             drift(&before, &now, true),
             [
                 "new column(s): \"E\"",
-                "column order changed: was \"A\", \"B\", \"C\", \"D\", now \"B\", \"A\", \"C\", \"D\"",
+                "column order changed: was \"A\", \"B\", \"C\", \"D\", \"F\", \"G\", now \"B\", \"A\", \"C\", \"D\", \"F\", \"G\"",
                 "column \"B\" values changed shape: was date, now text",
+                "column \"G\" values changed shape: was integer, now empty",
             ]
         );
         assert!(drift(&before, &before, true).is_empty());
+        // XML and JSON: only the shapes of the columns both have.
+        assert_eq!(
+            drift(&before, &now, false),
+            [
+                "column \"B\" values changed shape: was date, now text",
+                "column \"G\" values changed shape: was integer, now empty",
+            ]
+        );
+        // No records: nothing to say about shapes.
+        let empty = json!({"records": 0, "columns": ["A", "B", "C", "D", "F", "G"], "shapes": {}});
+        assert!(drift(&before, &empty, true).is_empty());
     }
 }
