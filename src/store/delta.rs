@@ -75,11 +75,20 @@ impl Store {
         base: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            // Changes left by readings of this feed that failed or never finished: they were
+            // never going to be applied.
+            tx.execute(
+                "DELETE FROM snapshot_changes WHERE batch_id IN (SELECT s.batch_id FROM snapshot_batches s
+                 JOIN batches b ON b.id = s.batch_id WHERE s.council = ?1 AND s.feed = ?2
+                 AND b.status IN ('failed', 'abandoned'))",
+                params![council, feed],
+            )?;
+            tx.execute(
                 "INSERT INTO snapshot_batches (batch_id, council, feed, base_batch_id) VALUES (?1, ?2, ?3, ?4)",
                 params![batch_id, council, feed, base],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()
         })
     }
 
