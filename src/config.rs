@@ -178,6 +178,72 @@ struct FeedFile {
     /// Time of day (London, `HH:MM`) by which a file must have arrived, else an alert.
     #[serde(default)]
     expected_by: Option<String>,
+    #[serde(default)]
+    mode: FeedMode,
+    #[serde(default = "default_max_delete")]
+    max_delete_percent: f64,
+    #[serde(default)]
+    reject_threshold_percent: Option<f64>,
+    #[serde(default)]
+    drift: DriftPolicy,
+}
+
+/// How a feed's files are read: each row an event (today's behaviour), or each file a full
+/// snapshot compared with the feed's last accepted state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedMode {
+    /// Every valid row is published with the mapping's action.
+    #[default]
+    Events,
+    /// The file is the whole population: only created / updated / deleted records are
+    /// published (delta mode).
+    Snapshot,
+}
+
+/// What to do when a file's shape differs from the feed's last accepted batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftPolicy {
+    /// Hold the batch for an operator (the default: an unattended feed should not publish
+    /// data whose layout changed without anyone noticing).
+    #[default]
+    Hold,
+    /// Publish, and name the change in the batch summary and the log.
+    Warn,
+    /// Do not compare.
+    Off,
+}
+
+/// Per-feed batch policies (keys of a feed in council.yaml).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedPolicy {
+    /// `mode`: `events` (default) or `snapshot` (delta mode).
+    pub mode: FeedMode,
+    /// `max_delete_percent`: snapshot feeds hold a snapshot that would delete more than this
+    /// share of the state (default 10).
+    pub max_delete_percent: f64,
+    /// `reject_threshold_percent`: hold a batch with more than this share of rejected rows
+    /// (default: none, never held for that).
+    pub reject_threshold_percent: Option<f64>,
+    /// `drift`: header set, column order or value shapes changed against the last accepted
+    /// batch (default hold).
+    pub drift: DriftPolicy,
+}
+
+impl Default for FeedPolicy {
+    fn default() -> Self {
+        Self {
+            mode: FeedMode::Events,
+            max_delete_percent: default_max_delete(),
+            reject_threshold_percent: None,
+            drift: DriftPolicy::Hold,
+        }
+    }
+}
+
+fn default_max_delete() -> f64 {
+    10.0
 }
 
 fn default_settle() -> u64 {
@@ -407,6 +473,8 @@ pub struct Feed {
     pub watch: bool,
     /// By when a file must have arrived each day.
     pub expected_by: Option<crate::schedule::ExpectedBy>,
+    /// Delta mode and batch policies.
+    pub policy: FeedPolicy,
 }
 
 /// One partner council.
@@ -520,6 +588,21 @@ impl Config {
                         .transpose()
                         .map_err(|e| invalid(format!("`expected_by`: {e}")))?;
                     let watch = f.watch.unwrap_or(schedule.is_none());
+                    for (key, value) in [
+                        ("max_delete_percent", Some(f.max_delete_percent)),
+                        ("reject_threshold_percent", f.reject_threshold_percent),
+                    ] {
+                        if let Some(v) = value
+                            && !(0.0..=100.0).contains(&v)
+                        {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}`: `{key}` is a percentage from 0 to 100, not {v}"
+                                ),
+                            });
+                        }
+                    }
                     Ok(Feed {
                         schedule,
                         watch,
@@ -535,6 +618,12 @@ impl Config {
                         },
                         input,
                         http: f.http,
+                        policy: FeedPolicy {
+                            mode: f.mode,
+                            max_delete_percent: f.max_delete_percent,
+                            reject_threshold_percent: f.reject_threshold_percent,
+                            drift: f.drift,
+                        },
                     })
                 })
                 .collect::<Result<_, _>>()?;

@@ -84,6 +84,43 @@ pub fn message_id(council: &str, entity: &str, key: &str, content_hash: &str) ->
     Uuid::new_v5(&namespace(), name.as_bytes()).to_string()
 }
 
+/// The message id of a delta-mode message: a change of one record from one state of its feed
+/// (`base`: the batch that last advanced the state). Reading the same snapshot against the same
+/// state gives the same id (a rerun is safe); a record deleted and later created again, or
+/// changed back to an earlier content, gets a new id (a content-only id would be taken for a
+/// message the platform already has).
+pub fn delta_message_id(
+    council: &str,
+    entity: &str,
+    key: &str,
+    action: &str,
+    previous_hash: Option<&str>,
+    content_hash: &str,
+    base: Option<&str>,
+) -> String {
+    let name = format!(
+        "delta\n{council}\n{entity}\n{key}\n{action}\n{}\n{content_hash}\n{}",
+        previous_hash.unwrap_or("-"),
+        base.unwrap_or("-")
+    );
+    Uuid::new_v5(&namespace(), name.as_bytes()).to_string()
+}
+
+impl OutboundMessage {
+    /// The same message under another id (AMQP message_id and `cloudEvents:id`).
+    pub fn with_id(mut self, id: String) -> Self {
+        self.headers.insert("cloudEvents:id".into(), json!(id));
+        self.message_id = id;
+        self
+    }
+
+    /// The same message with one more header.
+    pub fn with_header(mut self, name: &str, value: Value) -> Self {
+        self.headers.insert(name.to_string(), value);
+        self
+    }
+}
+
 /// Builds the message for one validated record.
 pub fn record_message(
     entity: &Entity,

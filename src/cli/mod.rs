@@ -3,7 +3,7 @@
 //!
 //! Exit codes: 0 done; 1 a feed or command could not be carried out; 2 usage; 3 messages are
 //! waiting in the outbox because the configured broker could not be reached; 4 a batch was held
-//! (control totals did not match).
+//! (control totals, reject threshold, drift or mass delete; docs/operations.md).
 
 mod render;
 mod toolkit;
@@ -94,9 +94,15 @@ pub enum Command {
     },
     /// Batches (one per file processed).
     Batches {
-        /// list | release
+        /// list | release | discard
         #[command(subcommand)]
         action: BatchesCmd,
+    },
+    /// Run reports: each pass over a feed, the files it took and what became of them.
+    Runs {
+        /// list | show
+        #[command(subcommand)]
+        action: RunsCmd,
     },
     /// Mapping files.
     Mapping {
@@ -176,13 +182,45 @@ pub enum BatchesCmd {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Release a held batch so its messages are published.
+    /// Release a held batch so its messages are published (a snapshot's changes are then
+    /// applied to the feed's state).
     Release {
         /// Batch id.
         id: String,
         /// Why (kept in the audit log).
         #[arg(long)]
         reason: String,
+    },
+    /// Discard a held batch: its messages are dropped, never published; a snapshot leaves the
+    /// feed's state unchanged; the file counts as processed (`run --force` reads it again).
+    Discard {
+        /// Batch id.
+        id: String,
+        /// Why (kept in the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// `runs` actions.
+#[derive(Debug, Subcommand)]
+pub enum RunsCmd {
+    /// List runs, newest first.
+    List {
+        /// Only this council.
+        #[arg(long)]
+        council: Option<String>,
+        /// Only this feed.
+        #[arg(long)]
+        feed: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one run: each file's report (counts, held reasons, delta, control totals).
+    Show {
+        /// Run id.
+        id: String,
     },
 }
 
@@ -589,6 +627,40 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     if let Some(f) = flush {
                         render::flush(cli.json, &f);
                     }
+                    Ok(0)
+                }
+                BatchesCmd::Discard { id, reason } => {
+                    let n = store.discard_batch(id, &actor(), reason)?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"discarded": id, "messages_dropped": n})
+                        );
+                    } else {
+                        println!(
+                            "discarded batch {id}: {n} messages dropped, never published (audited)"
+                        );
+                    }
+                    Ok(0)
+                }
+            }
+        }
+        Command::Runs { action } => {
+            let store = open_store(&env)?;
+            match action {
+                RunsCmd::List {
+                    council,
+                    feed,
+                    limit,
+                } => {
+                    render::runs(
+                        cli.json,
+                        &store.runs(council.as_deref(), feed.as_deref(), *limit)?,
+                    );
+                    Ok(0)
+                }
+                RunsCmd::Show { id } => {
+                    render::run_report(cli.json, &store.run(id)?);
                     Ok(0)
                 }
             }

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use crate::canonical::Registry;
 use crate::config::Config;
 use crate::pii;
-use crate::pipeline::{FeedReport, FlushReport, PullReport, ReplayOutcome};
-use crate::store::{BatchRow, FailureRow, OutboxCounts};
+use crate::pipeline::{FeedReport, FileReport, FlushReport, PullReport, ReplayOutcome};
+use crate::store::{BatchRow, FailureRow, OutboxCounts, RunRow};
 
 fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -47,69 +47,7 @@ pub(super) fn run(
             println!("  no files waiting");
         }
         for f in &r.files {
-            match f.status.as_str() {
-                "skipped" => println!(
-                    "  {}  skipped: {}",
-                    f.file,
-                    f.reason.as_deref().unwrap_or("")
-                ),
-                "abandoned" => println!(
-                    "  {}  abandoned, will be read again: {}",
-                    f.file,
-                    f.reason.as_deref().unwrap_or("")
-                ),
-                "failed" => println!(
-                    "  {}  FAILED: {}",
-                    f.file,
-                    f.reason.as_deref().unwrap_or("")
-                ),
-                status => {
-                    println!(
-                        "  {}  {status}: read {}, valid {}, rejected {}, new messages {}{}",
-                        f.file,
-                        f.read,
-                        f.valid,
-                        f.rejected,
-                        f.new_messages,
-                        if f.already_known > 0 {
-                            format!(" ({} already in the outbox)", f.already_known)
-                        } else {
-                            String::new()
-                        }
-                    );
-                    if let Some(d) = &f.delivery {
-                        println!(
-                            "      messages (with the batch manifest): {} published, {} waiting, {} held",
-                            d.sent, d.pending, d.held
-                        );
-                    }
-                    if !f.rejected_by_reason.is_empty() {
-                        let reasons: Vec<String> = f
-                            .rejected_by_reason
-                            .iter()
-                            .map(|(k, n)| format!("{k} ×{n}"))
-                            .collect();
-                        println!("      rejected: {}", reasons.join(", "));
-                    }
-                    if let Some(c) = &f.control
-                        && c.get("matches") == Some(&Value::Bool(true))
-                    {
-                        println!("      control: the trailer agrees with what was read");
-                    }
-                    if let Some(reason) = &f.reason {
-                        println!("      CONTROL MISMATCH: {reason}");
-                        if status == "held" {
-                            println!(
-                                "      held: nothing from this file is published until `council-bridge batches release {}` --reason ...",
-                                f.batch_id.as_deref().unwrap_or("")
-                            );
-                        }
-                    }
-                }
-            }
-            if let Some(to) = &f.moved_to {
-                println!("      moved to {to}");
-            }
+            file_lines(f);
         }
     }
     if let Some(f) = flush {
@@ -384,6 +322,191 @@ pub(super) fn batches(as_json: bool, rows: &[BatchRow]) {
             "{}  {:<10} {} / {}  {}  {}  {counts}",
             b.id, b.status, b.council, b.feed, b.file_name, b.started_at
         );
+        let reasons = b
+            .summary
+            .as_ref()
+            .and_then(|s| s.get("held_reasons"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for reason in reasons.iter().filter_map(Value::as_str) {
+            let label = if b.status == "held" {
+                "held"
+            } else {
+                "was held"
+            };
+            println!("    {label}: {reason}");
+        }
+    }
+}
+
+/// One file's report, as `run` and `runs show` print it.
+fn file_lines(f: &FileReport) {
+    match f.status.as_str() {
+        "skipped" => println!(
+            "  {}  skipped: {}",
+            f.file,
+            f.reason.as_deref().unwrap_or("")
+        ),
+        "abandoned" => println!(
+            "  {}  abandoned, will be read again: {}",
+            f.file,
+            f.reason.as_deref().unwrap_or("")
+        ),
+        "failed" => println!(
+            "  {}  FAILED: {}",
+            f.file,
+            f.reason.as_deref().unwrap_or("")
+        ),
+        status => {
+            println!(
+                "  {}  {status}: read {}, valid {}, rejected {}, new messages {}{}",
+                f.file,
+                f.read,
+                f.valid,
+                f.rejected,
+                f.new_messages,
+                if f.already_known > 0 {
+                    format!(" ({} already in the outbox)", f.already_known)
+                } else {
+                    String::new()
+                }
+            );
+            if let Some(d) = &f.delivery {
+                println!(
+                    "      messages (with the batch manifest): {} published, {} waiting, {} held",
+                    d.sent, d.pending, d.held
+                );
+            }
+            if let Some(d) = &f.delta {
+                println!(
+                    "      delta{}: created {}, updated {}, deleted {}, unchanged {}; starters {}, leavers {}",
+                    if d.baseline { " (first snapshot)" } else { "" },
+                    d.created,
+                    d.updated,
+                    d.deleted,
+                    d.unchanged,
+                    d.starters,
+                    d.leavers
+                );
+                if d.leavers_without_date > 0 {
+                    println!(
+                        "      {} employment(s) gone without an end date: no leaver event (no leaving date to give)",
+                        d.leavers_without_date
+                    );
+                }
+                if d.deletions_deferred > 0 {
+                    println!(
+                        "      {} record(s) absent from the snapshot not deleted: rows were rejected and may be among them",
+                        d.deletions_deferred
+                    );
+                }
+            }
+            if !f.rejected_by_reason.is_empty() {
+                let reasons: Vec<String> = f
+                    .rejected_by_reason
+                    .iter()
+                    .map(|(k, n)| format!("{k} ×{n}"))
+                    .collect();
+                println!("      rejected: {}", reasons.join(", "));
+            }
+            if let Some(c) = &f.control
+                && c.get("matches") == Some(&Value::Bool(true))
+            {
+                println!("      control: the trailer agrees with what was read");
+            }
+            if !f.money_totals.is_empty() {
+                let totals: Vec<String> = f
+                    .money_totals
+                    .iter()
+                    .map(|(k, p)| format!("{k} {p}"))
+                    .collect();
+                println!("      money totals (pence): {}", totals.join(", "));
+            }
+            if let Some(reason) = &f.reason {
+                println!("      CONTROL MISMATCH: {reason}");
+            }
+            for change in &f.drift {
+                println!("      drift: {change}");
+            }
+            for reason in &f.held_reasons {
+                println!("      HELD: {reason}");
+            }
+            if status == "held" {
+                println!(
+                    "      nothing from this file is published until `council-bridge batches release {id} --reason ...` (or `batches discard {id} --reason ...`)",
+                    id = f.batch_id.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    if let Some(to) = &f.moved_to {
+        println!("      moved to {to}");
+    }
+}
+
+pub(super) fn runs(as_json: bool, rows: &[RunRow]) {
+    if as_json {
+        let list: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({"id": r.id, "council": r.council, "feed": r.feed, "trigger": r.trigger,
+                    "started_at": r.started_at, "finished_at": r.finished_at, "outcome": r.outcome,
+                    "files": r.report["files"].as_array().map(|f| f.len()).unwrap_or(0)})
+            })
+            .collect();
+        print_json(&list);
+        return;
+    }
+    if rows.is_empty() {
+        println!("no runs");
+        return;
+    }
+    println!(
+        "{:<36}  {:<24} {:<12} {:<18} {:<8} {:<7} {:>5}",
+        "id", "started", "council", "feed", "trigger", "outcome", "files"
+    );
+    for r in rows {
+        println!(
+            "{:<36}  {:<24} {:<12} {:<18} {:<8} {:<7} {:>5}",
+            r.id,
+            r.started_at,
+            r.council,
+            r.feed,
+            r.trigger,
+            r.outcome,
+            r.report["files"].as_array().map(|f| f.len()).unwrap_or(0)
+        );
+    }
+}
+
+pub(super) fn run_report(as_json: bool, r: &RunRow) {
+    if as_json {
+        print_json(r);
+        return;
+    }
+    println!("run {} [{}]", r.id, r.outcome);
+    println!("  council/feed: {} / {}", r.council, r.feed);
+    println!("  trigger:      {}", r.trigger);
+    println!("  started:      {}", r.started_at);
+    println!("  finished:     {}", r.finished_at);
+    let report: Option<FeedReport> = serde_json::from_value(r.report.clone()).ok();
+    match report {
+        Some(feed) => {
+            if let Some(e) = &feed.error {
+                println!("  FAILED: {e}");
+            }
+            if feed.files.is_empty() && feed.error.is_none() {
+                println!("  no files waiting");
+            }
+            for f in &feed.files {
+                if let Some(b) = &f.batch_id {
+                    println!("  batch {b}");
+                }
+                file_lines(f);
+            }
+        }
+        None => println!("  report: {}", r.report),
     }
 }
 

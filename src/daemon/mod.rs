@@ -345,8 +345,22 @@ async fn feed_run(
         }
     }
     let (c, f) = (council.clone(), feed.clone());
+    let why = match trigger {
+        Trigger::Schedule(_) => pipeline::Trigger::Schedule,
+        Trigger::Watch => pipeline::Trigger::Watch,
+    };
     let reports = tokio::task::spawn_blocking(move || {
-        pipeline::process(&config, &registry, &store, Some(&c), Some(&f), false)
+        pipeline::process_with(
+            &config,
+            &registry,
+            &store,
+            &pipeline::ProcessOptions {
+                council: Some(&c),
+                feed: Some(&f),
+                force: false,
+                trigger: why,
+            },
+        )
     })
     .await
     .unwrap_or_default();

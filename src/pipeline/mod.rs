@@ -5,8 +5,11 @@
 //! agree, or the feed's policy says publish anyway). Publishing reads the outbox, so a run
 //! without a broker, a broker outage or a crash leaves messages waiting, never lost.
 
+pub mod delta;
 pub mod flush;
+mod profile;
 mod replay;
+mod runs;
 
 use std::collections::BTreeMap;
 
@@ -14,6 +17,7 @@ use serde_json::{Value, json};
 
 pub use flush::{FlushReport, flush};
 pub use replay::{ReplayOutcome, replay_failure};
+pub use runs::{ProcessOptions, Trigger, process_with};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,7 +37,7 @@ pub fn stop_requested() -> bool {
 
 use crate::canonical::Registry;
 use crate::canonical::envelope::{self, Provenance};
-use crate::config::{Config, Feed};
+use crate::config::{Config, DriftPolicy, Feed, FeedMode, FeedPolicy};
 use crate::formats::{Item, SourceRecord};
 use crate::mapping::{self, ControlPolicy, FieldError, Mapping};
 use crate::sources::{self, RawFile};
@@ -64,7 +68,7 @@ pub enum PipelineError {
 }
 
 /// What happened to one file.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FileReport {
     /// File name.
     pub file: String,
@@ -92,6 +96,15 @@ pub struct FileReport {
     pub delivery: Option<crate::store::OutboxCounts>,
     /// Where the file was moved after reading (archive or rejected folder), if anywhere.
     pub moved_to: Option<String>,
+    /// Why the batch is held (control totals, reject threshold, drift, mass delete), each in
+    /// words naming the count and the setting.
+    pub held_reasons: Vec<String>,
+    /// How the file's shape differs from the feed's last accepted batch (drift).
+    pub drift: Vec<String>,
+    /// Delta mode: what the snapshot changed.
+    pub delta: Option<delta::DeltaCounts>,
+    /// Control totals: the sum of each money (`_pence`) field over the valid records.
+    pub money_totals: BTreeMap<String, i64>,
 }
 
 impl FileReport {
@@ -110,17 +123,23 @@ impl FileReport {
             reason: None,
             delivery: None,
             moved_to: None,
+            held_reasons: Vec::new(),
+            drift: Vec::new(),
+            delta: None,
+            money_totals: BTreeMap::new(),
         }
     }
 }
 
 /// What happened to one feed.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FeedReport {
     /// Council id.
     pub council: String,
     /// Feed id.
     pub feed: String,
+    /// The stored run report (`council-bridge runs show ID`), when it could be stored.
+    pub run_id: Option<String>,
     /// Each file taken.
     pub files: Vec<FileReport>,
     /// Set when the feed could not be processed at all.
@@ -205,8 +224,9 @@ pub fn load_mapping(feed: &Feed, registry: &Registry) -> Result<Mapping, Pipelin
     Ok(mapping::load(&feed.mapping, registry)?)
 }
 
-/// Processes every file of every selected feed into the store. Publishing is separate
-/// ([`flush`]), so this never needs the broker.
+/// Processes every file of every selected feed into the store, as a `cli` run (see
+/// [`process_with`] for the trigger). Publishing is separate ([`flush`]), so this never needs
+/// the broker.
 pub fn process(
     config: &Config,
     registry: &Registry,
@@ -215,42 +235,17 @@ pub fn process(
     feed: Option<&str>,
     force: bool,
 ) -> Vec<FeedReport> {
-    let mut reports = Vec::new();
-    for c in &config.councils {
-        if council.is_some_and(|want| want != c.id) {
-            continue;
-        }
-        for f in &c.feeds {
-            if feed.is_some_and(|want| want != f.id) {
-                continue;
-            }
-            let mut report = FeedReport {
-                council: c.id.clone(),
-                feed: f.id.clone(),
-                files: Vec::new(),
-                error: None,
-                busy: None,
-            };
-            if stop_requested() {
-                break;
-            }
-            match process_feed(registry, store, &c.id, f, force, &mut report.files) {
-                Ok(()) => {}
-                Err(PipelineError::Busy(holder)) => {
-                    tracing::info!(council = %c.id, feed = %f.id, holder = %holder, "feed skipped: another process is reading it");
-                    report.busy = Some(format!(
-                        "skipped: another process is reading this feed: {holder}"
-                    ));
-                }
-                Err(e) => {
-                    tracing::error!(council = %c.id, feed = %f.id, error = %e, "feed could not be processed");
-                    report.error = Some(e.to_string());
-                }
-            }
-            reports.push(report);
-        }
-    }
-    reports
+    process_with(
+        config,
+        registry,
+        store,
+        &ProcessOptions {
+            council,
+            feed,
+            force,
+            trigger: Trigger::Cli,
+        },
+    )
 }
 
 fn process_feed(
@@ -278,7 +273,16 @@ fn process_feed(
             break;
         }
         let raw = sources::describe(&path)?;
-        let mut report = process_file(registry, store, council, &feed.id, &mapping, &raw, force)?;
+        let mut report = process_file_with(
+            registry,
+            store,
+            council,
+            &feed.id,
+            &mapping,
+            &raw,
+            force,
+            &feed.policy,
+        )?;
         if report.status == "abandoned" {
             // Stopping, or the feed was taken over: the file stays where it is.
             files.push(report);
@@ -293,8 +297,9 @@ fn process_feed(
     Ok(())
 }
 
-/// Processes one file. Row problems become failures; a file that cannot be read becomes a
-/// `failed` report; only a store failure is an `Err`.
+/// Processes one file with the default feed policy (events mode). Row problems become
+/// failures; a file that cannot be read becomes a `failed` report; only a store failure is an
+/// `Err`.
 pub fn process_file(
     registry: &Registry,
     store: &Store,
@@ -303,6 +308,30 @@ pub fn process_file(
     mapping: &Mapping,
     raw: &RawFile,
     force: bool,
+) -> Result<FileReport, PipelineError> {
+    process_file_with(
+        registry,
+        store,
+        council,
+        feed,
+        mapping,
+        raw,
+        force,
+        &FeedPolicy::default(),
+    )
+}
+
+/// Processes one file under a feed's policy (delta mode, reject threshold, drift).
+#[allow(clippy::too_many_arguments)]
+pub fn process_file_with(
+    registry: &Registry,
+    store: &Store,
+    council: &str,
+    feed: &str,
+    mapping: &Mapping,
+    raw: &RawFile,
+    force: bool,
+    policy: &FeedPolicy,
 ) -> Result<FileReport, PipelineError> {
     if !force && let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
         tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
@@ -330,7 +359,17 @@ pub fn process_file(
     store.begin_batch(&batch)?;
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
-    match read_into_store(store, &batch, mapping, entity, raw, force, &mut report) {
+    let ctx = ReadContext {
+        store,
+        registry,
+        batch: &batch,
+        mapping,
+        entity,
+        raw,
+        force,
+        policy,
+    };
+    match read_into_store(&ctx, &mut report) {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
         Err(ReadError::Abandoned(reason)) => {
@@ -365,16 +404,43 @@ impl From<crate::store::StoreError> for ReadError {
     }
 }
 
-fn read_into_store(
-    store: &Store,
-    batch: &NewBatch<'_>,
-    mapping: &Mapping,
-    entity: &crate::canonical::Entity,
-    raw: &RawFile,
+struct ReadContext<'a> {
+    store: &'a Store,
+    registry: &'a Registry,
+    batch: &'a NewBatch<'a>,
+    mapping: &'a Mapping,
+    entity: &'a crate::canonical::Entity,
+    raw: &'a RawFile,
     force: bool,
-    report: &mut FileReport,
-) -> Result<(), ReadError> {
+    policy: &'a FeedPolicy,
+}
+
+fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(), ReadError> {
+    let ReadContext {
+        store,
+        registry,
+        batch,
+        mapping,
+        entity,
+        raw,
+        force,
+        policy,
+    } = *ctx;
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
+    let mut delta = match policy.mode {
+        FeedMode::Events => None,
+        FeedMode::Snapshot => {
+            let d = delta::Delta::start(store, registry, council, feed, entity)?;
+            store.begin_snapshot(batch_id, council, feed, d.base.as_deref())?;
+            Some(d)
+        }
+    };
+    let mut profile = profile::Profile::default();
+    let mut money: BTreeMap<String, i64> = mapping
+        .field_paths()
+        .filter(|p| p.ends_with("_pence"))
+        .map(|p| (p.to_string(), 0))
+        .collect();
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
     let decoder = crate::formats::open(&raw.name, bytes, &mapping.source.format)
         .map_err(|e| ReadError::File(e.to_string()))?;
@@ -397,8 +463,13 @@ fn read_into_store(
 
     let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>,
                        failures: &mut Vec<NewFailure>,
+                       delta: &mut Option<delta::Delta<'_>>,
                        report: &mut FileReport|
      -> Result<(), ReadError> {
+        if let Some(d) = delta.as_mut() {
+            store.stage_state_changes(batch_id, &d.changes)?;
+            d.changes.clear();
+        }
         if messages.is_empty() && failures.is_empty() {
             return Ok(());
         }
@@ -435,6 +506,9 @@ fn read_into_store(
                     .entry("decode".into())
                     .or_default() += 1;
                 tally.detail(f.record.as_ref());
+                if let Some(r) = &f.record {
+                    profile.record(r);
+                }
                 tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
                 failures.push(NewFailure {
                     stage: "decode",
@@ -448,6 +522,7 @@ fn read_into_store(
             Item::Record(rec) => {
                 report.read += 1;
                 tally.detail(Some(&rec));
+                profile.record(&rec);
                 if per_record && !std::sync::Arc::ptr_eq(&rec.header, &bound_header) {
                     binding = mapping.bind_lenient(&rec.header);
                     bound_header = rec.header.clone();
@@ -462,25 +537,54 @@ fn read_into_store(
                             .map(|()| (m.key, body))
                             .map_err(|e| ("validation", e))
                     });
-                match result {
-                    Ok((key, body)) => {
-                        report.valid += 1;
+                let provenance = Provenance {
+                    council,
+                    feed,
+                    batch_id,
+                    file_sha256: &raw.sha256,
+                    locator: &rec.locator,
+                    mapping_id: &mapping.id,
+                    mapping_version: mapping.version,
+                };
+                let result = match (result, delta.as_mut()) {
+                    (Ok((key, body)), Some(d)) => {
+                        match d.record(store, &key, &body, &provenance, now)? {
+                            delta::RecordOutcome::Publish(m) => {
+                                messages.extend(m);
+                                Ok((key, body))
+                            }
+                            delta::RecordOutcome::Unchanged => Ok((key, body)),
+                            delta::RecordOutcome::Duplicate => Err((
+                                "validation",
+                                vec![FieldError {
+                                    field: "(record key)".into(),
+                                    column: None,
+                                    rule: "duplicate_key".into(),
+                                    message: format!(
+                                        "the key {key} appears more than once in this snapshot; the first row counts"
+                                    ),
+                                    value: None,
+                                }],
+                            )),
+                        }
+                    }
+                    (Ok((key, body)), None) => {
                         messages.push(envelope::record_message(
                             entity,
                             &mapping.action,
                             &key,
                             &body,
-                            &Provenance {
-                                council,
-                                feed,
-                                batch_id,
-                                file_sha256: &raw.sha256,
-                                locator: &rec.locator,
-                                mapping_id: &mapping.id,
-                                mapping_version: mapping.version,
-                            },
+                            &provenance,
                             now,
                         ));
+                        Ok((key, body))
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                match result {
+                    Ok((_, body)) => {
+                        report.valid += 1;
+                        add_pence(&mut money, "", &body);
                     }
                     Err((stage, errors)) => {
                         report.rejected += 1;
@@ -504,23 +608,89 @@ fn read_into_store(
             }
         }
         if messages.len() >= CHUNK || failures.len() >= CHUNK {
-            flush_chunk(&mut messages, &mut failures, report)?;
+            flush_chunk(&mut messages, &mut failures, &mut delta, report)?;
         }
     }
-    flush_chunk(&mut messages, &mut failures, report)?;
+    let mut held_reasons = Vec::new();
+    if let Some(d) = delta.as_mut() {
+        let locator = delta::no_row(&raw.name);
+        let provenance = Provenance {
+            council,
+            feed,
+            batch_id,
+            file_sha256: &raw.sha256,
+            locator: &locator,
+            mapping_id: &mapping.id,
+            mapping_version: mapping.version,
+        };
+        messages.extend(d.finish(store, report.rejected, &provenance, now)?);
+        let c = &d.counts;
+        if c.state_before > 0 {
+            let share = c.deleted as f64 * 100.0 / c.state_before as f64;
+            if share > policy.max_delete_percent {
+                held_reasons.push(format!(
+                    "mass delete: the snapshot would delete {} of the {} records of the feed's state ({share:.1}%), more than max_delete_percent {}",
+                    c.deleted, c.state_before, policy.max_delete_percent
+                ));
+            }
+        }
+        if let Some(head) = store.snapshot_out_of_date(batch_id)? {
+            held_reasons.push(format!(
+                "the feed's state was advanced by batch {head} while this snapshot was read; discard this batch and process the file again with --force"
+            ));
+        }
+        report.delta = Some(d.counts.clone());
+    }
+    flush_chunk(&mut messages, &mut failures, &mut delta, report)?;
 
     let mapping::control::ControlOutcome {
         report: control_report,
         mismatch,
     } = tally.finish();
     report.control = control_report;
-    let hold = mismatch.is_some() && mapping.source.on_control_mismatch == ControlPolicy::Hold;
+    let control_hold =
+        mismatch.is_some() && mapping.source.on_control_mismatch == ControlPolicy::Hold;
     if let Some(m) = &mismatch {
-        tracing::warn!(council, feed, file = %raw.name, batch = batch_id, mismatch = %m, held = hold, "control totals do not match");
+        tracing::warn!(council, feed, file = %raw.name, batch = batch_id, mismatch = %m, held = control_hold, "control totals do not match");
         report.reason = Some(m.clone());
-        if hold {
-            report.status = "held".into();
+        if control_hold {
+            held_reasons.insert(0, format!("control totals: {m}"));
         }
+    }
+    if let Some(limit) = policy.reject_threshold_percent
+        && report.read > 0
+    {
+        let share = report.rejected as f64 * 100.0 / report.read as f64;
+        if share > limit {
+            held_reasons.push(format!(
+                "reject threshold: {} of {} rows rejected ({share:.1}%), more than reject_threshold_percent {limit}",
+                report.rejected, report.read
+            ));
+        }
+    }
+    let profile = profile.to_json();
+    if policy.drift != DriftPolicy::Off
+        && let Some(before) = store
+            .last_accepted_summary(council, feed)?
+            .and_then(|s| s.get("profile").cloned())
+    {
+        report.drift = profile::drift(&before, &profile, !per_record);
+        if !report.drift.is_empty() {
+            tracing::warn!(council, feed, file = %raw.name, batch = batch_id, changes = ?report.drift, "the file's shape differs from the last accepted batch");
+            if policy.drift == DriftPolicy::Hold {
+                held_reasons.push(format!(
+                    "drift (drift: hold) against the last accepted batch: {}",
+                    report.drift.join("; ")
+                ));
+            }
+        }
+    }
+    report.money_totals = money;
+    report.held_reasons = held_reasons;
+    let hold = !report.held_reasons.is_empty();
+    if hold {
+        report.status = "held".into();
+        tracing::warn!(council, feed, file = %raw.name, batch = batch_id, reasons = ?report.held_reasons, "batch held for an operator");
     }
     let summary = json!({
         "batch_id": batch_id,
@@ -540,6 +710,12 @@ fn read_into_store(
         },
         "rejected_by_reason": report.rejected_by_reason,
         "control": report.control,
+        "money_totals": report.money_totals,
+        "mode": policy.mode,
+        "delta": report.delta,
+        "held_reasons": report.held_reasons,
+        "drift": report.drift,
+        "profile": profile,
     });
     let manifest =
         envelope::manifest_message(&entity.domain, council, feed, batch_id, &summary, now);
@@ -547,6 +723,35 @@ fn read_into_store(
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
+}
+
+/// Adds each integer `_pence` field of `body` (dotted paths; arrays as `field[]`) to `totals`.
+fn add_pence(totals: &mut BTreeMap<String, i64>, prefix: &str, body: &Value) {
+    let Value::Object(m) = body else {
+        return;
+    };
+    for (k, v) in m {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Number(n) if k.ends_with("_pence") => {
+                if let Some(n) = n.as_i64() {
+                    let t = totals.entry(path).or_default();
+                    *t = t.saturating_add(n);
+                }
+            }
+            Value::Object(_) => add_pence(totals, &path, v),
+            Value::Array(items) => {
+                for item in items {
+                    add_pence(totals, &format!("{path}[]"), item);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {

@@ -63,6 +63,16 @@ pub fn replay_failure(
                 failure.feed, council.id
             ))
         })?;
+    if feed.policy.mode == crate::config::FeedMode::Snapshot {
+        // A replayed row would be published outside the feed's state (as an event, not as a
+        // change), and the next snapshot would then announce it again as created.
+        return Err(PipelineError::Other(format!(
+            "failure {id} is from the snapshot feed {} / {}: rows of a snapshot are not replayed one \
+             by one; fix the mapping, and the next snapshot (or this file read again with `run \
+             --force`) publishes the record as created or updated",
+            council.id, feed.id
+        )));
+    }
     let mapping = super::load_mapping(feed, registry)?;
     let entity = registry
         .get(&mapping.entity)

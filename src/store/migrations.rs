@@ -83,6 +83,50 @@ const MIGRATIONS: &[&str] = &[
         alerted_for TEXT,
         PRIMARY KEY (council, feed)
     );",
+    // 4 (delta mode, runs): the last accepted state of snapshot feeds, the state changes a
+    // snapshot batch applies once accepted, and one row per run of a feed.
+    "CREATE TABLE feed_state (
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        record_key TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        body TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (council, feed, record_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE feed_state_head (
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        advanced_at TEXT NOT NULL,
+        PRIMARY KEY (council, feed)
+    );
+    CREATE TABLE snapshot_batches (
+        batch_id TEXT PRIMARY KEY REFERENCES batches (id),
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        base_batch_id TEXT
+    );
+    CREATE TABLE snapshot_changes (
+        batch_id TEXT NOT NULL REFERENCES batches (id),
+        record_key TEXT NOT NULL,
+        action TEXT NOT NULL,
+        content_hash TEXT,
+        body TEXT,
+        PRIMARY KEY (batch_id, record_key)
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        council TEXT NOT NULL,
+        feed TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX runs_by_feed ON runs (council, feed, started_at);",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

@@ -6,9 +6,14 @@
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline.
 
+mod delta;
 mod feeds;
 pub mod lease;
 mod migrations;
+mod runs;
+
+pub use delta::{FeedState, StateChange};
+pub use runs::{NewRun, RunRow};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -42,6 +47,9 @@ pub enum StoreError {
     /// A row refers to something that is not there.
     #[error("{0}")]
     NotFound(String),
+    /// The operation would break an invariant; the message says what to do instead.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Result of store operations.
@@ -61,6 +69,8 @@ pub mod batch_status {
     pub const FAILED: &str = "failed";
     /// Reading never finished (the process stopped); the file is read again by a later run.
     pub const ABANDONED: &str = "abandoned";
+    /// Held, then discarded by an operator: its messages were dropped, never published.
+    pub const DISCARDED: &str = "discarded";
 }
 
 /// A batch as stored.
@@ -178,7 +188,7 @@ pub struct ChunkOutcome {
 }
 
 /// Counts of outbox rows by state.
-#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct OutboxCounts {
     /// Waiting to be published.
     pub pending: u64,
@@ -254,7 +264,7 @@ impl Store {
             c.query_row(
                 "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
                  FROM batches WHERE council = ?1 AND feed = ?2 AND file_sha256 = ?3
-                 AND status IN ('completed', 'held', 'released') ORDER BY started_at DESC LIMIT 1",
+                 AND status IN ('completed', 'held', 'released', 'discarded') ORDER BY started_at DESC LIMIT 1",
                 params![council, feed, sha256],
                 batch_row,
             )
@@ -399,6 +409,9 @@ impl Store {
                     now()
                 ],
             )?;
+            if !hold {
+                delta::apply_snapshot(&tx, batch_id)?;
+            }
             let next = if hold { "held" } else { "pending" };
             tx.execute(
                 "UPDATE outbox SET status = ?2 WHERE batch_id = ?1 AND status = 'staged'",
@@ -463,8 +476,17 @@ impl Store {
                 )
                 .optional()?;
             if status.as_deref() != Some(batch_status::HELD) {
-                return Err(rusqlite::Error::QueryReturnedNoRows);
+                return Ok(Err(delta::not_held(batch_id, status)));
             }
+            if let Some(head) = delta::stale_base(&tx, batch_id)? {
+                return Ok(Err(StoreError::Refused(format!(
+                    "batch {batch_id} is a snapshot compared with an older state of its feed: batch \
+                     {head} was accepted since, so releasing it would publish out-of-date changes; \
+                     discard it (`council-bridge batches discard {batch_id} --reason ...`) and, if \
+                     its file is still wanted, process the file again with --force"
+                ))));
+            }
+            delta::apply_snapshot(&tx, batch_id)?;
             let n = tx.execute(
                 "UPDATE outbox SET status = 'pending' WHERE batch_id = ?1 AND status = 'held'",
                 params![batch_id],
@@ -475,15 +497,8 @@ impl Store {
             )?;
             audit(&tx, actor, "batch.release", batch_id, reason)?;
             tx.commit()?;
-            Ok(n as u64)
-        })
-        .map_err(|e| match e {
-            StoreError::Sqlite {
-                source: rusqlite::Error::QueryReturnedNoRows,
-                ..
-            } => StoreError::NotFound(format!("no held batch {batch_id}")),
-            other => other,
-        })
+            Ok(Ok(n as u64))
+        })?
     }
 
     /// Batches, newest first.
