@@ -308,12 +308,12 @@ fn fingerprint(key: &PublicKey) -> String {
 fn parse_pinned(text: &str) -> Result<PublicKey, SftpError> {
     let mut parts = text.split_whitespace();
     let first = parts.next().unwrap_or_default();
-    let b64 = if first.starts_with("ssh-") || first.starts_with("ecdsa-") || first.starts_with("sk-")
-    {
-        parts.next().unwrap_or_default()
-    } else {
-        first
-    };
+    let b64 =
+        if first.starts_with("ssh-") || first.starts_with("ecdsa-") || first.starts_with("sk-") {
+            parts.next().unwrap_or_default()
+        } else {
+            first
+        };
     russh::keys::parse_public_key_base64(b64).map_err(|e| {
         SftpError::Config(format!(
             "`host_key` is not an SSH public key ({e}); give it as the server's `<algorithm> <base64>` line, e.g. from `ssh-keyscan`"
@@ -345,7 +345,10 @@ impl HostCheck {
                 return Ok(());
             }
             if pinned.algorithm() == offered.algorithm() {
-                mismatch = Some(changed(format!("the pinned host_key {}", fingerprint(pinned))));
+                mismatch = Some(changed(format!(
+                    "the pinned host_key {}",
+                    fingerprint(pinned)
+                )));
             }
         }
         if let Some(path) = &self.known_hosts {
@@ -356,7 +359,10 @@ impl HostCheck {
                         path.display()
                     ))
                 })?;
-            if known.iter().any(|(_, k)| k.key_data() == offered.key_data()) {
+            if known
+                .iter()
+                .any(|(_, k)| k.key_data() == offered.key_data())
+            {
                 return Ok(());
             }
             if mismatch.is_none()
@@ -489,7 +495,10 @@ impl SftpSource {
             )));
         }
         let pattern = glob::Pattern::new(&self.pattern).map_err(|e| {
-            SftpError::Config(format!("the SFTP glob {:?} is not valid: {e}", self.pattern))
+            SftpError::Config(format!(
+                "the SFTP glob {:?} is not valid: {e}",
+                self.pattern
+            ))
         })?;
         if self.known_hosts.is_none() && self.host_key.is_none() {
             return Err(SftpError::Config(
@@ -567,14 +576,17 @@ impl SftpSource {
         }
         let key = match &self.auth {
             SftpAuth::Key { key, passphrase } => Some(
-                russh::keys::decode_secret_key(key.expose(), passphrase.as_ref().map(Secret::expose))
-                    .map_err(|e| {
-                        // The library's words name the problem (encrypted, wrong format), never
-                        // the key or the passphrase.
-                        Failed::Fatal(SftpError::Config(format!(
-                            "the private key cannot be used ({e}); check the key and its passphrase"
-                        )))
-                    })?,
+                russh::keys::decode_secret_key(
+                    key.expose(),
+                    passphrase.as_ref().map(Secret::expose),
+                )
+                .map_err(|e| {
+                    // The library's words name the problem (encrypted, wrong format), never
+                    // the key or the passphrase.
+                    Failed::Fatal(SftpError::Config(format!(
+                        "the private key cannot be used ({e}); check the key and its passphrase"
+                    )))
+                })?,
             ),
             SftpAuth::Password { .. } => None,
         };
@@ -1113,10 +1125,13 @@ mod tests {
     fn a_pinned_key_is_parsed_with_or_without_its_algorithm() {
         let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ comment";
         let a = parse_pinned(line).unwrap();
-        let b = parse_pinned("AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")
-            .unwrap();
+        let b =
+            parse_pinned("AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ")
+                .unwrap();
         assert_eq!(a.key_data(), b.key_data());
-        let e = parse_pinned("ssh-ed25519 not-base64!").unwrap_err().to_string();
+        let e = parse_pinned("ssh-ed25519 not-base64!")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("host_key"), "{e}");
     }
 }
