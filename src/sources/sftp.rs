@@ -371,9 +371,10 @@ impl HostCheck {
                     .find(|(_, k)| k.algorithm() == offered.algorithm())
             {
                 mismatch = Some(changed(format!(
-                    "{} in {} line {line}",
+                    "{} in {} line {}",
                     fingerprint(k),
-                    path.display()
+                    path.display(),
+                    file_line(path, *line)
                 )));
             }
         }
@@ -382,6 +383,22 @@ impl HostCheck {
             fingerprint: print,
         }))
     }
+}
+
+/// The line number in the file of russh's `entry`-th known_hosts entry (russh counts the lines
+/// that are not comments).
+fn file_line(path: &Path, entry: usize) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        if !line.starts_with('#') {
+            seen += 1;
+            if seen == entry {
+                return i + 1;
+            }
+        }
+    }
+    entry
 }
 
 /// The SSH client's callbacks: only the host key check.
@@ -638,8 +655,12 @@ impl SftpSource {
         .await
         .map_err(|_| Failed::Retry("opening the SFTP channel timed out".into()))?
         .map_err(|e| Failed::Retry(format!("opening the SFTP channel: {e}")))?;
+        // 64 KiB reads, 8 in flight: data arrives (and is kept) steadily, so that a dropped
+        // connection loses at most the reads in flight.
         let config = russh_sftp::client::Config {
             request_timeout_secs: timeout.as_secs().max(1),
+            max_packet_len: READ_CHUNK as u32,
+            max_concurrent_reads: 8,
             ..Default::default()
         };
         let sftp = tokio::time::timeout(
@@ -1021,8 +1042,16 @@ impl SftpSource {
             .map_err(io_error("sync", &part))
             .map_err(local)?;
         drop(file);
-        if got != f.size {
-            // Shorter or longer than listed: the file changed under us; start afresh next time.
+        if got < f.size {
+            // The stream ended early (a dropped connection reads as the end): keep what came,
+            // to be continued; if the remote file really shrank, its new size restarts it.
+            return Err(Failed::Retry(format!(
+                "{remote}: the transfer ended at byte {got} of {}",
+                f.size
+            )));
+        }
+        if got > f.size {
+            // Longer than listed: it is still being written; start afresh next time.
             let _ = std::fs::remove_file(&part);
             let _ = std::fs::remove_file(&part_meta);
             return Err(Failed::Retry(format!(
