@@ -748,3 +748,173 @@ async fn a_connection_dropped_mid_download_is_resumed_by_the_next_pull_without_a
     );
     consumer.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_growing_is_not_taken_until_two_looks_agree_and_a_cut_is_retried_within_the_pull()
+ {
+    let sshd = Sshd::start();
+    sshd.put("growing.csv", b"id\n1\n");
+    let dir = tempfile::tempdir().unwrap();
+    let landing = dir.path().join("landing");
+    let mut source = sshd.source();
+    source.settle = Duration::from_millis(1500);
+    let path = sshd.root.join("outbound/growing.csv");
+    // The sender is still uploading: a line every 100 ms until the first pull is over.
+    let uploading = Arc::new(AtomicBool::new(true));
+    let still = uploading.clone();
+    let writer = std::thread::spawn(move || {
+        let mut i = 2;
+        while still.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap();
+            std::io::Write::write_all(&mut f, format!("{i}\n").as_bytes()).unwrap();
+            i += 1;
+        }
+    });
+    let pull = source.pull(&landing).await.unwrap();
+    uploading.store(false, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(pull.landed.is_empty(), "{pull:?}");
+    assert_eq!(pull.waiting.len(), 1);
+    assert!(
+        pull.waiting[0].reason.contains("changed"),
+        "{:?}",
+        pull.waiting
+    );
+    assert!(files(&landing).is_empty());
+
+    let pull = source.pull(&landing).await.unwrap();
+    assert_eq!(pull.landed.len(), 1, "unchanged across two looks: {pull:?}");
+    assert_eq!(
+        std::fs::read(landing.join("growing.csv")).unwrap(),
+        std::fs::read(sshd.root.join("outbound/growing.csv")).unwrap()
+    );
+    let pull = source.pull(&landing).await.unwrap();
+    assert!(
+        pull.landed.is_empty(),
+        "landed and unread: not downloaded again"
+    );
+
+    // A cut in the middle of a download: the pull's next attempt continues it.
+    let big: Vec<u8> = (0..800_000u32).map(|i| (i % 251) as u8).collect();
+    sshd.put("big.csv", &big);
+    let (port, cuts, _) = cutting_proxy(sshd.port, 150_000).await;
+    let mut source = sshd.source();
+    source.port = port;
+    source.host_key = None;
+    source.known_hosts = Some(sshd.known_hosts(&sshd.host_key));
+    std::fs::write(
+        source.known_hosts.as_ref().unwrap(),
+        format!("[127.0.0.1]:{port} {}\n", sshd.host_key),
+    )
+    .unwrap();
+    source.pattern = "big.csv".into();
+    source.max_attempts = 3;
+    let pull = source.pull(&landing).await.unwrap();
+    assert_eq!(cuts.load(Ordering::SeqCst), 1);
+    assert_eq!(pull.landed.len(), 1);
+    assert_eq!(pull.resumed.len(), 1, "{pull:?}");
+    assert!(pull.resumed[0].1 > 0);
+    assert_eq!(std::fs::read(landing.join("big.csv")).unwrap(), big);
+}
+
+#[test]
+fn sftp_feeds_are_configured_with_safe_defaults_and_clear_errors() {
+    let sandbox = Sandbox::new();
+    let feed = |extra: &str| {
+        format!(
+            "  payroll:\n    mapping: payroll.yaml\n    sftp:\n      host: sftp.example\n      user: u\n      glob: \"*.csv\"\n      landing: landing/payroll\n{extra}"
+        )
+    };
+    sftp_council(
+        &sandbox,
+        &feed(
+            "      password: { env: CB_TEST_UNSET_SFTP_PW_8D1 }\n      host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ\"\n",
+        ),
+    );
+    let config = council_bridge::config::Config::load(&sandbox.config()).unwrap();
+    let f = &config.council("northshire").unwrap().feeds[0];
+    let s = f.sftp.as_ref().unwrap();
+    assert_eq!(
+        (s.port, s.remote_dir.as_str(), s.settle_seconds),
+        (22, ".", 10)
+    );
+    assert!(
+        f.input
+            .ends_with("mappings/northshire/landing/payroll/*.csv"),
+        "{}",
+        f.input
+    );
+    assert!(
+        f.drop.settle.is_zero(),
+        "landed files are complete: read at once"
+    );
+    let e = s.source().unwrap_err();
+    assert!(
+        e.contains("CB_TEST_UNSET_SFTP_PW_8D1") && e.contains("not set"),
+        "{e}"
+    );
+
+    let pw = sandbox.path("pw");
+    std::fs::write(&pw, "x\n").unwrap();
+    for (extra, want) in [
+        (
+            format!(
+                "      password: {{ file: {} }}\n      after_store: move\n",
+                pw.display()
+            ),
+            "needs `remote_archive`",
+        ),
+        (
+            "      host_key: x\n".to_string(),
+            "needs `private_key` or `password`",
+        ),
+        (
+            format!(
+                "      password: {{ file: {p} }}\n      private_key: {{ file: {p} }}\n",
+                p = pw.display()
+            ),
+            "not both",
+        ),
+    ] {
+        sftp_council(&sandbox, &feed(&extra));
+        let config = council_bridge::config::Config::load(&sandbox.config()).unwrap();
+        let e = config
+            .councils
+            .iter()
+            .find(|c| c.id == "northshire")
+            .unwrap()
+            .feeds[0]
+            .sftp
+            .as_ref()
+            .unwrap()
+            .source()
+            .unwrap_err();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    sftp_council(
+        &sandbox,
+        &feed(&format!(
+            "      password: {{ file: {} }}\n      after_store: delete\n",
+            pw.display()
+        )),
+    );
+    let config = council_bridge::config::Config::load(&sandbox.config()).unwrap();
+    let source = config.council("northshire").unwrap().feeds[0]
+        .sftp
+        .as_ref()
+        .unwrap()
+        .source()
+        .unwrap();
+    assert_eq!(source.after_store, AfterStore::Delete);
+    assert!(!format!("{source:?}").contains("Secret(x"), "{source:?}");
+
+    sftp_council(&sandbox, &feed("      http: { url: \"http://x\" }\n"));
+    let e = council_bridge::config::Config::load(&sandbox.config())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field") || e.contains("http"), "{e}");
+}
