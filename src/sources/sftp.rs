@@ -918,6 +918,15 @@ impl SftpSource {
                     continue;
                 }
             };
+            if landing.join(&ready.name).exists()
+                && read_ledger(landing, &ready.name).is_none_or(|l| l.state == "landed")
+            {
+                out.waiting.push(NotReady {
+                    path: PathBuf::from(remote_of(&ready)),
+                    reason: "a file of this name is in the landing folder and has not been read yet; it is downloaded once that one is read".into(),
+                });
+                continue;
+            }
             let marker = marker.map(|m| join(&self.remote_dir, &m));
             let (raw, resumed_from) = self.download(conn, landing, &ready, marker).await?;
             if let Some(from) = resumed_from {
@@ -966,12 +975,6 @@ impl SftpSource {
         let local = |e: SourceError| Failed::Fatal(SftpError::Config(e.to_string()));
         let remote = join(&self.remote_dir, &f.name);
         let target = landing.join(&f.name);
-        if target.exists() && read_ledger(landing, &f.name).is_none_or(|l| l.state == "landed") {
-            return Err(Failed::Fatal(SftpError::Config(format!(
-                "{} is already in the landing folder and has not been read; run the feed (or move it away) before pulling {remote} again",
-                target.display()
-            ))));
-        }
         let work = landing.join(WORK_DIR);
         let part = work.join(format!("{}.part", f.name));
         let part_meta = work.join(format!("{}.part.json", f.name));
