@@ -89,6 +89,8 @@ struct Sshd {
     root: PathBuf,
     /// `ssh-ed25519 AAAA...` of the host key.
     host_key: String,
+    /// `ecdsa-sha2-nistp256 AAAA...` of its second host key.
+    ecdsa_key: String,
     /// The client's private key file.
     client_key: PathBuf,
 }
@@ -123,6 +125,10 @@ impl Sshd {
         run(Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f"])
             .arg(&host));
+        let ecdsa = etc.join("host_ecdsa");
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ecdsa", "-N", "", "-C", "test-host", "-f"])
+            .arg(&ecdsa));
         let client_key = etc.join("client_ed25519");
         run(Command::new("ssh-keygen")
             .args([
@@ -139,12 +145,15 @@ impl Sshd {
         let authorized = etc.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
         run(Command::new("chmod").arg("644").arg(&authorized));
-        let host_key = std::fs::read_to_string(host.with_extension("pub"))
-            .unwrap()
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ");
+        let public = |key: &Path| {
+            std::fs::read_to_string(key.with_extension("pub"))
+                .unwrap()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let (host_key, ecdsa_key) = (public(&host), public(&ecdsa));
 
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -155,13 +164,14 @@ impl Sshd {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nPidFile {pid}\n\
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nHostKey {ecdsa}\nPidFile {pid}\n\
                  AuthorizedKeysFile {authorized}\nStrictModes no\nUsePAM no\n\
                  PubkeyAuthentication yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
                  PermitRootLogin no\nAllowUsers {USER}\nAllowTcpForwarding no\nX11Forwarding no\n\
                  Subsystem sftp internal-sftp\nChrootDirectory {root}\nForceCommand internal-sftp\n\
                  LogLevel VERBOSE\n",
                 host = host.display(),
+                ecdsa = ecdsa.display(),
                 pid = etc.join("sshd.pid").display(),
                 authorized = authorized.display(),
                 root = root.display(),
@@ -198,6 +208,7 @@ impl Sshd {
             dir,
             root,
             host_key,
+            ecdsa_key,
             client_key,
         }
     }
@@ -561,8 +572,8 @@ async fn an_unknown_or_changed_host_key_is_refused_and_nothing_is_downloaded() {
         sshd.log()
     );
 
-    // The right key in known_hosts: accepted.
-    source.known_hosts = Some(sshd.known_hosts(&sshd.host_key));
+    // The server's other key (ECDSA) in known_hosts: it is asked for that type, and accepted.
+    source.known_hosts = Some(sshd.known_hosts(&sshd.ecdsa_key));
     let pull = source.pull(&landing).await.unwrap();
     assert_eq!(pull.landed.len(), 1);
 }

@@ -331,6 +331,18 @@ struct HostCheck {
 }
 
 impl HostCheck {
+    /// Algorithms of the keys configured for this server.
+    fn algorithms(&self) -> Vec<russh::keys::Algorithm> {
+        let mut out: Vec<_> = self.pinned.iter().map(PublicKey::algorithm).collect();
+        if let Some(path) = &self.known_hosts
+            && let Ok(keys) =
+                russh::keys::known_hosts::known_host_keys_path(&self.host, self.port, path)
+        {
+            out.extend(keys.iter().map(|(_, k)| k.algorithm()));
+        }
+        out
+    }
+
     fn verify(&self, offered: &PublicKey) -> Result<(), SftpError> {
         let algorithm = offered.algorithm().to_string();
         let print = fingerprint(offered);
@@ -554,13 +566,17 @@ impl SftpSource {
             inactivity_timeout: Some(self.timeout.max(Duration::from_secs(1)) * 2),
             ..Default::default()
         };
-        if let Some(pinned) = &check.pinned
-            && check.known_hosts.is_none()
-            && !pinned.algorithm().is_rsa()
-        {
-            // Ask for the pinned key's type, so that a server with several keys offers it.
-            config.preferred.key = std::borrow::Cow::Owned(vec![pinned.algorithm()]);
-        }
+        // Ask first for the key types configured for this server, so that a server with several
+        // host keys offers one that can be checked (as OpenSSH's client does).
+        let known = check.algorithms();
+        let (mut first, rest): (Vec<_>, Vec<_>) =
+            config.preferred.key.iter().cloned().partition(|a| {
+                known
+                    .iter()
+                    .any(|k| k == a || (k.clone().is_rsa() && a.clone().is_rsa()))
+            });
+        first.extend(rest);
+        config.preferred.key = std::borrow::Cow::Owned(first);
         let verdict = Arc::new(Mutex::new(None));
         let handler = Handler {
             check: check.clone(),
