@@ -493,6 +493,18 @@ async fn password_auth_with_a_pinned_host_key_lands_the_file_and_delete_removes_
     for secret in ["wrong-pw-value-77", PASSWORD] {
         assert!(!shown.contains(secret), "{secret} leaked: {shown}");
     }
+
+    // A wrong passphrase for the key: a clear refusal, without the passphrase or the key.
+    source.auth = SftpAuth::Key {
+        key: Secret::from_file(&sshd.client_key).unwrap(),
+        passphrase: Some(Secret::new("wrong-passphrase-5e1")),
+    };
+    let e = source.pull(&landing).await.unwrap_err();
+    let shown = format!("{e} {e:?}");
+    assert!(shown.contains("private key cannot be used"), "{shown}");
+    for secret in ["wrong-passphrase-5e1", PASSPHRASE, "PRIVATE KEY"] {
+        assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+    }
 }
 
 #[tokio::test]
