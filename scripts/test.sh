@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672, then run
+# The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672 (and that
+# openssh-server is installed, for tests/sftp.rs), then run
 # `cargo test --all-targets --locked` from the repository root. Extra arguments go to cargo test.
 #
 #   scripts/test.sh                        # broker + whole test suite
@@ -83,6 +84,30 @@ ensure_guest_user() {
     as_root rabbitmqctl -q set_permissions -p / guest '.*' '.*' '.*' >/dev/null
 }
 
+# tests/sftp.rs starts its own OpenSSH sshd (own config, host key and chroot; the system's
+# ssh service is neither configured nor started): it needs Debian's openssh-server.
+ensure_sshd() {
+    if [ -x /usr/sbin/sshd ]; then
+        return 0
+    fi
+    log "openssh-server is not installed (tests/sftp.rs needs /usr/sbin/sshd): installing it with apt-get"
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [ ! -e "$policy" ]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
+        created_policy=1
+    fi
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server || rc=$?
+    fi
+    if [ "$created_policy" -eq 1 ]; then
+        as_root rm -f "$policy"
+    fi
+    [ "$rc" -eq 0 ] || die "apt-get could not install openssh-server (exit $rc)"
+    [ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd still missing after installing openssh-server"
+}
+
 ensure_broker() {
     if ! command -v rabbitmq-server >/dev/null 2>&1; then
         install_broker
@@ -130,6 +155,7 @@ main() {
     if [ "$broker_only" -eq 1 ]; then
         return 0
     fi
+    ensure_sshd
 
     if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
         export PATH="${HOME:-/root}/.cargo/bin:$PATH"

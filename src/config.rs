@@ -160,6 +160,9 @@ struct FeedFile {
     /// Pull the feed from an HTTP API into its landing folder before reading it.
     #[serde(default)]
     http: Option<HttpFeed>,
+    /// Pull the feed from an SFTP server into its landing folder before reading it.
+    #[serde(default)]
+    sftp: Option<SftpFeed>,
     /// Seconds a file must stay unchanged before it is taken (unless it has a marker).
     #[serde(default = "default_settle")]
     settle_seconds: u64,
@@ -300,6 +303,142 @@ fn default_backoff() -> u64 {
 }
 fn default_pages() -> u32 {
     1000
+}
+
+/// An SFTP feed (`sftp:` in a feed of council.yaml). The feed's `settle_seconds` and
+/// `require_marker` apply to the remote files; landed files are read at once. Secrets are
+/// named, never written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpFeed {
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Private key: `file` (the key file) or `env` (a variable holding the key text).
+    #[serde(default)]
+    pub private_key: Option<SecretSpec>,
+    /// The private key's passphrase, when it is encrypted.
+    #[serde(default)]
+    pub passphrase: Option<SecretSpec>,
+    /// Or a password.
+    #[serde(default)]
+    pub password: Option<SecretSpec>,
+    /// OpenSSH known_hosts file listing the server's host key (relative to the council folder).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// Or the server's host key pinned: `<algorithm> <base64>`.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    /// Remote folder to take files from.
+    #[serde(default = "default_remote_dir")]
+    pub remote_dir: String,
+    /// Glob on the remote file names, e.g. `payroll_*.csv`.
+    pub glob: String,
+    /// Remote folder files are moved to once their batch is stored.
+    #[serde(default)]
+    pub remote_archive: Option<String>,
+    /// `move` (to `remote_archive`), `delete` or `leave`; default: `move` when
+    /// `remote_archive` is set, else `leave`.
+    #[serde(default)]
+    pub after_store: Option<AfterStoreSpec>,
+    /// Seconds allowed to connect, authenticate and answer each request.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts per pull, each resuming where the last stopped.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First pause between attempts, doubling.
+    #[serde(default = "default_backoff")]
+    pub first_backoff_ms: u64,
+    /// Folder files are downloaded to before they are read.
+    pub landing: PathBuf,
+    /// The feed's `settle_seconds`.
+    #[serde(skip)]
+    pub settle_seconds: u64,
+    /// The feed's `require_marker`.
+    #[serde(skip)]
+    pub require_marker: bool,
+}
+
+/// What happens to a remote file once its batch is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterStoreSpec {
+    /// Move it to `remote_archive`.
+    Move,
+    /// Remove it.
+    Delete,
+    /// Leave it (a file unchanged since it was taken is not taken again).
+    Leave,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_remote_dir() -> String {
+    ".".into()
+}
+
+impl SftpFeed {
+    /// The pull source, with its secrets read.
+    pub fn source(&self) -> Result<crate::sources::sftp::SftpSource, String> {
+        use crate::sources::http::Secret;
+        use crate::sources::sftp::{AfterStore, SftpAuth, SftpSource};
+        let secret = |what: &str, s: &SecretSpec| -> Result<Secret, String> {
+            match (&s.env, &s.file) {
+                (Some(var), _) => Secret::from_env(var).map_err(|e| e.to_string()),
+                (None, Some(file)) => Secret::from_file(file).map_err(|e| e.to_string()),
+                (None, None) => Err(format!("`{what}` needs `env` or `file`")),
+            }
+        };
+        let auth = match (&self.private_key, &self.password) {
+            (Some(key), None) => SftpAuth::Key {
+                key: secret("private_key", key)?,
+                passphrase: self
+                    .passphrase
+                    .as_ref()
+                    .map(|p| secret("passphrase", p))
+                    .transpose()?,
+            },
+            (None, Some(password)) => SftpAuth::Password {
+                password: secret("password", password)?,
+            },
+            (Some(_), Some(_)) => {
+                return Err("an sftp feed takes `private_key` or `password`, not both".into());
+            }
+            (None, None) => return Err("an sftp feed needs `private_key` or `password`".into()),
+        };
+        let after_store = match (self.after_store, &self.remote_archive) {
+            (Some(AfterStoreSpec::Move) | None, Some(dir)) => AfterStore::Move(dir.clone()),
+            (Some(AfterStoreSpec::Move), None) => {
+                return Err(
+                    "`after_store: move` needs `remote_archive` (the remote folder)".into(),
+                );
+            }
+            (Some(AfterStoreSpec::Delete), _) => AfterStore::Delete,
+            (Some(AfterStoreSpec::Leave) | None, _) => AfterStore::Leave,
+        };
+        Ok(SftpSource {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            auth,
+            known_hosts: self.known_hosts.clone(),
+            host_key: self.host_key.clone(),
+            remote_dir: self.remote_dir.clone(),
+            pattern: self.glob.clone(),
+            settle: std::time::Duration::from_secs(self.settle_seconds),
+            require_marker: self.require_marker,
+            after_store,
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            max_attempts: self.max_attempts,
+            first_backoff: std::time::Duration::from_millis(self.first_backoff_ms),
+        })
+    }
 }
 
 /// Where a secret comes from.
@@ -475,6 +614,8 @@ pub struct Feed {
     pub expected_by: Option<crate::schedule::ExpectedBy>,
     /// Delta mode and batch policies.
     pub policy: FeedPolicy,
+    /// The SFTP server pulled into the drop folder first, if the feed has one.
+    pub sftp: Option<SftpFeed>,
 }
 
 /// One partner council.
@@ -558,15 +699,32 @@ impl Config {
                     if let Some(h) = f.http.as_mut() {
                         h.landing = dir.join(&h.landing);
                     }
-                    let input = match (&f.input, &f.http) {
-                        (Some(i), _) if Path::new(i).is_absolute() => i.clone(),
-                        (Some(i), _) => dir.join(i).to_string_lossy().into_owned(),
-                        (None, Some(h)) => h.landing.join("*.json").to_string_lossy().into_owned(),
-                        (None, None) => {
+                    let (mut settle, mut require_marker) = (f.settle_seconds, f.require_marker);
+                    if let Some(s) = f.sftp.as_mut() {
+                        s.landing = dir.join(&s.landing);
+                        s.known_hosts = s.known_hosts.as_ref().map(|k| dir.join(k));
+                        // The settle rules are the remote server's; landed files are complete.
+                        (s.settle_seconds, s.require_marker) = (settle, require_marker);
+                        (settle, require_marker) = (0, false);
+                        if f.http.is_some() {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!("feed `{id}` has both `http` and `sftp`; choose one"),
+                            });
+                        }
+                    }
+                    let input = match (&f.input, &f.http, &f.sftp) {
+                        (Some(i), _, _) if Path::new(i).is_absolute() => i.clone(),
+                        (Some(i), _, _) => dir.join(i).to_string_lossy().into_owned(),
+                        (None, Some(h), _) => {
+                            h.landing.join("*.json").to_string_lossy().into_owned()
+                        }
+                        (None, None, Some(s)) => s.landing.join(&s.glob).to_string_lossy().into_owned(),
+                        (None, None, None) => {
                             return Err(ConfigError::Invalid {
                                 path: file.clone(),
                                 message: format!(
-                                    "feed `{id}` needs `input` (a drop-folder glob) or `http`"
+                                    "feed `{id}` needs `input` (a drop-folder glob), `http` or `sftp`"
                                 ),
                             });
                         }
@@ -611,8 +769,8 @@ impl Config {
                         mapping: dir.join(f.mapping),
                         drop: crate::sources::DropFolder {
                             pattern: input.clone(),
-                            settle: std::time::Duration::from_secs(f.settle_seconds),
-                            require_marker: f.require_marker,
+                            settle: std::time::Duration::from_secs(settle),
+                            require_marker,
                             archive: f.archive.map(|p| dir.join(p)),
                             rejected: f.rejected.map(|p| dir.join(p)),
                         },
@@ -624,6 +782,7 @@ impl Config {
                             reject_threshold_percent: f.reject_threshold_percent,
                             drift: f.drift,
                         },
+                        sftp: f.sftp,
                     })
                 })
                 .collect::<Result<_, _>>()?;

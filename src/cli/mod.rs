@@ -465,7 +465,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
-            let pulls = pipeline::pull(&env.config, council.as_deref(), feed.as_deref()).await;
+            let mut pulls = pipeline::pull(&env.config, council.as_deref(), feed.as_deref()).await;
             let mut reports = pipeline::process(
                 &env.config,
                 &registry,
@@ -477,6 +477,9 @@ async fn execute(cli: &Cli) -> Result<u8> {
             if reports.is_empty() {
                 bail!("no feed matches (check --council and --feed)");
             }
+            pulls.extend(
+                pipeline::finish_pulls(&env.config, council.as_deref(), feed.as_deref()).await,
+            );
             let retry = Retry {
                 attempts: 3,
                 first_pause: Duration::from_millis(500),

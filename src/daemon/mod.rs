@@ -345,6 +345,7 @@ async fn feed_run(
         }
     }
     let (c, f) = (council.clone(), feed.clone());
+    let config_for_cleanup = config.clone();
     let why = match trigger {
         Trigger::Schedule(_) => pipeline::Trigger::Schedule,
         Trigger::Watch => pipeline::Trigger::Watch,
@@ -364,6 +365,12 @@ async fn feed_run(
     })
     .await
     .unwrap_or_default();
+    // SFTP files whose batches are now stored are moved or removed on the server.
+    for p in pipeline::finish_pulls(&config_for_cleanup, Some(council), Some(feed)).await {
+        if let Some(e) = p.error {
+            tracing::warn!(council = %council, feed = %feed, error = %e, "remote clean-up failed; retried at the next pull");
+        }
+    }
     let mut clean = !pipeline::stop_requested();
     for r in &reports {
         if r.busy.is_some() {

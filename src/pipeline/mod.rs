@@ -163,8 +163,9 @@ pub struct PullReport {
     pub error: Option<String>,
 }
 
-/// Pulls every selected HTTP feed into its landing folder, where [`process`] then reads the
-/// pages like any dropped file. A failed pull leaves nothing half-written.
+/// Pulls every selected HTTP and SFTP feed into its landing folder, where [`process`] then
+/// reads the files like any dropped file. A failed pull leaves nothing half-written (an SFTP
+/// download in progress stays hidden in `<landing>/.sftp/` to be resumed).
 pub async fn pull(config: &Config, council: Option<&str>, feed: Option<&str>) -> Vec<PullReport> {
     let mut reports = Vec::new();
     for c in &config.councils {
@@ -172,10 +173,14 @@ pub async fn pull(config: &Config, council: Option<&str>, feed: Option<&str>) ->
             continue;
         }
         for f in &c.feeds {
-            let Some(http) = &f.http else { continue };
             if feed.is_some_and(|want| want != f.id) {
                 continue;
             }
+            if let Some(sftp) = &f.sftp {
+                reports.push(pull_sftp(&c.id, &f.id, sftp).await);
+                continue;
+            }
+            let Some(http) = &f.http else { continue };
             let mut report = PullReport {
                 council: c.id.clone(),
                 feed: f.id.clone(),
@@ -203,6 +208,99 @@ pub async fn pull(config: &Config, council: Option<&str>, feed: Option<&str>) ->
                 Err(e) => report.error = Some(e),
             }
             reports.push(report);
+        }
+    }
+    reports
+}
+
+async fn pull_sftp(council: &str, feed: &str, sftp: &crate::config::SftpFeed) -> PullReport {
+    let mut report = PullReport {
+        council: council.to_string(),
+        feed: feed.to_string(),
+        pages: 0,
+        note: None,
+        error: None,
+    };
+    let source = match sftp.source() {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e);
+            return report;
+        }
+    };
+    match source.pull(&sftp.landing).await {
+        Ok(p) => {
+            report.pages = p.landed.len();
+            let mut note = format!("pulled {} file(s) over SFTP", p.landed.len());
+            for (name, from) in &p.resumed {
+                note.push_str(&format!("; {name} resumed from byte {from}"));
+            }
+            if !p.cleaned.is_empty() {
+                note.push_str(&format!(
+                    "; {} remote file(s) whose batch was stored moved or removed",
+                    p.cleaned.len()
+                ));
+            }
+            if !p.waiting.is_empty() {
+                note.push_str(&format!("; {} still arriving", p.waiting.len()));
+            }
+            report.note = Some(note);
+        }
+        Err(e) => {
+            tracing::error!(council, feed, error = %e, "pull failed");
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
+/// After [`process`]: moves to the remote archive (or removes, as configured) each SFTP file
+/// whose batch is now in the store. A feed with nothing to clean up is not connected to.
+pub async fn finish_pulls(
+    config: &Config,
+    council: Option<&str>,
+    feed: Option<&str>,
+) -> Vec<PullReport> {
+    let mut reports = Vec::new();
+    for c in &config.councils {
+        if council.is_some_and(|want| want != c.id) {
+            continue;
+        }
+        for f in &c.feeds {
+            let Some(sftp) = &f.sftp else { continue };
+            if feed.is_some_and(|want| want != f.id) {
+                continue;
+            }
+            let result = match sftp.source() {
+                Ok(source) => source
+                    .finish(&sftp.landing)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(cleaned) if cleaned.is_empty() => {}
+                Ok(cleaned) => reports.push(PullReport {
+                    council: c.id.clone(),
+                    feed: f.id.clone(),
+                    pages: 0,
+                    note: Some(format!(
+                        "{} remote file(s) moved or removed now that their batches are stored",
+                        cleaned.len()
+                    )),
+                    error: None,
+                }),
+                Err(e) => {
+                    tracing::error!(council = %c.id, feed = %f.id, error = %e, "remote clean-up failed; retried on the next pull");
+                    reports.push(PullReport {
+                        council: c.id.clone(),
+                        feed: f.id.clone(),
+                        pages: 0,
+                        note: None,
+                        error: Some(format!("remote clean-up: {e}")),
+                    });
+                }
+            }
         }
     }
     reports
@@ -287,6 +385,15 @@ fn process_feed(
             // Stopping, or the feed was taken over: the file stays where it is.
             files.push(report);
             break;
+        }
+        if let Some(sftp) = &feed.sftp {
+            // The batch is stored (or the file is unreadable): the remote file may now go.
+            sources::sftp::mark_stored(
+                &sftp.landing,
+                &raw.name,
+                &raw.sha256,
+                report.status != "failed",
+            )?;
         }
         if let Some(to) = feed.drop.put_away(&raw, report.status == "failed")? {
             tracing::info!(council, feed = %feed.id, file = %raw.name, to = %to.display(), "file moved");

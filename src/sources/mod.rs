@@ -4,6 +4,7 @@
 //! never edited or deleted.
 
 pub mod http;
+pub mod sftp;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
