@@ -80,6 +80,12 @@ pub enum Command {
     /// Each feed's schedule, next run, last arrival and outcome, held batches and lateness,
     /// and the outbox.
     Status,
+    /// The store itself.
+    Store {
+        /// prune
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
     /// The outbox: messages waiting for the broker.
     Outbox {
         /// status | flush
@@ -128,6 +134,15 @@ pub enum Command {
         #[command(subcommand)]
         action: BrokerCmd,
     },
+}
+
+/// `store` actions.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Drop the payloads of messages sent longer ago than `retention.sent_payload_days` (ids and
+    /// content hashes stay) and run reports older than `retention.run_report_days`. `serve`
+    /// does this every hour.
+    Prune,
 }
 
 /// `outbox` actions.
@@ -535,6 +550,32 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 clock: std::sync::Arc::new(crate::schedule::SystemClock),
             })
             .await?;
+            Ok(0)
+        }
+        Command::Store {
+            action: StoreCmd::Prune,
+        } => {
+            let store = open_store(&env)?;
+            let before = store.payload_bytes()?;
+            let report = store.prune(&env.config.retention.policy(), chrono::Utc::now())?;
+            let after = store.payload_bytes()?;
+            let total = |v: &[(String, u64)]| v.iter().map(|(_, b)| b).sum::<u64>();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "pruned": report, "payload_bytes_before": total(&before), "payload_bytes_after": total(&after) })
+                );
+            } else {
+                println!(
+                    "pruned: {} sent message payloads (older than {} days), {} run reports (older than {} days); message payloads held: {} → {} bytes",
+                    report.payloads_dropped,
+                    env.config.retention.sent_payload_days,
+                    report.runs_deleted,
+                    env.config.retention.run_report_days,
+                    total(&before),
+                    total(&after)
+                );
+            }
             Ok(0)
         }
         Command::Status => {

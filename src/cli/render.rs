@@ -522,10 +522,14 @@ pub(super) fn status(
     }
     let late = feeds.iter().filter(|f| f.late_since.is_some()).count();
     let held: u64 = feeds.iter().map(|f| f.held).sum();
-    println!(
-        "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
-        "FEED", "MODE", "NEXT RUN (LONDON)", "LAST ARRIVAL", "LAST", "NOTE"
-    );
+    let mut rows = vec![[
+        "FEED".to_string(),
+        "MODE".to_string(),
+        "NEXT RUN (LONDON)".to_string(),
+        "LAST ARRIVAL".to_string(),
+        "LAST".to_string(),
+        "NOTE".to_string(),
+    ]];
     for f in feeds {
         let mut note = Vec::new();
         if let Some(since) = &f.late_since {
@@ -540,18 +544,28 @@ pub(super) fn status(
         if let Some(r) = &f.running {
             note.push(format!("being read by {r}"));
         }
-        println!(
-            "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
+        rows.push([
             format!("{}/{}", f.council, f.feed),
-            f.mode,
-            f.next_run_london.as_deref().unwrap_or("-"),
+            f.mode.clone(),
+            f.next_run_london.clone().unwrap_or_else(|| "-".into()),
             f.last_arrival
                 .as_deref()
                 .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
                 .unwrap_or_else(|| "never".into()),
-            f.last_status.as_deref().unwrap_or("-"),
-            note.join("; ")
-        );
+            f.last_status.clone().unwrap_or_else(|| "-".into()),
+            note.join("; "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
     }
     println!(
         "outbox: {} pending, {} held, {} sent, {} failed, {} staged (batches being read)",

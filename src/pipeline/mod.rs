@@ -30,6 +30,12 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Withdraws a [`request_stop`], for a program (or a test) that starts the pipeline again in
+/// the same process.
+pub fn clear_stop() {
+    STOP.store(false, Ordering::SeqCst);
+}
+
 /// Whether [`request_stop`] was called.
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)

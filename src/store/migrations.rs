@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL
     );
     CREATE INDEX runs_by_feed ON runs (council, feed, started_at);",
+    // 5: retention (a sent message keeps its id and content hash, not its payload).
+    "ALTER TABLE outbox ADD COLUMN content_sha256 TEXT;
+    ALTER TABLE outbox ADD COLUMN pruned_at TEXT;",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

@@ -10,9 +10,11 @@ mod delta;
 mod feeds;
 pub mod lease;
 mod migrations;
+mod retention;
 mod runs;
 
 pub use delta::{FeedState, StateChange};
+pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
 
 use std::path::{Path, PathBuf};
@@ -324,7 +326,8 @@ impl Store {
                      correlation_id, timestamp, status, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
                      ON CONFLICT(message_id) DO UPDATE SET batch_id = excluded.batch_id,
-                       status = 'staged', correlation_id = excluded.correlation_id
+                       status = 'staged', correlation_id = excluded.correlation_id,
+                       headers = excluded.headers, body = excluded.body, pruned_at = NULL
                      WHERE outbox.status = 'staged' OR (?10 AND outbox.status = 'sent')",
                 )?;
                 let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE message_id = ?1")?;
