@@ -456,8 +456,46 @@ fn purpose(command: &Command) -> &'static str {
     }
 }
 
+/// `run` on a terminal: a spinner per file with rows read and the rate (stderr, so the summary
+/// on stdout stays clean).
+struct Spinner(std::sync::Mutex<Option<indicatif::ProgressBar>>);
+
+impl pipeline::progress::Progress for Spinner {
+    fn file_started(&self, council: &str, feed: &str, file: &str, bytes: u64) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix}: {human_pos} rows read, {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!(
+            "{council}/{feed} {file} ({:.1} MB)",
+            bytes as f64 / 1e6
+        ));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+    fn rows_read(&self, rows: u64) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            bar.set_position(rows);
+        }
+    }
+    fn file_finished(&self) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 async fn execute(cli: &Cli) -> Result<u8> {
     crate::store::lease::set_purpose(purpose(&cli.command));
+    if matches!(cli.command, Command::Run { .. })
+        && !cli.json
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        pipeline::progress::set(Box::new(Spinner(std::sync::Mutex::new(None))));
+    }
     let env = env(cli)?;
     match &cli.command {
         Command::Run {

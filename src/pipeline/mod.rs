@@ -7,6 +7,7 @@
 
 pub mod delta;
 pub mod flush;
+pub mod progress;
 mod profile;
 mod replay;
 mod runs;
@@ -482,7 +483,10 @@ pub fn process_file_with(
         force,
         policy,
     };
-    match read_into_store(&ctx, &mut report) {
+    progress::file_started(council, feed, &raw.name, raw.size);
+    let read = read_into_store(&ctx, &mut report);
+    progress::file_finished();
+    match read {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
         Err(ReadError::Abandoned(reason)) => {
@@ -597,6 +601,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             ));
         }
         let outcome = store.write_chunk(batch, messages, failures, force)?;
+        progress::rows_read(report.read);
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
         messages.clear();
