@@ -7,8 +7,8 @@
 
 pub mod delta;
 pub mod flush;
-pub mod progress;
 mod profile;
+pub mod progress;
 mod replay;
 mod runs;
 
