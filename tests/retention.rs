@@ -44,6 +44,10 @@ async fn sent_payloads_and_old_run_reports_are_pruned_ids_stay() {
     };
     let sent_bytes = bytes("sent");
     assert!(sent_bytes > 10_000, "{sent_bytes}");
+    eprintln!(
+        "payload kept per sent message before pruning: {} bytes",
+        sent_bytes / flushed.published
+    );
 
     let policy = Retention {
         sent_payload_days: 7,

@@ -62,8 +62,19 @@ pub(super) fn outbox(as_json: bool, c: &OutboxCounts, broker: bool) {
         return;
     }
     println!(
-        "outbox: {} pending, {} held, {} sent, {} failed",
-        c.pending, c.held, c.sent, c.failed
+        "outbox: {} pending, {} held, {} sent, {} failed{}",
+        c.pending,
+        c.held,
+        c.sent,
+        c.failed,
+        if c.staged > 0 {
+            format!(
+                ", {} staged (in batches being read now, or left by a reading that stopped: the next run reads that file again)",
+                c.staged
+            )
+        } else {
+            String::new()
+        }
     );
     if c.pending > 0 {
         if broker {
