@@ -158,6 +158,14 @@ pub struct BrokerSettings {
     /// Dead-letter queue.
     #[serde(default = "default_dlq")]
     pub dead_letter_queue: String,
+    /// How long `run`, `outbox flush` and replays keep trying to reach the broker before they
+    /// leave the messages waiting (exit 3); the default rides out a routine broker restart.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_retry_seconds() -> u64 {
+    150
 }
 
 impl Default for BrokerSettings {
@@ -167,6 +175,7 @@ impl Default for BrokerSettings {
             exchange: default_exchange(),
             dead_letter_exchange: default_dlx(),
             dead_letter_queue: default_dlq(),
+            retry_seconds: default_retry_seconds(),
         }
     }
 }

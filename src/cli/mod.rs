@@ -82,7 +82,7 @@ pub enum Command {
     Status,
     /// The store itself.
     Store {
-        /// prune
+        /// init | prune
         #[command(subcommand)]
         action: StoreCmd,
     },
@@ -92,7 +92,7 @@ pub enum Command {
         #[command(subcommand)]
         action: OutboxCmd,
     },
-    /// Records that could not be delivered.
+    /// Rejected rows and undeliverable messages: list, show, replay.
     Failures {
         /// list | show | replay
         #[command(subcommand)]
@@ -139,6 +139,9 @@ pub enum Command {
 /// `store` actions.
 #[derive(Debug, Subcommand)]
 pub enum StoreCmd {
+    /// Create the store (at --store, COUNCIL_BRIDGE_STORE or the configured path) if it does not
+    /// exist, and bring its schema up to date.
+    Init,
     /// Drop the payloads of messages sent longer ago than `retention.sent_payload_days` (ids and
     /// content hashes stay) and run reports older than `retention.run_report_days`. `serve`
     /// does this every hour.
@@ -356,10 +359,48 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(&cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each cause said once: a library error that already
+/// quotes its cause (`cannot read X: No such file or directory (os error 2)`) is not followed by
+/// the same cause again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// How hard one-shot commands try to reach the broker (`broker.retry_seconds`).
+fn retry(env: &Env) -> Retry {
+    Retry {
+        budget: Duration::from_secs(env.config.broker.retry_seconds),
+        ..Retry::default()
+    }
+}
+
+fn unknown_council(config: &Config, c: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no council `{c}` is configured (councils: {})",
+        config
+            .councils
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 struct Env {
@@ -397,7 +438,17 @@ fn env(cli: &Cli) -> Result<Env> {
     })
 }
 
+/// Opens the store. The configured store is created on first use; any other path (from
+/// `--store` or `COUNCIL_BRIDGE_STORE`) must exist, so a mistyped path is an error rather than a
+/// new, empty store that hides the real one (`store init` creates one on purpose).
 fn open_store(env: &Env) -> Result<Store> {
+    if env.store_path != env.config.store && !env.store_path.exists() {
+        bail!(
+            "there is no store at {} (the configured store is {}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`",
+            env.store_path.display(),
+            env.config.store.display()
+        );
+    }
     Store::open(&env.store_path)
         .with_context(|| format!("cannot open the store {}", env.store_path.display()))
 }
@@ -506,15 +557,19 @@ async fn execute(cli: &Cli) -> Result<u8> {
             if let Some(c) = council
                 && env.config.council(c).is_none()
             {
-                bail!(
-                    "no council `{c}` is configured (councils: {})",
-                    env.config
-                        .councils
-                        .iter()
-                        .map(|c| c.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                return Err(unknown_council(&env.config, c));
+            }
+            if let Some(f) = feed {
+                let feeds: Vec<String> = env
+                    .config
+                    .councils
+                    .iter()
+                    .filter(|c| council.as_ref().is_none_or(|want| *want == c.id))
+                    .flat_map(|c| c.feeds.iter().map(move |f| format!("{}/{}", c.id, f.id)))
+                    .collect();
+                if !feeds.iter().any(|id| id.ends_with(&format!("/{f}"))) {
+                    bail!("no feed `{f}` is configured (feeds: {})", feeds.join(", "));
+                }
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
@@ -533,11 +588,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             pulls.extend(
                 pipeline::finish_pulls(&env.config, council.as_deref(), feed.as_deref()).await,
             );
-            let retry = Retry {
-                attempts: 3,
-                first_pause: Duration::from_millis(500),
-                ..Retry::default()
-            };
+            let retry = retry(&env);
             let flush = flush_if_configured(&env, &store, &retry).await?;
             pipeline::delivery_status(&store, &mut reports)?;
             let counts = store.outbox_counts()?;
@@ -591,6 +642,23 @@ async fn execute(cli: &Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Store {
+            action: StoreCmd::Init,
+        } => {
+            let existed = env.store_path.exists();
+            Store::open(&env.store_path)
+                .with_context(|| format!("cannot create the store {}", env.store_path.display()))?;
+            println!(
+                "{} {}",
+                if existed {
+                    "store up to date:"
+                } else {
+                    "store created:"
+                },
+                env.store_path.display()
+            );
+            Ok(0)
+        }
+        Command::Store {
             action: StoreCmd::Prune,
         } => {
             let store = open_store(&env)?;
@@ -636,7 +704,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                             "no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)"
                         );
                     };
-                    let report = pipeline::flush(&store, broker, &Retry::default()).await?;
+                    let report = pipeline::flush(&store, broker, &retry(&env)).await?;
                     render::flush(cli.json, &report);
                     Ok(if report.error.is_some() && report.still_pending > 0 {
                         3
@@ -654,6 +722,11 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     all,
                     limit,
                 } => {
+                    if let Some(c) = council
+                        && env.config.council(c).is_none()
+                    {
+                        return Err(unknown_council(&env.config, c));
+                    }
                     render::failures(cli.json, &store.failures(council.as_deref(), *all, *limit)?);
                     Ok(0)
                 }
@@ -689,7 +762,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     {
                         code = 1;
                     }
-                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    let flush = flush_if_configured(&env, &store, &retry(&env)).await?;
                     render::replays(cli.json, &outcomes, flush.as_ref());
                     Ok(code)
                 }
@@ -705,7 +778,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 BatchesCmd::Release { id, reason } => {
                     let n = store.release_batch(id, &actor(), reason)?;
                     println!("released batch {id}: {n} messages are now pending");
-                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    let flush = flush_if_configured(&env, &store, &retry(&env)).await?;
                     if let Some(f) = flush {
                         render::flush(cli.json, &f);
                     }
@@ -893,14 +966,21 @@ fn schema_command(cli: &Cli, env: &Env, action: &SchemaCmd) -> Result<u8> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                for e in registry.iter() {
-                    let title = e
-                        .schema
-                        .get("title")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("");
-                    println!("{:<34} v{}  {title}", e.name, e.version);
-                }
+                let rows: Vec<Vec<String>> = registry
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.name.clone(),
+                            format!("v{}", e.version),
+                            e.schema
+                                .get("title")
+                                .and_then(serde_json::Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        ]
+                    })
+                    .collect();
+                render::table(&["ENTITY", "VERSION", "TITLE"], &rows);
             }
             Ok(0)
         }

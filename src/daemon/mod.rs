@@ -429,6 +429,8 @@ async fn publish_loop(
         attempts: 1,
         first_pause: first,
         lease_wait: Duration::from_secs(1),
+        // The daemon keeps its own back-off between flushes.
+        budget: Duration::ZERO,
     };
     loop {
         if *stop.borrow() {

@@ -95,6 +95,9 @@ pub struct FileReport {
     pub new_messages: u64,
     /// Valid records whose identical message was already in the outbox.
     pub already_known: u64,
+    /// Of those, messages already delivered that `--force` queues again (same ids).
+    #[serde(default)]
+    pub resent: u64,
     /// Control-record check.
     pub control: Option<Value>,
     /// Why the file failed or was held.
@@ -126,6 +129,7 @@ impl FileReport {
             rejected_by_reason: BTreeMap::new(),
             new_messages: 0,
             already_known: 0,
+            resent: 0,
             control: None,
             reason: None,
             delivery: None,
@@ -604,6 +608,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         progress::rows_read(report.read);
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
+        report.resent += outcome.resent;
         messages.clear();
         failures.clear();
         Ok(())
@@ -825,6 +830,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             "rejected": report.rejected,
             "new_messages": report.new_messages,
             "already_known": report.already_known,
+            "resent": report.resent,
         },
         "rejected_by_reason": report.rejected_by_reason,
         "control": report.control,

@@ -187,6 +187,8 @@ pub struct ChunkOutcome {
     pub new: u64,
     /// Messages whose id was already in the outbox (same record content seen before).
     pub already_known: u64,
+    /// Of those, already delivered ones queued again (only with `force`).
+    pub resent: u64,
 }
 
 /// Counts of outbox rows by state.
@@ -330,10 +332,17 @@ impl Store {
                        headers = excluded.headers, body = excluded.body, pruned_at = NULL
                      WHERE outbox.status = 'staged' OR (?10 AND outbox.status = 'sent')",
                 )?;
-                let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE message_id = ?1")?;
+                let mut exists =
+                    tx.prepare_cached("SELECT status FROM outbox WHERE message_id = ?1")?;
                 let created = now();
                 for m in messages {
-                    let known = exists.exists(params![m.message_id])?;
+                    let known: Option<String> = exists
+                        .query_row(params![m.message_id], |r| r.get(0))
+                        .optional()?;
+                    if force && known.as_deref() == Some("sent") {
+                        outcome.resent += 1;
+                    }
+                    let known = known.is_some();
                     insert.execute(params![
                         m.message_id,
                         batch_id,
@@ -909,7 +918,8 @@ mod tests {
             outcome,
             ChunkOutcome {
                 new: 2,
-                already_known: 0
+                already_known: 0,
+                resent: 0
             }
         );
         store
