@@ -683,3 +683,13 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
         println!("{}", padded(r.iter().map(String::as_str), &widths));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_message_is_not_one_messages() {
+        assert_eq!(super::plural(1, "message"), "1 message");
+        assert_eq!(super::plural(0, "message"), "0 messages");
+        assert_eq!(super::plural(222, "message"), "222 messages");
+    }
+}
