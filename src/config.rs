@@ -43,6 +43,13 @@ struct RootFile {
     broker: BrokerSettings,
     #[serde(default)]
     modulus: Option<ModulusFiles>,
+    /// Folders (besides each council's own) that councils' paths may point into.
+    #[serde(default = "default_allowed_roots")]
+    allowed_roots: Vec<PathBuf>,
+}
+
+fn default_allowed_roots() -> Vec<PathBuf> {
+    vec!["var".into()]
 }
 
 /// Vocalink's modulus-checking files (Pay.UK publishes them; reload when they change).
@@ -133,6 +140,9 @@ struct FeedFile {
     archive: Option<PathBuf>,
     #[serde(default)]
     rejected: Option<PathBuf>,
+    /// What one file may make the bridge hold or do (`limits:`; each key optional).
+    #[serde(default)]
+    limits: crate::formats::Limits,
 }
 
 fn default_settle() -> u64 {
@@ -356,6 +366,8 @@ pub struct Feed {
     pub drop: crate::sources::DropFolder,
     /// The HTTP API pulled into the drop folder first, if the feed has one.
     pub http: Option<HttpFeed>,
+    /// The feed's limits on one file (sizes, depth, counts).
+    pub limits: crate::formats::Limits,
 }
 
 /// One partner council.
@@ -386,6 +398,9 @@ pub struct Config {
     pub modulus: Option<ModulusFiles>,
     /// Councils, by id order.
     pub councils: Vec<Council>,
+    /// Folders besides each council's own that council paths may point into (`allowed_roots`,
+    /// default the installation's `var/`).
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 impl Config {
@@ -401,6 +416,7 @@ impl Config {
             }
         };
         let mappings = resolve(&root.mappings);
+        let allowed_roots: Vec<PathBuf> = root.allowed_roots.iter().map(|p| resolve(p)).collect();
         let mut councils = Vec::new();
         let entries = std::fs::read_dir(&mappings).map_err(|source| ConfigError::Io {
             path: mappings.clone(),
@@ -448,6 +464,26 @@ impl Config {
                             });
                         }
                     };
+                    let feed_paths = [
+                        ("mapping", Some(dir.join(&f.mapping))),
+                        ("input", Some(PathBuf::from(glob_base(&input)))),
+                        ("archive", f.archive.as_ref().map(|p| dir.join(p))),
+                        ("rejected", f.rejected.as_ref().map(|p| dir.join(p))),
+                        ("http.landing", f.http.as_ref().map(|h| h.landing.clone())),
+                    ];
+                    for (key, path) in feed_paths {
+                        let Some(path) = path else { continue };
+                        if !confined(&path, &dir, &allowed_roots) {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}`: `{key}` points outside the council's folder and the allowed roots ({}); keep it inside {} or add its folder to `allowed_roots` in the root configuration",
+                                    path.display(),
+                                    dir.display()
+                                ),
+                            });
+                        }
+                    }
                     Ok(Feed {
                         id,
                         mapping: dir.join(f.mapping),
@@ -460,6 +496,7 @@ impl Config {
                         },
                         input,
                         http: f.http,
+                        limits: f.limits,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -480,6 +517,7 @@ impl Config {
                 scsubtab: m.scsubtab.map(|p| resolve(&p)),
             }),
             councils,
+            allowed_roots,
         })
     }
 
@@ -498,4 +536,62 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
         path: path.to_path_buf(),
         message: e.to_string().lines().next().unwrap_or_default().to_string(),
     })
+}
+
+/// The part of a glob before its first wildcard, as a folder (`in/*.csv` → `in`).
+fn glob_base(pattern: &str) -> String {
+    let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let head = &pattern[..cut];
+    if cut == pattern.len() {
+        return head.to_string();
+    }
+    match head.rfind(['/', std::path::MAIN_SEPARATOR]) {
+        Some(i) => head[..i.max(1)].to_string(),
+        None => ".".to_string(),
+    }
+}
+
+/// `path` with `.` and `..` resolved without touching the disk, then with the longest part of it
+/// that exists resolved on disk (so a symbolic link cannot lead out either).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let absolute = if out.is_absolute() {
+        out
+    } else {
+        std::env::current_dir().unwrap_or_default().join(out)
+    };
+    let mut existing = absolute.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => {
+                rest.push(name.to_os_string());
+                existing.pop();
+            }
+            None => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    resolved
+}
+
+/// Whether `path` lies inside the council's folder or one of the allowed roots.
+pub fn confined(path: &Path, council_dir: &Path, allowed_roots: &[PathBuf]) -> bool {
+    let path = normalise_path(path);
+    std::iter::once(council_dir)
+        .chain(allowed_roots.iter().map(PathBuf::as_path))
+        .any(|root| path.starts_with(normalise_path(root)))
 }

@@ -48,6 +48,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use super::encoding::Encoding;
+use super::limits::{LimitExceeded, Limits};
 use super::{DecodeFailure, FormatError, Header, Item, Locator, SourceRecord};
 
 /// How to read an XML export (from the mapping's `source:` section).
@@ -147,6 +148,9 @@ struct State {
     rows: u64,
     last_header: Arc<Header>,
     empty_header: Arc<Header>,
+    max_depth: usize,
+    max_attributes: usize,
+    max_columns: usize,
     done: bool,
 }
 
@@ -168,7 +172,7 @@ struct Frame {
     /// Index of this element's text column in `columns`.
     slot: usize,
     /// How many children of each name were seen so far.
-    children: Vec<(String, usize)>,
+    children: std::collections::HashMap<String, usize>,
     has_children: bool,
     text: String,
 }
@@ -184,19 +188,34 @@ impl Capture {
         }
     }
 
-    /// Opens an element: its text slot and its attributes. `Err` for broken attribute syntax.
-    fn open(&mut self, name: &str, e: &BytesStart<'_>) -> Result<(), String> {
+    /// Opens an element: its text slot and its attributes (at most `max_attributes`: more make
+    /// the record a failure). `Err` for broken attribute syntax.
+    fn open(
+        &mut self,
+        name: &str,
+        e: &BytesStart<'_>,
+        max_attributes: usize,
+        max_columns: usize,
+    ) -> Result<(), String> {
+        if self.columns.len() >= max_columns {
+            return Err(LimitExceeded::new(
+                "the columns of one record",
+                max_columns,
+                "max_columns",
+            )
+            .to_string());
+        }
         let path = match self.frames.last_mut() {
             None => String::new(),
             Some(parent) => {
                 parent.has_children = true;
-                let n = match parent.children.iter_mut().find(|(c, _)| c == name) {
-                    Some((_, n)) => {
+                let n = match parent.children.get_mut(name) {
+                    Some(n) => {
                         *n += 1;
                         *n
                     }
                     None => {
-                        parent.children.push((name.to_string(), 1));
+                        parent.children.insert(name.to_string(), 1);
                         1
                     }
                 };
@@ -218,7 +237,19 @@ impl Capture {
             path.clone()
         };
         self.columns.push(Some((text_name, String::new())));
-        for attr in e.attributes() {
+        for (i, attr) in e.attributes().enumerate() {
+            if i >= max_attributes {
+                let at = if path.is_empty() { "." } else { &path };
+                self.problem.get_or_insert_with(|| {
+                    LimitExceeded::new(
+                        format!("the attributes of \"{at}\""),
+                        max_attributes,
+                        "max_attributes",
+                    )
+                    .to_string()
+                });
+                break;
+            }
             let attr = attr.map_err(|err| format!("the XML is not well-formed: {err}"))?;
             if attr.key.as_namespace_binding().is_some() {
                 continue;
@@ -243,7 +274,7 @@ impl Capture {
         self.frames.push(Frame {
             path,
             slot,
-            children: Vec::new(),
+            children: std::collections::HashMap::new(),
             has_children: false,
             text: String::new(),
         });
@@ -357,6 +388,16 @@ impl XmlDecoder {
         bytes: impl Read + 'static,
         options: &XmlOptions,
     ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &Limits::default())
+    }
+
+    /// [`XmlDecoder::new`] within a feed's limits (`max_depth`, `max_attributes`).
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: &XmlOptions,
+        limits: &Limits,
+    ) -> Result<Self, FormatError> {
         let file = file.into();
         let mut bytes = bytes;
         let record_path = split_path(&options.record_path);
@@ -414,6 +455,9 @@ impl XmlDecoder {
                 rows: 0,
                 last_header: empty_header.clone(),
                 empty_header,
+                max_depth: limits.max_depth,
+                max_attributes: limits.max_attributes,
+                max_columns: limits.max_columns,
                 done: false,
             },
         })
@@ -505,8 +549,21 @@ impl State {
     ) -> Option<Result<Item, FormatError>> {
         let local = e.local_name();
         let name: &str = local.as_ref();
+        let depth = self.outer.len() + self.capture.as_ref().map_or(0, |c| c.frames.len()) + 1;
+        if depth > self.max_depth {
+            self.done = true;
+            return Some(Err(FormatError::Limit {
+                file: self.file.clone(),
+                exceeded: LimitExceeded::new(
+                    format!("line {line}: elements nested deeper than {} levels", self.max_depth),
+                    self.max_depth,
+                    "max_depth",
+                ),
+            }));
+        }
+        let (max_attributes, max_columns) = (self.max_attributes, self.max_columns);
         if let Some(c) = &mut self.capture {
-            if let Err(message) = c.open(name, e) {
+            if let Err(message) = c.open(name, e, max_attributes, max_columns) {
                 return self.malformed(line, message);
             }
             return if empty { self.end() } else { None };
@@ -538,7 +595,7 @@ impl State {
         match kind {
             Some(kind) => {
                 let mut capture = Capture::new(kind, line);
-                if let Err(message) = capture.open(name, e) {
+                if let Err(message) = capture.open(name, e, max_attributes, max_columns) {
                     return self.malformed(line, message);
                 }
                 self.capture = Some(capture);

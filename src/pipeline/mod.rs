@@ -239,7 +239,16 @@ fn process_feed(
     }
     for path in paths {
         let raw = sources::describe(&path)?;
-        let mut report = process_file(registry, store, council, &feed.id, &mapping, &raw, force)?;
+        let mut report = process_file_limited(
+            registry,
+            store,
+            council,
+            &feed.id,
+            &mapping,
+            &raw,
+            force,
+            &feed.limits,
+        )?;
         if let Some(to) = feed.drop.put_away(&raw, report.status == "failed")? {
             tracing::info!(council, feed = %feed.id, file = %raw.name, to = %to.display(), "file moved");
             report.moved_to = Some(to.display().to_string());
@@ -259,6 +268,22 @@ pub fn process_file(
     mapping: &Mapping,
     raw: &RawFile,
     force: bool,
+) -> Result<FileReport, PipelineError> {
+    let limits = crate::formats::Limits::default();
+    process_file_limited(registry, store, council, feed, mapping, raw, force, &limits)
+}
+
+/// [`process_file`] within the feed's limits (a file over one fails; see [`crate::formats::Limits`]).
+#[allow(clippy::too_many_arguments)]
+pub fn process_file_limited(
+    registry: &Registry,
+    store: &Store,
+    council: &str,
+    feed: &str,
+    mapping: &Mapping,
+    raw: &RawFile,
+    force: bool,
+    limits: &crate::formats::Limits,
 ) -> Result<FileReport, PipelineError> {
     if !force && let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
         tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
@@ -286,9 +311,22 @@ pub fn process_file(
     store.begin_batch(&batch)?;
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
-    match read_into_store(store, &batch, mapping, entity, raw, force, &mut report) {
+    match read_into_store(store, &batch, mapping, entity, raw, force, limits, &mut report) {
         Ok(()) => Ok(report),
-        Err(ReadError::Store(e)) => Err(e.into()),
+        Err(ReadError::Store(e)) => {
+            // A poison file (a value the store refuses) fails alone: when the store still
+            // answers, the batch is failed and the file moved aside like an unreadable one, and
+            // the feed goes on. Only a store that cannot even record that is an `Err`.
+            let reason = format!("the store refused the file's records: {e}");
+            if store.fail_batch(&batch_id, &reason).is_err() {
+                return Err(e.into());
+            }
+            tracing::error!(council, feed, file = %raw.name, reason = %reason, "file could not be stored; nothing from it is kept");
+            let mut failed = FileReport::new(&raw.name, "failed");
+            failed.batch_id = Some(batch_id);
+            failed.reason = Some(reason);
+            Ok(failed)
+        }
         Err(ReadError::File(reason)) => {
             tracing::error!(council, feed, file = %raw.name, reason = %reason, "file could not be read; nothing from it is kept");
             store.fail_batch(&batch_id, &reason)?;
@@ -311,6 +349,7 @@ impl From<crate::store::StoreError> for ReadError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_into_store(
     store: &Store,
     batch: &NewBatch<'_>,
@@ -318,11 +357,12 @@ fn read_into_store(
     entity: &crate::canonical::Entity,
     raw: &RawFile,
     force: bool,
+    limits: &crate::formats::Limits,
     report: &mut FileReport,
 ) -> Result<(), ReadError> {
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
-    let decoder = crate::formats::open(&raw.name, bytes, &mapping.source.format)
+    let decoder = crate::formats::open_limited(&raw.name, bytes, &mapping.source.format, limits)
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
     // Tabular files are bound once (a missing column rejects the file); tree formats (XML,
@@ -377,7 +417,7 @@ fn read_into_store(
                     file_name: f.locator.file.clone(),
                     line: f.locator.line,
                     row: f.locator.row,
-                    raw_record: f.record.as_ref().map(SourceRecord::to_raw_json),
+                    raw_record: f.record.as_ref().map(bounded_raw),
                     errors: json!([{ "field": "(row)", "rule": "decode", "message": f.reason }]),
                 });
             }
@@ -432,7 +472,7 @@ fn read_into_store(
                             file_name: rec.locator.file.clone(),
                             line: rec.locator.line,
                             row: rec.locator.row,
-                            raw_record: Some(rec.to_raw_json()),
+                            raw_record: Some(bounded_raw(&rec)),
                             errors: serde_json::to_value(&errors).unwrap_or(Value::Null),
                         });
                     }
@@ -483,6 +523,11 @@ fn read_into_store(
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
+}
+
+/// The raw row as the failure store keeps it: values bounded ([`crate::formats::RAW_VALUE_BOUND`]).
+fn bounded_raw(rec: &SourceRecord) -> Value {
+    rec.to_raw_json_bounded(crate::formats::RAW_VALUE_BOUND)
 }
 
 fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {
