@@ -82,6 +82,8 @@ struct LineIndex {
     current_blank: bool,
     /// `max_line_bytes`.
     max_line: u64,
+    /// The first line found longer than `max_line`.
+    too_long: Option<u64>,
 }
 
 impl LineIndex {
@@ -92,6 +94,9 @@ impl LineIndex {
                 self.current_blank = true;
             }
             if b == b'\n' {
+                if self.offset - self.current_start > self.max_line && self.too_long.is_none() {
+                    self.too_long = Some(self.current_line);
+                }
                 if !self.current_blank {
                     self.lines
                         .push_back((self.current_start, self.current_line));
@@ -128,9 +133,12 @@ impl<R: Read> Read for LineCounting<R> {
         let n = self.inner.read(buf)?;
         let mut index = self.index.lock().expect("line index lock");
         index.feed(&buf[..n]);
-        if index.offset - index.current_start > index.max_line {
+        if index.offset - index.current_start > index.max_line && index.too_long.is_none() {
+            index.too_long = Some(index.current_line.max(1));
+        }
+        if let Some(line) = index.too_long {
             return Err(LimitExceeded::new(
-                format!("line {}", index.current_line.max(1)),
+                format!("line {line}"),
                 index.max_line,
                 "max_line_bytes",
             )
