@@ -21,7 +21,9 @@ fn repo() -> PathBuf {
     if here.join("schemas").is_dir() {
         here.to_path_buf()
     } else {
-        here.parent().expect("fuzz/ is inside the repository").to_path_buf()
+        here.parent()
+            .expect("fuzz/ is inside the repository")
+            .to_path_buf()
     }
 }
 
@@ -111,12 +113,20 @@ fn format_of(rel: &str) -> FormatOptions {
 
 /// Fixed-width records (Riverton's mainframe payroll layout).
 pub fn decode_fixed_width(data: &[u8]) {
-    decode("fuzz.txt", data, &format_of("mappings/riverton/payroll.yaml"));
+    decode(
+        "fuzz.txt",
+        data,
+        &format_of("mappings/riverton/payroll.yaml"),
+    );
 }
 
 /// XML (Riverton's namespaced HR export: record path, control path).
 pub fn decode_xml(data: &[u8]) {
-    decode("fuzz.xml", data, &format_of("mappings/riverton/hr_employee.yaml"));
+    decode(
+        "fuzz.xml",
+        data,
+        &format_of("mappings/riverton/hr_employee.yaml"),
+    );
 }
 
 /// JSON at a pointer (Eastborough's HR API) or, when the first byte is odd, NDJSON.
@@ -137,14 +147,26 @@ pub fn decode_json(data: &[u8]) {
 
 /// Spreadsheets (XLSX, XLS, ODS: told by their bytes), with Eastborough's header search.
 pub fn decode_spreadsheet(data: &[u8]) {
-    decode("fuzz.xlsx", data, &format_of("mappings/eastborough/supplier_payments.yaml"));
+    decode(
+        "fuzz.xlsx",
+        data,
+        &format_of("mappings/eastborough/supplier_payments.yaml"),
+    );
 }
 
 fn payroll_record() -> SourceRecord {
     let header = Arc::new(Header::new(
         [
-            "Employee No", "Employee Name", "Freq", "Period Start", "Period End", "Pay Date",
-            "Tax Code", "NI Cat", "Gross Pay", "Net Pay",
+            "Employee No",
+            "Employee Name",
+            "Freq",
+            "Period Start",
+            "Period End",
+            "Pay Date",
+            "Tax Code",
+            "NI Cat",
+            "Gross Pay",
+            "Net Pay",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -158,8 +180,16 @@ fn payroll_record() -> SourceRecord {
         },
         header,
         values: [
-            "010401", "Okafor, Grace", "M", "01/10/2026", "31/10/2026", "27/10/2026", "1257L",
-            "A", "£3,912.50", "£2,844.29",
+            "010401",
+            "Okafor, Grace",
+            "M",
+            "01/10/2026",
+            "31/10/2026",
+            "27/10/2026",
+            "1257L",
+            "A",
+            "£3,912.50",
+            "£2,844.29",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -17,7 +17,11 @@ fn replay(target: &str, run: fn(&[u8])) {
         .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != ".gitkeep"))
         .collect();
     inputs.sort();
-    assert!(!inputs.is_empty(), "{}: no regression inputs", dir.display());
+    assert!(
+        !inputs.is_empty(),
+        "{}: no regression inputs",
+        dir.display()
+    );
     for input in inputs {
         let bytes = std::fs::read(&input).unwrap();
         let start = Instant::now();

@@ -40,11 +40,7 @@ impl Measured {
             "{what}: peak RSS {} MB ≥ {CEILING_MB} MB",
             self.peak_mb
         );
-        assert!(
-            self.elapsed < TIME_BOUND,
-            "{what}: took {:?}",
-            self.elapsed
-        );
+        assert!(self.elapsed < TIME_BOUND, "{what}: took {:?}", self.elapsed);
         eprintln!(
             "{what}: exit {:?}, peak RSS {} MB, {:.2} s",
             self.code,
@@ -518,7 +514,11 @@ fn a_poison_file_is_rejected_and_moved_aside_and_the_good_file_beside_it_is_proc
             .count(),
         1
     );
-    assert!(batches(&sandbox).iter().all(|b| b["status"] != "processing"));
+    assert!(
+        batches(&sandbox)
+            .iter()
+            .all(|b| b["status"] != "processing")
+    );
 }
 
 #[test]
@@ -667,7 +667,12 @@ fn council_paths_outside_the_allowed_roots_are_refused() {
         format!("{root}allowed_roots: [var, elsewhere]\n"),
     )
     .unwrap();
-    configure_feed(&fresh, "northshire", "payroll", "    rejected: ../../elsewhere\n");
+    configure_feed(
+        &fresh,
+        "northshire",
+        "payroll",
+        "    rejected: ../../elsewhere\n",
+    );
     let out = fresh.cli(None).args(["mapping", "check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
@@ -689,14 +694,19 @@ fn the_failure_store_keeps_a_long_raw_value_truncated_with_its_length_and_sha256
         .unwrap();
     assert!(stdout(&out).contains("processed"), "{}", stdout(&out));
     let db = rusqlite::Connection::open(sandbox.store_path()).unwrap();
-    let raws: Vec<String> = db
-        .prepare("SELECT raw_record FROM failures")
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT raw_record, errors FROM failures")
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(raws.iter().all(|r| r.len() < 100 * 1024), "bounded");
+    assert!(
+        rows.iter()
+            .all(|(raw, errors)| raw.len() < 100 * 1024 && errors.len() < 100 * 1024),
+        "raw values and the errors' values are bounded"
+    );
+    let raws: Vec<String> = rows.into_iter().map(|(raw, _)| raw).collect();
     let truncated = raws
         .iter()
         .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap())
@@ -707,5 +717,18 @@ fn the_failure_store_keeps_a_long_raw_value_truncated_with_its_length_and_sha256
     assert_eq!(
         truncated["sha256"],
         hex::encode(sha2::Sha256::digest(long.as_bytes()))
+    );
+    // `failures show` still shows the row (the long value cut and, being personal, masked).
+    let id = sandbox
+        .failures()
+        .iter()
+        .find(|f| f["errors"].as_str().is_some_and(|e| e.contains("tax_code")))
+        .expect("the long tax code's row is a failure")["id"]
+        .to_string();
+    let shown = sandbox.json(&["failures", "show", &id]).to_string();
+    assert!(
+        shown.contains(r#"{"column":"Tax Code","value":"****("#) && shown.len() < 10_000,
+        "{}",
+        &shown[..shown.len().min(2000)]
     );
 }

@@ -78,12 +78,7 @@ pub fn redact_url(url: &str) -> String {
         - before[scheme_end..].trim_start_matches('/').len();
     let userinfo = &before[start..];
     match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &url[..start],
-            &userinfo[..colon],
-            &url[at..]
-        ),
+        Some(colon) => format!("{}{}:***{}", &url[..start], &userinfo[..colon], &url[at..]),
         None => url.to_string(),
     }
 }

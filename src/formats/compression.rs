@@ -63,17 +63,23 @@ mod tests {
             gz.write_all(&[b'a'; 1024 * 1024]).unwrap();
         }
         let bytes = gz.finish().unwrap();
-        let (mut r, _) = sniff_limited(std::io::Cursor::new(bytes.clone()), &Limits::default())
-            .unwrap();
+        let (mut r, _) =
+            sniff_limited(std::io::Cursor::new(bytes.clone()), &Limits::default()).unwrap();
         let e = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
-        assert!(e.to_string().contains("limits.max_compression_ratio"), "{e}");
+        assert!(
+            e.to_string().contains("limits.max_compression_ratio"),
+            "{e}"
+        );
         let limits = Limits {
             max_decompressed_bytes: 1024 * 1024,
             ..Limits::default()
         };
         let (mut r, _) = sniff_limited(std::io::Cursor::new(bytes), &limits).unwrap();
         let e = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
-        assert!(e.to_string().contains("limits.max_decompressed_bytes"), "{e}");
+        assert!(
+            e.to_string().contains("limits.max_decompressed_bytes"),
+            "{e}"
+        );
     }
 
     #[test]

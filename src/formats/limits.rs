@@ -73,7 +73,9 @@ pub const RATIO_GRACE_BYTES: u64 = 16 * MIB;
 
 /// A limit was passed. Says what, the limit, and the setting that raises it; never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} is over the limit of {limit} (raise `limits.{setting}` in the feed of council.yaml if the file is genuine)")]
+#[error(
+    "{what} is over the limit of {limit} (raise `limits.{setting}` in the feed of council.yaml if the file is genuine)"
+)]
 pub struct LimitExceeded {
     /// What passed it (`a line`, `the decompressed data`...), with where when known.
     pub what: String,
@@ -171,9 +173,7 @@ impl<R: Read> Read for Meter<R> {
         // Never read far past the window in one go.
         let room = (self.window - used + 1).min(buf.len() as u64) as usize;
         let n = self.inner.read(&mut buf[..room.max(1)])?;
-        self.state
-            .total
-            .store(total + n as u64, Ordering::Relaxed);
+        self.state.total.store(total + n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }

@@ -129,9 +129,9 @@ pub fn open_limited(
     };
     let limit = |e: FormatError| e.with_limit();
     let decoder: Box<dyn Decoder> = match options {
-        FormatOptions::Csv(o) => Box::new(
-            csv::CsvDecoder::new_limited(file, bytes, o.clone(), limits).map_err(limit)?,
-        ),
+        FormatOptions::Csv(o) => {
+            Box::new(csv::CsvDecoder::new_limited(file, bytes, o.clone(), limits).map_err(limit)?)
+        }
         FormatOptions::FixedWidth(o) => Box::new(
             fixed_width::FixedWidthDecoder::new_limited(file, bytes, o, limits).map_err(limit)?,
         ),
@@ -450,6 +450,31 @@ impl SourceRecord {
         serde_json::json!({
             "header": self.header.names().iter().map(bound).collect::<Vec<_>>(),
             "values": self.values.iter().map(bound).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Rebuilds a record for display from [`SourceRecord::to_raw_json_bounded`] output: a
+    /// truncated value reads as its kept bytes followed by `… [N bytes, sha256 …]`.
+    pub fn from_raw_json_for_display(locator: Locator, raw: &serde_json::Value) -> Option<Self> {
+        let text = |v: &serde_json::Value| -> Option<String> {
+            match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Object(o) => Some(format!(
+                    "{}… [{} bytes, sha256 {}]",
+                    o.get("truncated")?.as_str()?,
+                    o.get("bytes")?,
+                    o.get("sha256")?.as_str()?
+                )),
+                _ => None,
+            }
+        };
+        let strings = |v: &serde_json::Value| -> Option<Vec<String>> {
+            v.as_array()?.iter().map(text).collect()
+        };
+        Some(Self {
+            locator,
+            header: Arc::new(Header::new(strings(raw.get("header")?)?)),
+            values: strings(raw.get("values")?)?,
         })
     }
 

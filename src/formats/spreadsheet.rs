@@ -506,10 +506,8 @@ fn check_zip(file: &str, bytes: &[u8], limits: &Limits) -> Result<(), FormatErro
             inflated_total += meter.total();
             continue;
         }
-        let mut reader = quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(
-            64 * 1024,
-            metered,
-        ));
+        let mut reader =
+            quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(64 * 1024, metered));
         let mut buf = Vec::new();
         let mut depth = 0usize;
         let mut row_repeat = 1u64;
@@ -536,7 +534,10 @@ fn check_zip(file: &str, bytes: &[u8], limits: &Limits) -> Result<(), FormatErro
                 depth += 1;
                 if depth > limits.max_depth {
                     return Err(limit(LimitExceeded::new(
-                        format!("{name}: elements nested deeper than {} levels", limits.max_depth),
+                        format!(
+                            "{name}: elements nested deeper than {} levels",
+                            limits.max_depth
+                        ),
                         limits.max_depth,
                         "max_depth",
                     )));

@@ -555,7 +555,10 @@ impl State {
             return Some(Err(FormatError::Limit {
                 file: self.file.clone(),
                 exceeded: LimitExceeded::new(
-                    format!("line {line}: elements nested deeper than {} levels", self.max_depth),
+                    format!(
+                        "line {line}: elements nested deeper than {} levels",
+                        self.max_depth
+                    ),
                     self.max_depth,
                     "max_depth",
                 ),

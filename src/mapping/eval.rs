@@ -31,10 +31,12 @@ pub(super) fn apply(
             continue;
         }
         match field_value(field, columns, record) {
-            Ok(Some(v)) => match control_character(&field.path, &v, mapping.key.contains(&field.path)) {
-                Some(e) => errors.push(e),
-                None => insert(&mut body, &field.segments, v),
-            },
+            Ok(Some(v)) => {
+                match control_character(&field.path, &v, mapping.key.contains(&field.path)) {
+                    Some(e) => errors.push(e),
+                    None => insert(&mut body, &field.segments, v),
+                }
+            }
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
@@ -80,9 +82,10 @@ fn control_character(field: &str, value: &Value, is_key: bool) -> Option<FieldEr
         || last.ends_with("_ref")
         || last == "code"
         || last == "id";
-    let (at, ch) = s.chars().enumerate().find(|(_, c)| {
-        c.is_control() && (strict || !matches!(c, '\t' | '\n' | '\r'))
-    })?;
+    let (at, ch) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && (strict || !matches!(c, '\t' | '\n' | '\r')))?;
     Some(FieldError {
         field: field.to_string(),
         column: None,

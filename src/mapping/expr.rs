@@ -178,9 +178,8 @@ fn strict_number(v: Val) -> jaq_core::ValR<Val> {
 const LOOP_DEFS: &[&str] = &["range", "repeat", "recurse", "while", "until"];
 
 fn definitions() -> impl Iterator<Item = load::parse::Def<&'static str>> {
-    let mut bounded = Some(
-        load::parse(BOUNDED_DEFS, |p| p.defs()).expect("the bounded definitions parse"),
-    );
+    let mut bounded =
+        Some(load::parse(BOUNDED_DEFS, |p| p.defs()).expect("the bounded definitions parse"));
     let core: Vec<_> = jaq_core::defs()
         .flat_map(move |d| {
             if LOOP_DEFS.contains(&d.name) {
@@ -539,11 +538,23 @@ mod tests {
             assert!(e.contains("ran past its bound"), "{program}: {e}");
         }
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
-        assert_eq!(run("[range(5)]", Value::Null), Ok(serde_json::json!([0, 1, 2, 3, 4])));
-        assert_eq!(run("until(. > 100; . * 2)", Value::from(1)), Ok(Value::from(128)));
+        assert_eq!(
+            run("[range(5)]", Value::Null),
+            Ok(serde_json::json!([0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            run("until(. > 100; . * 2)", Value::from(1)),
+            Ok(Value::from(128))
+        );
         assert_eq!(run("first(repeat(7))", Value::Null), Ok(Value::from(7)));
-        assert_eq!(run("[.. | numbers]", serde_json::json!([1, [2]])), Ok(serde_json::json!([1, 2])));
+        assert_eq!(
+            run("[.. | numbers]", serde_json::json!([1, [2]])),
+            Ok(serde_json::json!([1, 2]))
+        );
         // The bound is per run: the next row starts with full fuel.
-        assert_eq!(run("[range(1000)] | length", Value::Null), Ok(Value::from(1000)));
+        assert_eq!(
+            run("[range(1000)] | length", Value::Null),
+            Ok(Value::from(1000))
+        );
     }
 }

@@ -311,7 +311,16 @@ pub fn process_file_limited(
     store.begin_batch(&batch)?;
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
-    match read_into_store(store, &batch, mapping, entity, raw, force, limits, &mut report) {
+    match read_into_store(
+        store,
+        &batch,
+        mapping,
+        entity,
+        raw,
+        force,
+        limits,
+        &mut report,
+    ) {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => {
             // A poison file (a value the store refuses) fails alone: when the store still
@@ -473,7 +482,7 @@ fn read_into_store(
                             line: rec.locator.line,
                             row: rec.locator.row,
                             raw_record: Some(bounded_raw(&rec)),
-                            errors: serde_json::to_value(&errors).unwrap_or(Value::Null),
+                            errors: bounded_errors(&errors),
                         });
                     }
                 }
@@ -528,6 +537,23 @@ fn read_into_store(
 /// The raw row as the failure store keeps it: values bounded ([`crate::formats::RAW_VALUE_BOUND`]).
 fn bounded_raw(rec: &SourceRecord) -> Value {
     rec.to_raw_json_bounded(crate::formats::RAW_VALUE_BOUND)
+}
+
+/// The field errors as the failure store keeps them: each raw value bounded like the row's.
+fn bounded_errors(errors: &[FieldError]) -> Value {
+    let mut errors = errors.to_vec();
+    for e in &mut errors {
+        if let Some(v) = &mut e.value
+            && v.len() > crate::formats::RAW_VALUE_BOUND
+        {
+            let mut cut = crate::formats::RAW_VALUE_BOUND;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            *v = format!("{}… [{} bytes in all]", &v[..cut], v.len());
+        }
+    }
+    serde_json::to_value(&errors).unwrap_or(Value::Null)
 }
 
 fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {
