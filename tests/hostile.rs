@@ -52,6 +52,7 @@ impl Measured {
 
 /// Runs the CLI in `sandbox` as a child process, waiting for it with `wait4` so that its own
 /// peak RSS (`ru_maxrss`) is known; killed past [`TIME_BOUND`].
+#[allow(clippy::zombie_processes)] // reaped by waitpid below, which std does not see
 fn measured(sandbox: &Sandbox, args: &[&str], envs: &[(&str, &str)]) -> Measured {
     let exe = assert_cmd::cargo::cargo_bin("council-bridge");
     let mut cmd = Command::new(exe);
