@@ -571,3 +571,58 @@ impl FormatError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_every_column_of_a_wide_header_is_linear() {
+        let names: Vec<String> = (0..1_000_000).map(|i| format!("Col {i}")).collect();
+        let header = Header::new(names);
+        let started = std::time::Instant::now();
+        for i in (0..1_000_000).step_by(1000) {
+            assert_eq!(header.find(&format!(" col  {i} ")), Some(i));
+        }
+        assert_eq!(header.find_nth("col 5", 2), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let repeated = Header::new(vec!["Code".into(), "X".into(), "code".into()]);
+        assert_eq!(repeated.find_nth("CODE", 2), Some(2));
+    }
+
+    #[test]
+    fn rows_over_a_field_or_column_limit_fail_alone_and_raw_values_are_bounded() {
+        let limits = Limits {
+            max_field_bytes: 10,
+            max_columns: 3,
+            ..Limits::default()
+        };
+        let options = FormatOptions::Csv(csv::CsvOptions::default());
+        let text = "a,b\n1,2\n1,0123456789X\n1,2,3,4\n5,6\n";
+        let items: Vec<Item> = open_limited("t.csv", std::io::Cursor::new(text), &options, &limits)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(items.len(), 4);
+        let Item::Failure(f) = &items[1] else {
+            panic!("{items:?}")
+        };
+        assert!(f.reason.contains("column \"b\" (11 bytes)"), "{}", f.reason);
+        assert!(f.reason.contains("limits.max_field_bytes"), "{}", f.reason);
+        let raw = f.record.as_ref().unwrap().to_raw_json_bounded(4);
+        assert_eq!(raw["values"][1]["truncated"], "0123");
+        assert_eq!(raw["values"][1]["bytes"], 11);
+        assert!(matches!(&items[2], Item::Failure(f) if f.reason.contains("limits.max_columns")));
+        assert!(matches!(&items[3], Item::Record(r) if r.values == ["5", "6"]));
+
+        let few = Limits {
+            max_records: 2,
+            ..Limits::default()
+        };
+        let err = open_limited("t.csv", std::io::Cursor::new(text), &options, &few)
+            .unwrap()
+            .find_map(Result::err)
+            .unwrap();
+        assert!(err.to_string().contains("limits.max_records"), "{err}");
+    }
+}
