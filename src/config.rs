@@ -186,6 +186,13 @@ pub struct HttpFeed {
     pub headers: indexmap::IndexMap<String, String>,
     /// Folder each response is written to, as received, before it is read.
     pub landing: PathBuf,
+    /// Largest response body read (default 64 MiB); a larger page fails the pull.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: u64,
+}
+
+fn default_max_page_bytes() -> u64 {
+    crate::sources::http::DEFAULT_MAX_PAGE_BYTES
 }
 
 fn default_timeout() -> u64 {
@@ -344,6 +351,7 @@ impl HttpFeed {
         source.max_attempts = self.max_attempts;
         source.first_backoff = std::time::Duration::from_millis(self.first_backoff_ms);
         source.max_pages = self.max_pages;
+        source.max_page_bytes = self.max_page_bytes;
         source.headers = self
             .headers
             .iter()
