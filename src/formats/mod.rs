@@ -578,10 +578,10 @@ mod tests {
 
     #[test]
     fn finding_every_column_of_a_wide_header_is_linear() {
-        let names: Vec<String> = (0..1_000_000).map(|i| format!("Col {i}")).collect();
+        let names: Vec<String> = (0..200_000).map(|i| format!("Col {i}")).collect();
         let header = Header::new(names);
         let started = std::time::Instant::now();
-        for i in (0..1_000_000).step_by(1000) {
+        for i in (0..200_000).step_by(200) {
             assert_eq!(header.find(&format!(" col  {i} ")), Some(i));
         }
         assert_eq!(header.find_nth("col 5", 2), None);
