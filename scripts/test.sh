@@ -132,7 +132,7 @@ run_fuzz() {
         log "fuzzing ${target} for ${secs}s"
         mkdir -p "fuzz/corpus/${target}"
         # New inputs go to the first folder (not committed); the regressions seed it.
-        RUSTC_BOOTSTRAP=1 cargo fuzz run -s none "$target" "fuzz/corpus/${target}" "fuzz/regressions/${target}" -- \
+        RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --codegen-units 16 "$target" "fuzz/corpus/${target}" "fuzz/regressions/${target}" -- \
             -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 -max_len=65536 || return $?
     done
 }
