@@ -9,6 +9,9 @@
 #
 # Environment:
 #   RABBITMQ_WAIT_SECS   how long to wait for the broker to come up (default 90)
+#   FUZZ_SECONDS         when set (e.g. 15) and cargo-fuzz is installed, also run each fuzz
+#                        target that long after the tests (7 targets; keep the total to a
+#                        minute or two). See docs/fuzzing.md.
 set -euo pipefail
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -144,6 +147,21 @@ ensure_broker() {
     log "broker ready: amqp://guest:guest@${AMQP_HOST}:${AMQP_PORT}/%2f"
 }
 
+# Optional: each fuzz target for a few seconds (stable toolchain: RUSTC_BOOTSTRAP, no sanitizer).
+run_fuzz() {
+    local secs="$1" target
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        die "FUZZ_SECONDS is set but cargo-fuzz is not installed (cargo install cargo-fuzz)"
+    fi
+    for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+        log "fuzzing ${target} for ${secs}s"
+        mkdir -p "fuzz/corpus/${target}"
+        # New inputs go to the first folder (not committed); the regressions seed it.
+        RUSTC_BOOTSTRAP=1 cargo fuzz run -s none --codegen-units 16 "$target" "fuzz/corpus/${target}" "fuzz/regressions/${target}" -- \
+            -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 -max_len=65536 || return $?
+    done
+}
+
 main() {
     local broker_only=0
     if [ "${1:-}" = "--ensure-broker-only" ]; then
@@ -172,6 +190,9 @@ main() {
     failed=$(grep -Eo '[0-9]+ failed;' "$out" | awk '{s += $1} END {print s + 0}')
     rm -f "$out"
     printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+    if [ "$rc" -eq 0 ] && [ -n "${FUZZ_SECONDS:-}" ]; then
+        run_fuzz "$FUZZ_SECONDS" || rc=$?
+    fi
     return "$rc"
 }
 

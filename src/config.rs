@@ -50,6 +50,13 @@ struct RootFile {
     serve: ServeSettings,
     #[serde(default)]
     retention: RetentionSettings,
+    /// Folders (besides each council's own) that councils' paths may point into.
+    #[serde(default = "default_allowed_roots")]
+    allowed_roots: Vec<PathBuf>,
+}
+
+fn default_allowed_roots() -> Vec<PathBuf> {
+    vec!["var".into()]
 }
 
 /// The `retention:` section: how long the store keeps what is done.
@@ -221,6 +228,9 @@ struct FeedFile {
     archive: Option<PathBuf>,
     #[serde(default)]
     rejected: Option<PathBuf>,
+    /// What one file may make the bridge hold or do (`limits:`; each key optional).
+    #[serde(default)]
+    limits: crate::formats::Limits,
     /// When `serve` runs the feed: a cron expression in London time (`0 2 * * *`).
     #[serde(default)]
     schedule: Option<String>,
@@ -339,6 +349,13 @@ pub struct HttpFeed {
     pub headers: indexmap::IndexMap<String, String>,
     /// Folder each response is written to, as received, before it is read.
     pub landing: PathBuf,
+    /// Largest response body read (default 64 MiB); a larger page fails the pull.
+    #[serde(default = "default_max_page_bytes")]
+    pub max_page_bytes: u64,
+}
+
+fn default_max_page_bytes() -> u64 {
+    crate::sources::http::DEFAULT_MAX_PAGE_BYTES
 }
 
 fn default_timeout() -> u64 {
@@ -633,6 +650,7 @@ impl HttpFeed {
         source.max_attempts = self.max_attempts;
         source.first_backoff = std::time::Duration::from_millis(self.first_backoff_ms);
         source.max_pages = self.max_pages;
+        source.max_page_bytes = self.max_page_bytes;
         source.headers = self
             .headers
             .iter()
@@ -665,6 +683,8 @@ pub struct Feed {
     pub policy: FeedPolicy,
     /// The SFTP server pulled into the drop folder first, if the feed has one.
     pub sftp: Option<SftpFeed>,
+    /// The feed's limits on one file (sizes, depth, counts).
+    pub limits: crate::formats::Limits,
 }
 
 /// One partner council.
@@ -701,6 +721,9 @@ pub struct Config {
     pub serve: ServeSettings,
     /// How long the store keeps what is done.
     pub retention: RetentionSettings,
+    /// Folders besides each council's own that council paths may point into (`allowed_roots`,
+    /// default the installation's `var/`).
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 impl Config {
@@ -716,6 +739,7 @@ impl Config {
             }
         };
         let mappings = resolve(&root.mappings);
+        let allowed_roots: Vec<PathBuf> = root.allowed_roots.iter().map(|p| resolve(p)).collect();
         let mut councils = Vec::new();
         let entries = std::fs::read_dir(&mappings).map_err(|source| ConfigError::Io {
             path: mappings.clone(),
@@ -812,6 +836,27 @@ impl Config {
                             });
                         }
                     }
+                    let feed_paths = [
+                        ("mapping", Some(dir.join(&f.mapping))),
+                        ("input", Some(PathBuf::from(glob_base(&input)))),
+                        ("archive", f.archive.as_ref().map(|p| dir.join(p))),
+                        ("rejected", f.rejected.as_ref().map(|p| dir.join(p))),
+                        ("http.landing", f.http.as_ref().map(|h| h.landing.clone())),
+                        ("sftp.landing", f.sftp.as_ref().map(|s| s.landing.clone())),
+                    ];
+                    for (key, path) in feed_paths {
+                        let Some(path) = path else { continue };
+                        if !confined(&path, &dir, &allowed_roots) {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}`: `{key}` points outside the council's folder and the allowed roots ({}); keep it inside {} or add its folder to `allowed_roots` in the root configuration",
+                                    path.display(),
+                                    dir.display()
+                                ),
+                            });
+                        }
+                    }
                     Ok(Feed {
                         schedule,
                         watch,
@@ -834,6 +879,7 @@ impl Config {
                             drift: f.drift,
                         },
                         sftp: f.sftp,
+                        limits: f.limits,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -857,6 +903,7 @@ impl Config {
             listen: root.listen,
             serve: root.serve,
             retention: root.retention,
+            allowed_roots,
         })
     }
 
@@ -875,4 +922,62 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
         path: path.to_path_buf(),
         message: e.to_string().lines().next().unwrap_or_default().to_string(),
     })
+}
+
+/// The part of a glob before its first wildcard, as a folder (`in/*.csv` → `in`).
+fn glob_base(pattern: &str) -> String {
+    let cut = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let head = &pattern[..cut];
+    if cut == pattern.len() {
+        return head.to_string();
+    }
+    match head.rfind(['/', std::path::MAIN_SEPARATOR]) {
+        Some(i) => head[..i.max(1)].to_string(),
+        None => ".".to_string(),
+    }
+}
+
+/// `path` with `.` and `..` resolved without touching the disk, then with the longest part of it
+/// that exists resolved on disk (so a symbolic link cannot lead out either).
+pub fn normalise_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let absolute = if out.is_absolute() {
+        out
+    } else {
+        std::env::current_dir().unwrap_or_default().join(out)
+    };
+    let mut existing = absolute.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match existing.file_name() {
+            Some(name) => {
+                rest.push(name.to_os_string());
+                existing.pop();
+            }
+            None => break,
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        resolved.push(name);
+    }
+    resolved
+}
+
+/// Whether `path` lies inside the council's folder or one of the allowed roots.
+pub fn confined(path: &Path, council_dir: &Path, allowed_roots: &[PathBuf]) -> bool {
+    let path = normalise_path(path);
+    std::iter::once(council_dir)
+        .chain(allowed_roots.iter().map(PathBuf::as_path))
+        .any(|root| path.starts_with(normalise_path(root)))
 }

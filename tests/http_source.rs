@@ -950,3 +950,24 @@ async fn basic_auth_is_sent_as_such() {
     assert!(!e.to_string().contains("not-the-password"));
     assert_eq!(server.requests(), 4);
 }
+
+#[tokio::test]
+async fn a_page_larger_than_max_page_bytes_fails_the_pull_without_reading_it_all() {
+    let server = Server::start(&[]).await;
+    let landing = tempfile::tempdir().unwrap();
+    let mut source = server.source("/workers?page=1");
+    source.max_page_bytes = 100;
+    let e = source.fetch(landing.path(), "w").await.unwrap_err();
+    assert!(
+        matches!(
+            http_error(&e),
+            HttpError::PageTooLarge {
+                max_page_bytes: 100
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("http.max_page_bytes"), "{e}");
+    assert_eq!(server.requests(), 1, "not retried");
+    assert!(listing(landing.path()).is_empty());
+}

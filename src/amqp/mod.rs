@@ -65,16 +65,49 @@ impl BrokerConfig {
     }
 }
 
-/// Hides the password of an AMQP URL.
+/// Hides the password of an AMQP URL, also of a malformed one (`amqp:/user:pw@host`,
+/// `user:pw@host` without a scheme): everything between the user name and the last `@`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
+    let Some(at) = url.rfind('@') else {
+        return url.to_string();
+    };
+    let before = &url[..at];
+    let lower = before.to_ascii_lowercase();
+    let scheme_end = ["amqps:", "amqp:"]
+        .iter()
+        .find(|s| lower.starts_with(*s))
+        .map_or(0, |s| s.len());
+    let start = scheme_end + before[scheme_end..].len()
+        - before[scheme_end..].trim_start_matches('/').len();
+    let userinfo = &before[start..];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &userinfo[..colon], &url[at..]),
+        None => url.to_string(),
     }
+}
+
+/// Checks that `url` is a usable AMQP URL (`amqp://` or `amqps://`, a host) before it is used
+/// or sent anywhere; the error quotes the URL only with its password hidden.
+pub fn validate_url(url: &str) -> Result<(), AmqpError> {
+    let invalid = |why: &str| AmqpError::Connect {
+        url: redact_url(url),
+        message: format!(
+            "the broker URL is not valid ({why}); write it as amqp://user:password@host:5672/vhost \
+             (vhost `/` is %2f), in AMQP_URL or --amqp-url"
+        ),
+    };
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("amqp://") || lower.starts_with("amqps://")) {
+        return Err(invalid("it must start with amqp:// or amqps://"));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    if url.chars().any(char::is_control) || url.contains(' ') {
+        return Err(invalid("it contains spaces or control characters"));
+    }
+    Ok(())
 }
 
 /// The broker cannot be used.
@@ -147,6 +180,7 @@ async fn timed<T>(
 impl Publisher {
     /// Connects, declares the topology and enables publisher confirms.
     pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
+        validate_url(&config.url)?;
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(config.connection_name.as_str()));
         let connection =
@@ -355,6 +389,31 @@ pub fn properties(m: &OutboundMessage) -> BasicProperties {
         .with_timestamp(m.timestamp.max(0) as u64)
         .with_app_id(ShortString::from("council-bridge"))
         .with_headers(headers)
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn malformed_urls_are_refused_and_never_show_the_password() {
+        for url in [
+            "amqp:/guest:S3cret@127.0.0.1:5672/%2f",
+            "guest:S3cret@host:5672",
+            "amqp://guest:S3cret@/%2f",
+            "AMQP:guest:S3cret@host",
+            "guest:p/w@S3cret@host",
+        ] {
+            let e = validate_url(url).unwrap_err().to_string();
+            assert!(!e.contains("S3cret"), "{e}");
+            assert!(!redact_url(url).contains("S3cret"), "{}", redact_url(url));
+        }
+        assert!(validate_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        assert_eq!(
+            redact_url("amqp://guest:pw@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -421,6 +421,11 @@ fn env(cli: &Cli) -> Result<Env> {
         .clone()
         .filter(|u| !u.trim().is_empty())
         .or_else(|| config.broker.url.clone());
+    if let Some(url) = &url {
+        // Before the URL is printed, logged or sent anywhere (a malformed one would otherwise
+        // reach the broker as a vhost name, or an error message, with its password).
+        crate::amqp::validate_url(url)?;
+    }
     let broker = url.map(|url| {
         let mut b = BrokerConfig::new(url);
         b.exchange = config.broker.exchange.clone();

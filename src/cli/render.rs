@@ -201,7 +201,7 @@ fn public_columns(
 
 pub(super) fn failure(as_json: bool, f: &FailureRow, config: &Config, registry: &Registry) {
     let record = f.raw_record.as_ref().and_then(|raw| {
-        crate::formats::SourceRecord::from_raw_json(
+        crate::formats::SourceRecord::from_raw_json_for_display(
             crate::formats::Locator {
                 file: String::new(),
                 line: 0,

@@ -446,6 +446,7 @@ name: {name}
 #   payroll:
 #     mapping: payroll.yaml                 # beside this file; golden tests in payroll.tests.yaml
 #     input: /srv/sftp/{id}/payroll/*.csv   # drop-folder glob, absolute or relative to this folder
+#                                           # (outside it: list /srv/sftp in `allowed_roots` of the root configuration)
 #     settle_seconds: 60                    # take a file once unchanged this long (default 10), or
 #     # require_marker: true                # only once the sender wrote <file>.done or <file>.ok
 #     archive: archive/payroll              # move files here once read (timestamped, never deleted)

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use regex::Regex;
 
 use super::encoding::Encoding;
+use super::limits::{LimitExceeded, Limits};
 use super::{ColumnRef, DecodeFailure, FormatError, Header, Item, Locator, SourceRecord};
 
 /// How to read one council's CSV export (from the mapping's `source:` section).
@@ -63,6 +64,7 @@ pub struct CsvDecoder<R: Read> {
     data_rows: u64,
     buf: csv::StringRecord,
     lines: Arc<Mutex<LineIndex>>,
+    max_columns: usize,
     done: bool,
 }
 
@@ -78,6 +80,10 @@ struct LineIndex {
     current_start: u64,
     current_line: u64,
     current_blank: bool,
+    /// `max_line_bytes`.
+    max_line: u64,
+    /// The first line found longer than `max_line`.
+    too_long: Option<u64>,
 }
 
 impl LineIndex {
@@ -88,6 +94,9 @@ impl LineIndex {
                 self.current_blank = true;
             }
             if b == b'\n' {
+                if self.offset - self.current_start > self.max_line && self.too_long.is_none() {
+                    self.too_long = Some(self.current_line);
+                }
                 if !self.current_blank {
                     self.lines
                         .push_back((self.current_start, self.current_line));
@@ -122,7 +131,19 @@ struct LineCounting<R> {
 impl<R: Read> Read for LineCounting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.index.lock().expect("line index lock").feed(&buf[..n]);
+        let mut index = self.index.lock().expect("line index lock");
+        index.feed(&buf[..n]);
+        if index.offset - index.current_start > index.max_line && index.too_long.is_none() {
+            index.too_long = Some(index.current_line.max(1));
+        }
+        if let Some(line) = index.too_long {
+            return Err(LimitExceeded::new(
+                format!("line {line}"),
+                index.max_line,
+                "max_line_bytes",
+            )
+            .into_io());
+        }
         Ok(n)
     }
 }
@@ -135,6 +156,16 @@ impl CsvDecoder<Box<dyn Read>> {
         bytes: impl Read + 'static,
         options: CsvOptions,
     ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &Limits::default())
+    }
+
+    /// [`CsvDecoder::new`] within a feed's limits (`max_line_bytes`, `max_columns`).
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: CsvOptions,
+        limits: &Limits,
+    ) -> Result<Self, FormatError> {
         let file = file.into();
         let mut options = options;
         let (encoding, bytes) =
@@ -146,7 +177,10 @@ impl CsvDecoder<Box<dyn Read>> {
                     source,
                 })?;
         options.encoding = encoding;
-        let lines = Arc::new(Mutex::new(LineIndex::default()));
+        let lines = Arc::new(Mutex::new(LineIndex {
+            max_line: limits.max_line_bytes,
+            ..LineIndex::default()
+        }));
         let text: Box<dyn Read> = Box::new(LineCounting {
             inner: options.encoding.decode(bytes),
             index: lines.clone(),
@@ -167,6 +201,7 @@ impl CsvDecoder<Box<dyn Read>> {
             data_rows: 0,
             buf: csv::StringRecord::new(),
             lines,
+            max_columns: limits.max_columns,
             done: false,
         };
         decoder.read_header()?;
@@ -207,6 +242,16 @@ impl<R: Read> CsvDecoder<R> {
                     looked += 1;
                 }
             }
+            if self.buf.len() > self.max_columns {
+                return Err(FormatError::Limit {
+                    file: self.file.clone(),
+                    exceeded: LimitExceeded::new(
+                        format!("the header's {} columns", self.buf.len()),
+                        self.max_columns,
+                        "max_columns",
+                    ),
+                });
+            }
             Header::new(self.buf.iter().map(|s| s.trim().to_string()).collect())
         } else {
             Header::numbered(0)
@@ -237,7 +282,7 @@ impl<R: Read> CsvDecoder<R> {
                 }
                 Ok(more)
             }
-            Err(e) => Err(self.csv_error(e)),
+            Err(e) => Err(self.csv_error(e).with_limit()),
         }
     }
 
@@ -286,6 +331,24 @@ impl<R: Read> Iterator for CsvDecoder<R> {
             }
             let start = self.buf.position().map(|p| p.byte()).unwrap_or(0);
             let line = self.lines.lock().expect("line index lock").line_at(start);
+            if self.buf.len() > self.max_columns {
+                // Not copied: a row of a million empty fields is refused as it stands.
+                self.data_rows += 1;
+                return Some(Ok(Item::Failure(DecodeFailure {
+                    locator: Locator {
+                        file: self.file.clone(),
+                        line,
+                        row: self.data_rows,
+                    },
+                    reason: LimitExceeded::new(
+                        format!("the row's {} columns", self.buf.len()),
+                        self.max_columns,
+                        "max_columns",
+                    )
+                    .to_string(),
+                    record: None,
+                })));
+            }
             let values: Vec<String> = self.buf.iter().map(str::to_owned).collect();
             let is_control = match (&self.options.control_match, self.control_index) {
                 (Some(m), Some(i)) => values.get(i).is_some_and(|v| m.pattern.is_match(v.trim())),

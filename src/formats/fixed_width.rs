@@ -83,6 +83,7 @@ pub struct FixedWidthDecoder {
     line_no: u64,
     rows: u64,
     buf: String,
+    line_meter: std::sync::Arc<super::limits::MeterState>,
     done: bool,
 }
 
@@ -93,6 +94,16 @@ impl FixedWidthDecoder {
         bytes: impl Read + 'static,
         options: &FixedWidthOptions,
     ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &super::limits::Limits::default())
+    }
+
+    /// [`FixedWidthDecoder::new`] within a feed's limits (`max_line_bytes`).
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: &FixedWidthOptions,
+        limits: &super::limits::Limits,
+    ) -> Result<Self, FormatError> {
         let file = file.into();
         let (encoding, bytes) =
             options
@@ -102,7 +113,13 @@ impl FixedWidthDecoder {
                     file: file.clone(),
                     source,
                 })?;
-        let text: Box<dyn Read> = Box::new(encoding.decode(bytes));
+        let (metered, line_meter) = super::limits::Meter::new(
+            encoding.decode(bytes),
+            limits.max_line_bytes,
+            "a line",
+            "max_line_bytes",
+        );
+        let text: Box<dyn Read> = Box::new(metered);
         let layouts = options
             .records
             .iter()
@@ -126,6 +143,7 @@ impl FixedWidthDecoder {
             line_no: 0,
             rows: 0,
             buf: String::new(),
+            line_meter,
             done: false,
         })
     }
@@ -155,6 +173,7 @@ impl Iterator for FixedWidthDecoder {
                 return None;
             }
             self.buf.clear();
+            self.line_meter.mark();
             match self.lines.read_line(&mut self.buf) {
                 Ok(0) => {
                     self.done = true;
@@ -166,7 +185,8 @@ impl Iterator for FixedWidthDecoder {
                     return Some(Err(FormatError::Io {
                         file: self.file.clone(),
                         source,
-                    }));
+                    }
+                    .with_limit()));
                 }
             }
             self.line_no += 1;

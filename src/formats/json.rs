@@ -37,6 +37,8 @@
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read};
+
+use super::limits::{LimitExceeded, Limits, Meter, MeterState};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -149,12 +151,12 @@ impl Flat {
     }
 }
 
-/// Deepest nesting accepted (as `serde_json`), so a hostile file cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
-
 /// A streaming JSON scanner over `R`.
 struct Parser<R> {
     src: Src<R>,
+    /// Deepest nesting accepted (`max_depth`, at most 128 as `serde_json`), so a hostile file
+    /// cannot exhaust the stack.
+    max_depth: usize,
 }
 
 fn describe(b: Option<u8>) -> String {
@@ -212,9 +214,10 @@ fn is_number(s: &[u8]) -> bool {
 }
 
 impl<R: BufRead> Parser<R> {
-    fn new(inner: R, line: u64) -> Self {
+    fn new(inner: R, line: u64, max_depth: usize) -> Self {
         Self {
             src: Src { inner, line },
+            max_depth: max_depth.min(128),
         }
     }
 
@@ -299,8 +302,15 @@ impl<R: BufRead> Parser<R> {
 
     /// Reads one value, flattening it into `out` when given (skipping it otherwise).
     fn value(&mut self, mut out: Option<&mut Flat>, depth: usize) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
-            return self.syntax(format!("values nested deeper than {MAX_DEPTH} levels"));
+        if depth > self.max_depth {
+            return self.syntax(
+                LimitExceeded::new(
+                    format!("values nested deeper than {} levels", self.max_depth),
+                    self.max_depth,
+                    "max_depth",
+                )
+                .to_string(),
+            );
         }
         match self.ws()? {
             Some(b'{') => {
@@ -469,6 +479,7 @@ enum Mode {
         lines: BufReader<Box<dyn Read>>,
         buf: Vec<u8>,
         line: u64,
+        meter: Arc<MeterState>,
     },
 }
 
@@ -479,6 +490,7 @@ pub struct JsonDecoder {
     rows: u64,
     last_header: Arc<Header>,
     empty_header: Arc<Header>,
+    max_depth: usize,
     done: bool,
 }
 
@@ -506,6 +518,16 @@ impl JsonDecoder {
         bytes: impl Read + 'static,
         options: &JsonOptions,
     ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &Limits::default())
+    }
+
+    /// [`JsonDecoder::new`] within a feed's limits (`max_depth`; NDJSON: `max_line_bytes`).
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: &JsonOptions,
+        limits: &Limits,
+    ) -> Result<Self, FormatError> {
         let file = file.into();
         let malformed = |line: u64, message: String| FormatError::Malformed {
             file: file.clone(),
@@ -527,15 +549,19 @@ impl JsonDecoder {
             Err(Ok(source)) => return Err(FormatError::Io { file, source }),
             Err(Err(message)) => return Err(malformed(1, message)),
         };
-        let reader = BufReader::with_capacity(64 * 1024, bytes);
         let mode = if options.ndjson {
+            let (metered, meter) =
+                Meter::new(bytes, limits.max_line_bytes, "a line", "max_line_bytes");
+            let metered: Box<dyn Read> = Box::new(metered);
             Mode::Ndjson {
-                lines: reader,
+                lines: BufReader::with_capacity(64 * 1024, metered),
                 buf: Vec::new(),
                 line: 0,
+                meter,
             }
         } else {
-            let mut parser = Parser::new(reader, 1);
+            let reader = BufReader::with_capacity(64 * 1024, bytes);
+            let mut parser = Parser::new(reader, 1, limits.max_depth);
             let enclosing = match find_array(&mut parser, &tokens, &options.records_at) {
                 Ok(enclosing) => enclosing,
                 Err(JsonError::Io(source)) => return Err(FormatError::Io { file, source }),
@@ -554,6 +580,7 @@ impl JsonDecoder {
             rows: 0,
             last_header: empty_header.clone(),
             empty_header,
+            max_depth: limits.max_depth,
             done: false,
         })
     }
@@ -693,11 +720,18 @@ impl JsonDecoder {
     }
 
     fn next_line(&mut self) -> Result<Option<Item>, io::Error> {
-        let Mode::Ndjson { lines, buf, line } = &mut self.mode else {
+        let Mode::Ndjson {
+            lines,
+            buf,
+            line,
+            meter,
+        } = &mut self.mode
+        else {
             unreachable!("NDJSON mode")
         };
         loop {
             buf.clear();
+            meter.mark();
             if lines.read_until(b'\n', buf)? == 0 {
                 self.done = true;
                 return Ok(None);
@@ -710,7 +744,7 @@ impl JsonDecoder {
             let record = if std::str::from_utf8(buf).is_err() {
                 Err("the line has bytes that are not valid UTF-8; JSON files must be UTF-8".into())
             } else {
-                let mut parser = Parser::new(&buf[..], at);
+                let mut parser = Parser::new(&buf[..], at, self.max_depth);
                 let read = parser.record().and_then(|record| {
                     let rest = parser.ws()?;
                     Ok((record, rest))

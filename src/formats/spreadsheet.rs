@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use super::limits::{LimitExceeded, Limits};
 use calamine::{Data, DataRef, ExcelDateTime, Ods, Range, Reader, Xls, Xlsx};
 use regex::Regex;
 
@@ -133,17 +134,41 @@ impl SpreadsheetDecoder {
     /// missing header fails here rather than half-way.
     pub fn new(
         file: impl Into<String>,
-        mut bytes: impl Read + 'static,
+        bytes: impl Read + 'static,
         options: &SpreadsheetOptions,
+    ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &Limits::default())
+    }
+
+    /// [`SpreadsheetDecoder::new`] within a feed's limits: the file is read whole only up to
+    /// `max_workbook_bytes`, and a zip workbook's entries are checked (inflated size and ratio,
+    /// cells, shared strings, value sizes, nesting) by streaming them once before calamine
+    /// opens it, so calamine never inflates a bomb.
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: &SpreadsheetOptions,
+        limits: &Limits,
     ) -> Result<Self, FormatError> {
         let file = file.into();
         let mut buf = Vec::new();
         bytes
+            .take(limits.max_workbook_bytes.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(|source| FormatError::Io {
                 file: file.clone(),
                 source,
             })?;
+        if buf.len() as u64 > limits.max_workbook_bytes {
+            return Err(FormatError::Limit {
+                file,
+                exceeded: LimitExceeded::new(
+                    "the workbook's size",
+                    limits.max_workbook_bytes,
+                    "max_workbook_bytes",
+                ),
+            });
+        }
         let kind = SpreadsheetKind::sniff(&buf).ok_or_else(|| FormatError::Malformed {
             file: file.clone(),
             line: 0,
@@ -156,7 +181,23 @@ impl SpreadsheetDecoder {
                     .to_string()
             },
         })?;
+        if matches!(kind, SpreadsheetKind::Xlsx | SpreadsheetKind::Ods) {
+            check_zip(&file, &buf, limits)?;
+        }
         let (sheet, rows) = Rows::open(&file, kind, buf, &options.sheet)?;
+        if let Rows::Loaded { range, .. } = &rows {
+            let cells = range.height() as u64 * range.width() as u64;
+            if cells > limits.max_cells {
+                return Err(FormatError::Limit {
+                    file,
+                    exceeded: LimitExceeded::new(
+                        format!("the sheet's {cells} cells"),
+                        limits.max_cells,
+                        "max_cells",
+                    ),
+                });
+            }
+        }
         let mut decoder = SpreadsheetDecoder {
             file,
             kind,
@@ -399,6 +440,157 @@ enum Message {
     Rows(Vec<Row>),
     End,
     Failed(FormatError),
+}
+
+/// Streams every entry of a zip workbook (XLSX, ODS) once, inflating through the feed's limits,
+/// and parses its XML entries' events without keeping them: fails on the first limit passed.
+fn check_zip(file: &str, bytes: &[u8], limits: &Limits) -> Result<(), FormatError> {
+    use quick_xml::events::Event;
+    let limit = |exceeded: LimitExceeded| FormatError::Limit {
+        file: file.to_string(),
+        exceeded,
+    };
+    let damaged = |e: &dyn std::fmt::Display| FormatError::Malformed {
+        file: file.to_string(),
+        line: 0,
+        message: format!(
+            "cannot open the workbook: {e}; the file may be truncated or damaged, ask for it to \
+             be exported again"
+        ),
+    };
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| damaged(&e))?;
+    let mut inflated_total = 0u64;
+    let (mut cells, mut shared) = (0u64, 0u64);
+    for i in 0..archive.len() {
+        let entry = archive.by_index(i).map_err(|e| damaged(&e))?;
+        let name = entry.name().map_err(|e| damaged(&e))?.to_string();
+        let compressed = entry.compressed_size().max(1);
+        let is_xml = name.ends_with(".xml") || name.ends_with(".rels");
+        let is_shared = name.ends_with("sharedStrings.xml");
+        let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let per_entry = Limits {
+            max_decompressed_bytes: limits
+                .max_decompressed_bytes
+                .saturating_sub(inflated_total)
+                .min(if is_shared {
+                    limits.max_workbook_bytes
+                } else {
+                    u64::MAX
+                }),
+            ..limits.clone()
+        };
+        counted.store(compressed, std::sync::atomic::Ordering::Relaxed);
+        let inflation = super::limits::Inflation::new(entry, counted, &per_entry);
+        let (metered, meter) = super::limits::Meter::new(
+            inflation,
+            limits.max_field_bytes.saturating_add(64 * 1024),
+            "one value or tag in the workbook",
+            "max_field_bytes",
+        );
+        let as_limit = |e: &std::io::Error| match LimitExceeded::from_io(e) {
+            Some(l) => limit(l),
+            None => damaged(e),
+        };
+        if !is_xml {
+            let mut sink = std::io::sink();
+            let mut metered = metered;
+            let mut chunk = [0u8; 64 * 1024];
+            loop {
+                meter.mark();
+                let n = metered.read(&mut chunk).map_err(|e| as_limit(&e))?;
+                if n == 0 {
+                    break;
+                }
+                let _ = std::io::Write::write_all(&mut sink, &chunk[..n]);
+            }
+            inflated_total += meter.total();
+            continue;
+        }
+        let mut reader =
+            quick_xml::Reader::from_reader(std::io::BufReader::with_capacity(64 * 1024, metered));
+        let mut buf = Vec::new();
+        let mut depth = 0usize;
+        let mut row_repeat = 1u64;
+        loop {
+            buf.clear();
+            meter.mark();
+            let event = match reader.read_event_into(&mut buf) {
+                Ok(e) => e,
+                Err(quick_xml::Error::Io(e)) => return Err(as_limit(&e)),
+                Err(e) => return Err(damaged(&format!("{name}: {e}"))),
+            };
+            let (start, empty) = match &event {
+                Event::Start(s) => (Some(s), false),
+                Event::Empty(s) => (Some(s), true),
+                Event::End(_) => {
+                    depth = depth.saturating_sub(1);
+                    (None, false)
+                }
+                Event::Eof => break,
+                _ => (None, false),
+            };
+            let Some(s) = start else { continue };
+            if !empty {
+                depth += 1;
+                if depth > limits.max_depth {
+                    return Err(limit(LimitExceeded::new(
+                        format!(
+                            "{name}: elements nested deeper than {} levels",
+                            limits.max_depth
+                        ),
+                        limits.max_depth,
+                        "max_depth",
+                    )));
+                }
+            }
+            if s.attributes().count() > limits.max_attributes {
+                return Err(limit(LimitExceeded::new(
+                    format!("{name}: the attributes of one element"),
+                    limits.max_attributes,
+                    "max_attributes",
+                )));
+            }
+            let local = s.local_name();
+            let repeat = |attr: &str| -> u64 {
+                s.attributes()
+                    .flatten()
+                    .find(|a| a.key.local_name().as_ref() == attr)
+                    .and_then(|a| a.value.trim().parse().ok())
+                    .unwrap_or(1)
+            };
+            match local.as_ref() {
+                "si" if is_shared => {
+                    shared += 1;
+                    if shared > limits.max_shared_strings {
+                        return Err(limit(LimitExceeded::new(
+                            "the workbook's shared strings",
+                            limits.max_shared_strings,
+                            "max_shared_strings",
+                        )));
+                    }
+                }
+                "c" if !is_shared && name.contains("worksheets/") => cells += 1,
+                "table-row" => row_repeat = repeat("number-rows-repeated").max(1),
+                // An empty repeated cell (LibreOffice pads sheets with them) holds nothing.
+                "table-cell" | "covered-table-cell" if empty => cells += 1,
+                "table-cell" | "covered-table-cell" => {
+                    cells = cells.saturating_add(
+                        repeat("number-columns-repeated").saturating_mul(row_repeat),
+                    );
+                }
+                _ => {}
+            }
+            if cells > limits.max_cells {
+                return Err(limit(LimitExceeded::new(
+                    "the workbook's cells",
+                    limits.max_cells,
+                    "max_cells",
+                )));
+            }
+        }
+        inflated_total += meter.total();
+    }
+    Ok(())
 }
 
 /// Where rows come from: a streaming XLSX reader, or a sheet calamine loaded whole.

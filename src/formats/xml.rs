@@ -48,6 +48,7 @@ use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::reader::Reader;
 
 use super::encoding::Encoding;
+use super::limits::{LimitExceeded, Limits};
 use super::{DecodeFailure, FormatError, Header, Item, Locator, SourceRecord};
 
 /// How to read an XML export (from the mapping's `source:` section).
@@ -147,6 +148,9 @@ struct State {
     rows: u64,
     last_header: Arc<Header>,
     empty_header: Arc<Header>,
+    max_depth: usize,
+    max_attributes: usize,
+    max_columns: usize,
     done: bool,
 }
 
@@ -155,7 +159,12 @@ struct Capture {
     kind: Kind,
     line: u64,
     frames: Vec<Frame>,
-    /// Columns in document order; `None` for a text slot that turned out to be unneeded.
+    /// Path of the innermost open element relative to the record element: one buffer, grown
+    /// on open and cut on close, so that nesting costs memory linear in its depth (a path per
+    /// element would cost the square).
+    path: String,
+    /// Columns in document order; `None` for a text slot that turned out to be unneeded (or
+    /// not yet known: an element's text column is named when it closes).
     columns: Vec<Option<(String, String)>>,
     /// Why the record cannot be used (an undefined entity...), when it cannot.
     problem: Option<String>,
@@ -163,12 +172,12 @@ struct Capture {
 
 /// An open element inside a capture.
 struct Frame {
-    /// Path relative to the record element (`""` for the record element itself).
-    path: String,
+    /// Length of the capture's path before this element's segment.
+    parent_len: usize,
     /// Index of this element's text column in `columns`.
     slot: usize,
     /// How many children of each name were seen so far.
-    children: Vec<(String, usize)>,
+    children: std::collections::HashMap<String, usize>,
     has_children: bool,
     text: String,
 }
@@ -179,46 +188,69 @@ impl Capture {
             kind,
             line,
             frames: Vec::new(),
+            path: String::new(),
             columns: Vec::new(),
             problem: None,
         }
     }
 
-    /// Opens an element: its text slot and its attributes. `Err` for broken attribute syntax.
-    fn open(&mut self, name: &str, e: &BytesStart<'_>) -> Result<(), String> {
-        let path = match self.frames.last_mut() {
-            None => String::new(),
+    /// Opens an element: its text slot and its attributes (at most `max_attributes`: more make
+    /// the record a failure). `Err` for broken attribute syntax.
+    fn open(
+        &mut self,
+        name: &str,
+        e: &BytesStart<'_>,
+        max_attributes: usize,
+        max_columns: usize,
+    ) -> Result<(), String> {
+        if self.columns.len() >= max_columns {
+            return Err(LimitExceeded::new(
+                "the columns of one record",
+                max_columns,
+                "max_columns",
+            )
+            .to_string());
+        }
+        let parent_len = self.path.len();
+        match self.frames.last_mut() {
+            None => {}
             Some(parent) => {
                 parent.has_children = true;
-                let n = match parent.children.iter_mut().find(|(c, _)| c == name) {
-                    Some((_, n)) => {
+                let n = match parent.children.get_mut(name) {
+                    Some(n) => {
                         *n += 1;
                         *n
                     }
                     None => {
-                        parent.children.push((name.to_string(), 1));
+                        parent.children.insert(name.to_string(), 1);
                         1
                     }
                 };
-                let mut path = parent.path.clone();
-                if !path.is_empty() {
-                    path.push('/');
+                if !self.path.is_empty() {
+                    self.path.push('/');
                 }
-                path.push_str(name);
+                self.path.push_str(name);
                 if n > 1 {
-                    let _ = write!(path, "[{n}]");
+                    let _ = write!(self.path, "[{n}]");
                 }
-                path
             }
-        };
+        }
+        let path = &self.path;
         let slot = self.columns.len();
-        let text_name = if path.is_empty() {
-            ".".to_string()
-        } else {
-            path.clone()
-        };
-        self.columns.push(Some((text_name, String::new())));
-        for attr in e.attributes() {
+        self.columns.push(None);
+        for (i, attr) in e.attributes().enumerate() {
+            if i >= max_attributes {
+                let at = if path.is_empty() { "." } else { path };
+                self.problem.get_or_insert_with(|| {
+                    LimitExceeded::new(
+                        format!("the attributes of \"{at}\""),
+                        max_attributes,
+                        "max_attributes",
+                    )
+                    .to_string()
+                });
+                break;
+            }
             let attr = attr.map_err(|err| format!("the XML is not well-formed: {err}"))?;
             if attr.key.as_namespace_binding().is_some() {
                 continue;
@@ -241,9 +273,9 @@ impl Capture {
             self.columns.push(Some((column, value)));
         }
         self.frames.push(Frame {
-            path,
+            parent_len,
             slot,
-            children: Vec::new(),
+            children: std::collections::HashMap::new(),
             has_children: false,
             text: String::new(),
         });
@@ -265,9 +297,10 @@ impl Capture {
         match resolved {
             Some(s) => self.text(&s),
             None => {
-                let at = match self.frames.last() {
-                    Some(f) if !f.path.is_empty() => f.path.clone(),
-                    _ => ".".to_string(),
+                let at = if self.path.is_empty() {
+                    ".".to_string()
+                } else {
+                    self.path.clone()
                 };
                 let name: &str = r;
                 self.problem.get_or_insert_with(|| {
@@ -293,12 +326,16 @@ impl Capture {
             };
             match text {
                 Some(text) => {
-                    if let Some((_, value)) = &mut self.columns[frame.slot] {
-                        *value = text;
-                    }
+                    let name = if self.path.is_empty() {
+                        ".".to_string()
+                    } else {
+                        self.path.clone()
+                    };
+                    self.columns[frame.slot] = Some((name, text));
                 }
                 None => self.columns[frame.slot] = None,
             }
+            self.path.truncate(frame.parent_len);
         }
         self.frames.is_empty()
     }
@@ -357,6 +394,16 @@ impl XmlDecoder {
         bytes: impl Read + 'static,
         options: &XmlOptions,
     ) -> Result<Self, FormatError> {
+        Self::new_limited(file, bytes, options, &Limits::default())
+    }
+
+    /// [`XmlDecoder::new`] within a feed's limits (`max_depth`, `max_attributes`).
+    pub fn new_limited(
+        file: impl Into<String>,
+        bytes: impl Read + 'static,
+        options: &XmlOptions,
+        limits: &Limits,
+    ) -> Result<Self, FormatError> {
         let file = file.into();
         let mut bytes = bytes;
         let record_path = split_path(&options.record_path);
@@ -414,6 +461,9 @@ impl XmlDecoder {
                 rows: 0,
                 last_header: empty_header.clone(),
                 empty_header,
+                max_depth: limits.max_depth,
+                max_attributes: limits.max_attributes,
+                max_columns: limits.max_columns,
                 done: false,
             },
         })
@@ -505,8 +555,24 @@ impl State {
     ) -> Option<Result<Item, FormatError>> {
         let local = e.local_name();
         let name: &str = local.as_ref();
+        let depth = self.outer.len() + self.capture.as_ref().map_or(0, |c| c.frames.len()) + 1;
+        if depth > self.max_depth {
+            self.done = true;
+            return Some(Err(FormatError::Limit {
+                file: self.file.clone(),
+                exceeded: LimitExceeded::new(
+                    format!(
+                        "line {line}: elements nested deeper than {} levels",
+                        self.max_depth
+                    ),
+                    self.max_depth,
+                    "max_depth",
+                ),
+            }));
+        }
+        let (max_attributes, max_columns) = (self.max_attributes, self.max_columns);
         if let Some(c) = &mut self.capture {
-            if let Err(message) = c.open(name, e) {
+            if let Err(message) = c.open(name, e, max_attributes, max_columns) {
                 return self.malformed(line, message);
             }
             return if empty { self.end() } else { None };
@@ -538,7 +604,7 @@ impl State {
         match kind {
             Some(kind) => {
                 let mut capture = Capture::new(kind, line);
-                if let Err(message) = capture.open(name, e) {
+                if let Err(message) = capture.open(name, e, max_attributes, max_columns) {
                     return self.malformed(line, message);
                 }
                 self.capture = Some(capture);
@@ -1132,5 +1198,46 @@ mod tests {
             first_header.unwrap().names(),
             ["@id", "Name", "Pay", "Pay/@cur"]
         );
+    }
+
+    #[test]
+    fn depth_is_limited_and_costs_linear_memory_when_allowed() {
+        let deep = |n: usize| {
+            format!(
+                "<Export><Employee>{}x{}</Employee></Export>",
+                "<a>".repeat(n),
+                "</a>".repeat(n)
+            )
+            .into_bytes()
+        };
+        let options = XmlOptions {
+            record_path: "Export/Employee".into(),
+            ..XmlOptions::default()
+        };
+        let mut d = XmlDecoder::new("t.xml", std::io::Cursor::new(deep(1000)), &options).unwrap();
+        let err = d.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("limits.max_depth"), "{err}");
+        // Raised, 30,000 levels read in one pass: one path of 60 KB, not 30,000 of them.
+        let limits = Limits {
+            max_depth: 50_000,
+            max_columns: 100_000,
+            ..Limits::default()
+        };
+        let started = std::time::Instant::now();
+        let items: Vec<_> = XmlDecoder::new_limited(
+            "t.xml",
+            std::io::Cursor::new(deep(30_000)),
+            &options,
+            &limits,
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+        let Item::Record(r) = &items[0] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(r.values, ["x"]);
+        assert_eq!(r.header.names()[0].len(), 30_000 * 2 - 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 }

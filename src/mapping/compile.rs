@@ -322,9 +322,13 @@ impl Mapping {
                             line: field.line,
                             column: field.column,
                             field: Some(field.path.clone()),
+                            // The header's names are not listed: when a title row is missing
+                            // the "header" is the first data row (names, pay, bank details).
                             message: format!(
-                                "the file has no column {c} (its columns are: {}).{hint}",
-                                header.names().join(", ")
+                                "the file has no column {c} (its header row has {} columns; \
+                                 compare it with the mapping, and check `skip_rows` or \
+                                 `header_match` if the header is not the first row).{hint}",
+                                header.names().len()
                             ),
                             excerpt: None,
                         });

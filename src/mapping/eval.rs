@@ -31,7 +31,12 @@ pub(super) fn apply(
             continue;
         }
         match field_value(field, columns, record) {
-            Ok(Some(v)) => insert(&mut body, &field.segments, v),
+            Ok(Some(v)) => {
+                match control_character(&field.path, &v, mapping.key.contains(&field.path)) {
+                    Some(e) => errors.push(e),
+                    None => insert(&mut body, &field.segments, v),
+                }
+            }
             Ok(None) => {}
             Err(e) => errors.push(e),
         }
@@ -63,6 +68,36 @@ pub(super) fn apply(
         }
     }
     Ok(MappedRecord { key, body })
+}
+
+/// Whether a code is a field the bridge treats strictly (keys, and `*_code`, `*_id`, `*_ref`
+/// fields travel in headers, routing and joins): no control character at all. Elsewhere tab
+/// and line breaks are text, other control characters (NUL...) are refused.
+fn control_character(field: &str, value: &Value, is_key: bool) -> Option<FieldError> {
+    let Value::String(s) = value else { return None };
+    let last = field.rsplit('.').next().unwrap_or(field);
+    let strict = is_key
+        || last.ends_with("_code")
+        || last.ends_with("_id")
+        || last.ends_with("_ref")
+        || last == "code"
+        || last == "id";
+    let (at, ch) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && (strict || !matches!(c, '\t' | '\n' | '\r')))?;
+    Some(FieldError {
+        field: field.to_string(),
+        column: None,
+        rule: "control_character".into(),
+        message: format!(
+            "contains the control character U+{:04X} at character {}: {} may not contain control characters",
+            ch as u32,
+            at + 1,
+            if strict { "keys and codes" } else { "values" }
+        ),
+        value: None,
+    })
 }
 
 fn get<'a>(body: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {

@@ -8,10 +8,15 @@
 //! (`include`/`import`) is refused. `tonumber` is replaced by a strict one (see
 //! [`strict_number`]). Runtime errors are described without the values jaq's messages quote.
 //!
-//! Not bounded: jaq has no fuel or step limit. Only the first output is ever asked for, which
-//! keeps `repeat`/`range` themselves harmless, but a pathological program (`last(repeat(.))`)
-//! loops forever, and deep recursion (`def f: 1 + f; f`) overflows the stack, which aborts the
-//! process. docs/mapping-format.md tells authors to keep expressions simple.
+//! Bounded in time: jaq has no fuel of its own, and since `def` is refused, every loop a program
+//! can make goes through the generators and recursive definitions of jaq's standard library
+//! (`range`, `repeat`, `recurse`/`..`, `while`, `until`). Those are replaced here by the same
+//! definitions with a step counter (`_tick`), so one run of a program may take at most
+//! [`MAX_STEPS`] steps and [`MAX_TIME`]; past either, its row fails (`until(false; .)` fails its
+//! row instead of hanging the run). The same bound keeps the values a loop builds
+//! (`[range(1e9)]`) small. Not bounded: a single native operation on a large value (`"x" *
+//! 1e9`, `tojson` of a structure doubled many times) allocates what it is asked for; such a
+//! program is not a transformation of one field and review of mappings must refuse it.
 
 use std::sync::Arc;
 
@@ -51,6 +56,49 @@ const DENIED_DEFS: &[&str] = &[
     "tonumber",
 ];
 
+/// Loop steps one run of a program may take (each element of `range`, each round of `repeat`,
+/// `recurse`, `while`, `until`).
+pub const MAX_STEPS: u64 = 1_000_000;
+
+/// Longest one run of a program may take, checked at each step.
+pub const MAX_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The message of a program stopped at its bound.
+const TOO_LONG: &str = "the expression ran past its bound";
+
+/// jaq's looping definitions, each step counted by `_tick` (otherwise as jaq-core defines them).
+const BOUNDED_DEFS: &str = r#"
+def range(from; upto; by): _range(from; upto; by) | _tick;
+def range(from; upto): range(from; upto; 1);
+def range(upto): range(0; upto);
+def repeat(f): def rec: f, (_tick | rec); rec;
+def recurse(f): def rec: ., (f | _tick | rec); rec;
+def recurse: recurse(.[]?);
+def recurse(f; cond): recurse(f | select(cond));
+def while(cond; update): def rec: if cond then ., (update | _tick | rec) else empty end; rec;
+def until(cond; update): def rec: if cond then . else update | _tick | rec end; rec;
+"#;
+
+thread_local! {
+    /// Steps left and the deadline of the program running on this thread.
+    static FUEL: std::cell::Cell<(u64, Option<std::time::Instant>)> =
+        const { std::cell::Cell::new((MAX_STEPS, None)) };
+}
+
+/// One loop step: the value passes through, unless the run is past its bound.
+fn tick(v: Val) -> jaq_core::ValR<Val> {
+    FUEL.with(|fuel| {
+        let (left, deadline) = fuel.get();
+        let late = deadline.is_some_and(|d| left % 1024 == 0 && std::time::Instant::now() > d);
+        if left == 0 || late {
+            fuel.set((0, deadline));
+            return Err(jaq_core::Error::str(TOO_LONG));
+        }
+        fuel.set((left - 1, deadline));
+        Ok(v)
+    })
+}
+
 /// The message of a failed `tonumber`.
 const NOT_A_NUMBER: &str = "cannot parse as number";
 
@@ -82,11 +130,20 @@ fn natives() -> impl Iterator<Item = jaq_core::native::Fun<Data>> {
         ("tonumber", jaq_core::native::v(0), |cv| {
             jaq_core::native::bome(strict_number(cv.1))
         });
+    let tick: jaq_core::native::Filter<jaq_core::RunPtr<Data>> =
+        ("_tick", jaq_core::native::v(0), |cv| {
+            jaq_core::native::bome(tick(cv.1))
+        });
     jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
         .filter(|(name, _, _)| !DENIED_NATIVES.contains(name))
-        .chain([jaq_core::native::run::<Data>(tonumber)])
+        // The native generator is reached only through the counted `range` definitions.
+        .map(|(name, arity, f)| (if name == "range" { "_range" } else { name }, arity, f))
+        .chain([
+            jaq_core::native::run::<Data>(tonumber),
+            jaq_core::native::run::<Data>(tick),
+        ])
 }
 
 /// `tonumber`, strictly: jaq's reads the text as a stream of JSON values, so that the first
@@ -116,8 +173,23 @@ fn strict_number(v: Val) -> jaq_core::ValR<Val> {
     }
 }
 
+/// jaq's looping definitions, replaced by [`BOUNDED_DEFS`] where they stand (later definitions
+/// use them).
+const LOOP_DEFS: &[&str] = &["range", "repeat", "recurse", "while", "until"];
+
 fn definitions() -> impl Iterator<Item = load::parse::Def<&'static str>> {
-    jaq_core::defs()
+    let mut bounded =
+        Some(load::parse(BOUNDED_DEFS, |p| p.defs()).expect("the bounded definitions parse"));
+    let core: Vec<_> = jaq_core::defs()
+        .flat_map(move |d| {
+            if LOOP_DEFS.contains(&d.name) {
+                bounded.take().unwrap_or_default()
+            } else {
+                vec![d]
+            }
+        })
+        .collect();
+    core.into_iter()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs())
         .filter(|d| !DENIED_DEFS.contains(&d.name))
@@ -184,6 +256,7 @@ impl Expr {
     pub(super) fn run(&self, input: &Value, record: &SourceRecord) -> Result<Value, String> {
         let input = Val::deserialize(input).map_err(|_| "cannot read the value".to_string())?;
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([record_val(record)]));
+        FUEL.with(|f| f.set((MAX_STEPS, Some(std::time::Instant::now() + MAX_TIME))));
         let first = self.filter.id.run((ctx, input)).next();
         match first {
             None => Err("the expression produced no value".into()),
@@ -210,7 +283,13 @@ impl Expr {
             return format!("the expression raised an error: {t}");
         }
         let m = text.as_deref().unwrap_or(message);
-        if m == NOT_A_NUMBER {
+        if m == TOO_LONG {
+            format!(
+                "the expression ran past its bound ({MAX_STEPS} loop steps or {} s): a loop \
+                 (`until`, `while`, `repeat`, `recurse`, `range`) that does not end?",
+                MAX_TIME.as_secs()
+            )
+        } else if m == NOT_A_NUMBER {
             "`tonumber`: the text is not a number".into()
         } else if m.starts_with("cannot parse ") && m.contains(" as JSON") {
             "`fromjson`: the text is not JSON".into()
@@ -422,7 +501,8 @@ mod tests {
         let mut names: Vec<&str> = natives().map(|(n, _, _)| n).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 108, "{names:?}");
+        // 108 of jaq's, and `_tick` (the step counter; `range` is there renamed `_range`).
+        assert_eq!(names.len(), 109, "{names:?}");
     }
 
     #[test]
@@ -440,5 +520,41 @@ mod tests {
     fn a_mapping_with_expressions_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<Expr>();
+    }
+
+    #[test]
+    fn loops_are_bounded_in_steps_and_time() {
+        let started = std::time::Instant::now();
+        for program in [
+            "until(false; .)",
+            "last(range(1e12))",
+            "[repeat(1)] | length",
+            "last(recurse(. + 1))",
+            "[while(true; .)] | length",
+            "reduce range(1e15) as $i (0; . + 1)",
+            "try until(false; .) catch until(false; .)",
+        ] {
+            let e = run(program, Value::from(1)).unwrap_err();
+            assert!(e.contains("ran past its bound"), "{program}: {e}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(
+            run("[range(5)]", Value::Null),
+            Ok(serde_json::json!([0, 1, 2, 3, 4]))
+        );
+        assert_eq!(
+            run("until(. > 100; . * 2)", Value::from(1)),
+            Ok(Value::from(128))
+        );
+        assert_eq!(run("first(repeat(7))", Value::Null), Ok(Value::from(7)));
+        assert_eq!(
+            run("[.. | numbers]", serde_json::json!([1, [2]])),
+            Ok(serde_json::json!([1, 2]))
+        );
+        // The bound is per run: the next row starts with full fuel.
+        assert_eq!(
+            run("[range(1000)] | length", Value::Null),
+            Ok(Value::from(1000))
+        );
     }
 }

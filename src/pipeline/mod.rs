@@ -391,6 +391,7 @@ fn process_feed(
             &raw,
             force,
             &feed.policy,
+            &feed.limits,
         )?;
         if report.status == "abandoned" {
             // Stopping, or the feed was taken over: the file stays where it is.
@@ -436,10 +437,12 @@ pub fn process_file(
         raw,
         force,
         &FeedPolicy::default(),
+        &crate::formats::Limits::default(),
     )
 }
 
-/// Processes one file under a feed's policy (delta mode, reject threshold, drift).
+/// Processes one file under a feed's policy (delta mode, reject threshold, drift) and within its
+/// limits (a file over one fails; see [`crate::formats::Limits`]).
 #[allow(clippy::too_many_arguments)]
 pub fn process_file_with(
     registry: &Registry,
@@ -450,6 +453,7 @@ pub fn process_file_with(
     raw: &RawFile,
     force: bool,
     policy: &FeedPolicy,
+    limits: &crate::formats::Limits,
 ) -> Result<FileReport, PipelineError> {
     if !force && let Some(previous) = store.processed_batch(council, feed, &raw.sha256)? {
         tracing::info!(council, feed, file = %raw.name, batch = %previous.id, "already processed; skipped (use --force to read it again)");
@@ -486,13 +490,27 @@ pub fn process_file_with(
         raw,
         force,
         policy,
+        limits,
     };
     progress::file_started(council, feed, &raw.name, raw.size);
     let read = read_into_store(&ctx, &mut report);
     progress::file_finished();
     match read {
         Ok(()) => Ok(report),
-        Err(ReadError::Store(e)) => Err(e.into()),
+        Err(ReadError::Store(e)) => {
+            // A poison file (a value the store refuses) fails alone: when the store still
+            // answers, the batch is failed and the file moved aside like an unreadable one, and
+            // the feed goes on. Only a store that cannot even record that is an `Err`.
+            let reason = format!("the store refused the file's records: {e}");
+            if store.fail_batch(&batch_id, &reason).is_err() {
+                return Err(e.into());
+            }
+            tracing::error!(council, feed, file = %raw.name, reason = %reason, "file could not be stored; nothing from it is kept");
+            let mut failed = FileReport::new(&raw.name, "failed");
+            failed.batch_id = Some(batch_id);
+            failed.reason = Some(reason);
+            Ok(failed)
+        }
         Err(ReadError::Abandoned(reason)) => {
             tracing::warn!(council, feed, file = %raw.name, reason = %reason, "reading abandoned; nothing from it is kept and the file will be read again");
             store.abandon_batch(&batch_id, &reason)?;
@@ -534,6 +552,7 @@ struct ReadContext<'a> {
     raw: &'a RawFile,
     force: bool,
     policy: &'a FeedPolicy,
+    limits: &'a crate::formats::Limits,
 }
 
 fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(), ReadError> {
@@ -546,6 +565,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         raw,
         force,
         policy,
+        limits,
     } = *ctx;
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
     let mut delta = match policy.mode {
@@ -563,7 +583,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         .map(|p| (p.to_string(), 0))
         .collect();
     let bytes = sources::open(raw).map_err(|e| ReadError::File(e.to_string()))?;
-    let decoder = crate::formats::open(&raw.name, bytes, &mapping.source.format)
+    let decoder = crate::formats::open_limited(&raw.name, bytes, &mapping.source.format, limits)
         .map_err(|e| ReadError::File(e.to_string()))?;
     let header = decoder.header();
     // Tabular files are bound once (a missing column rejects the file); tree formats (XML,
@@ -638,7 +658,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                     file_name: f.locator.file.clone(),
                     line: f.locator.line,
                     row: f.locator.row,
-                    raw_record: f.record.as_ref().map(SourceRecord::to_raw_json),
+                    raw_record: f.record.as_ref().map(bounded_raw),
                     errors: json!([{ "field": "(row)", "rule": "decode", "message": f.reason }]),
                 });
             }
@@ -723,8 +743,8 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                             file_name: rec.locator.file.clone(),
                             line: rec.locator.line,
                             row: rec.locator.row,
-                            raw_record: Some(rec.to_raw_json()),
-                            errors: serde_json::to_value(&errors).unwrap_or(Value::Null),
+                            raw_record: Some(bounded_raw(&rec)),
+                            errors: bounded_errors(&errors),
                         });
                     }
                 }
@@ -876,6 +896,28 @@ fn add_pence(totals: &mut BTreeMap<String, i64>, prefix: &str, body: &Value) {
             _ => {}
         }
     }
+}
+
+/// The raw row as the failure store keeps it: values bounded ([`crate::formats::RAW_VALUE_BOUND`]).
+fn bounded_raw(rec: &SourceRecord) -> Value {
+    rec.to_raw_json_bounded(crate::formats::RAW_VALUE_BOUND)
+}
+
+/// The field errors as the failure store keeps them: each raw value bounded like the row's.
+fn bounded_errors(errors: &[FieldError]) -> Value {
+    let mut errors = errors.to_vec();
+    for e in &mut errors {
+        if let Some(v) = &mut e.value
+            && v.len() > crate::formats::RAW_VALUE_BOUND
+        {
+            let mut cut = crate::formats::RAW_VALUE_BOUND;
+            while !v.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            *v = format!("{}… [{} bytes in all]", &v[..cut], v.len());
+        }
+    }
+    serde_json::to_value(&errors).unwrap_or(Value::Null)
 }
 
 fn log_rejection(council: &str, feed: &str, rec: &SourceRecord, errors: &[FieldError]) {

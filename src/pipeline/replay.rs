@@ -86,7 +86,7 @@ pub fn replay_failure(
         .raw_record
         .as_ref()
         .and_then(|raw| SourceRecord::from_raw_json(locator.clone(), raw))
-        .ok_or_else(|| PipelineError::Other(format!("failure {id} has no raw record to re-map")))?;
+        .ok_or_else(|| PipelineError::Other(format!("failure {id} has no complete raw record to re-map (none was kept, or a value was longer than the failure store keeps)")))?;
     let binding = mapping.bind_for(&record.header)?;
     let mapped = mapping.apply(&binding, &record).and_then(|m| {
         let body = Value::Object(m.body);

@@ -217,7 +217,12 @@ pub struct HttpSource {
     /// JSON pointer to the records array in a page (`""`: the body is the array). Needed by
     /// `Page` and `Offset` pagination; otherwise only used to log record counts.
     pub records_at: String,
+    /// Largest response body read (a page held in memory); a larger one fails the pull.
+    pub max_page_bytes: u64,
 }
+
+/// Default bound of one response body: 64 MiB.
+pub const DEFAULT_MAX_PAGE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why a pull failed; carried inside [`SourceError::Io`] (action `fetch`, path the redacted
 /// URL), from which it can be downcast.
@@ -285,6 +290,14 @@ pub enum HttpError {
         /// What is wrong.
         message: String,
     },
+    /// A response body is larger than allowed (read no further than the bound).
+    #[error(
+        "a page is larger than {max_page_bytes} bytes; raise `http.max_page_bytes` if the API really sends pages this large"
+    )]
+    PageTooLarge {
+        /// The bound.
+        max_page_bytes: u64,
+    },
     /// There are more pages than allowed.
     #[error(
         "there are more than {max_pages} pages; raise max_pages if the feed really is this large"
@@ -346,6 +359,7 @@ impl HttpSource {
             max_pages: 1000,
             headers: Vec::new(),
             records_at: String::new(),
+            max_page_bytes: DEFAULT_MAX_PAGE_BYTES,
         }
     }
 
@@ -698,16 +712,37 @@ impl HttpSource {
             let final_url = response.url().clone();
             let headers = response.headers().clone();
             let declared = response.content_length();
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| match self.transport(e) {
-                    Failed::Retry { reason, wait } => Failed::Retry {
-                        reason: format!("reading the body: {reason}"),
-                        wait,
-                    },
-                    fatal => fatal,
-                })?;
+            let too_large = || {
+                Failed::Fatal(HttpError::PageTooLarge {
+                    max_page_bytes: self.max_page_bytes,
+                })
+            };
+            if declared.is_some_and(|n| n > self.max_page_bytes) {
+                return Err(too_large());
+            }
+            // Read chunk by chunk, so a body without (or lying about) its length stops at the
+            // bound instead of filling memory.
+            let mut response = response;
+            let mut body = Vec::with_capacity(
+                declared.unwrap_or(0).min(self.max_page_bytes).min(1 << 20) as usize,
+            );
+            loop {
+                let chunk = response
+                    .chunk()
+                    .await
+                    .map_err(|e| match self.transport(e) {
+                        Failed::Retry { reason, wait } => Failed::Retry {
+                            reason: format!("reading the body: {reason}"),
+                            wait,
+                        },
+                        fatal => fatal,
+                    })?;
+                let Some(chunk) = chunk else { break };
+                if body.len() as u64 + chunk.len() as u64 > self.max_page_bytes {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
             if let Some(n) = declared.filter(|n| *n != body.len() as u64) {
                 return Err(Failed::Retry {
                     reason: format!("body truncated: {} of {n} bytes", body.len()),
@@ -717,7 +752,7 @@ impl HttpSource {
             return Ok(Page {
                 url: final_url,
                 headers,
-                body: Vec::from(body),
+                body,
             });
         }
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {

@@ -38,7 +38,7 @@ pub enum ToolkitError {
         message: String,
     },
     /// The sample cannot be decoded with the mapping's source options.
-    #[error("{0}")]
+    #[error(transparent)]
     Format(#[from] FormatError),
     /// The mapping does not fit the sample (a mapped column is missing).
     #[error("{0}")]

@@ -1,0 +1,8 @@
+//! Fuzz target `decode_fixed_width`: see docs/fuzzing.md. The entry point is shared with the regression
+//! test (tests/fuzz_regressions.rs), which replays fuzz/regressions/decode_fixed_width/*.
+#![no_main]
+
+#[path = "../entry.rs"]
+mod entry;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entry::decode_fixed_width(data));

@@ -1,0 +1,8 @@
+//! Fuzz target `mapping_compile`: see docs/fuzzing.md. The entry point is shared with the regression
+//! test (tests/fuzz_regressions.rs), which replays fuzz/regressions/mapping_compile/*.
+#![no_main]
+
+#[path = "../entry.rs"]
+mod entry;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entry::mapping_compile(data));
