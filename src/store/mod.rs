@@ -6,12 +6,14 @@
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline.
 
+mod console;
 mod delta;
 mod feeds;
 pub mod lease;
 mod migrations;
 mod runs;
 
+pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use delta::{FeedState, StateChange};
 pub use runs::{NewRun, RunRow};
 
@@ -666,6 +668,29 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<()> {
+        self.replay_failure_with(id, message, actor, reason, true)
+    }
+
+    /// As [`Store::replay_failure`], for one record of a bulk replay: the failure's history
+    /// records it, and the job writes one audit entry for all its records.
+    pub fn replay_failure_in_job(
+        &self,
+        id: i64,
+        message: &OutboundMessage,
+        actor: &str,
+        job: &str,
+    ) -> Result<()> {
+        self.replay_failure_with(id, message, actor, job, false)
+    }
+
+    fn replay_failure_with(
+        &self,
+        id: i64,
+        message: &OutboundMessage,
+        actor: &str,
+        reason: &str,
+        audited: bool,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let (batch_id, council): (Option<String>, String) = tx.query_row(
@@ -691,17 +716,19 @@ impl Store {
                     now()
                 ],
             )?;
-            tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
+            let resolved = tx.execute(
+                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
                 params![id, now()],
             )?;
-            audit(
-                &tx,
-                actor,
-                "failure.replay",
-                &id.to_string(),
-                &format!("{reason}; message {}", message.message_id),
-            )?;
+            if resolved != 1 {
+                // Another replay took it first: nothing here is committed.
+                return Ok(());
+            }
+            let detail = format!("{reason}; message {}", message.message_id);
+            console::failure_event(&tx, id, actor, "replay", "queued", &detail)?;
+            if audited {
+                audit(&tx, actor, "failure.replay", &id.to_string(), &detail)?;
+            }
             tx.commit()
         })
     }
@@ -715,23 +742,49 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<()> {
+        self.requeue_failed_message_with(id, message_id, actor, reason, true)
+    }
+
+    /// As [`Store::requeue_failed_message`], for one record of a bulk replay (history only).
+    pub fn requeue_failed_message_in_job(
+        &self,
+        id: i64,
+        message_id: &str,
+        actor: &str,
+        job: &str,
+    ) -> Result<()> {
+        self.requeue_failed_message_with(id, message_id, actor, job, false)
+    }
+
+    fn requeue_failed_message_with(
+        &self,
+        id: i64,
+        message_id: &str,
+        actor: &str,
+        reason: &str,
+        audited: bool,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE outbox SET status = 'pending' WHERE message_id = ?1 AND status = 'failed'",
-                params![message_id],
-            )?;
-            tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
+            let resolved = tx.execute(
+                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
                 params![id, now()],
             )?;
-            audit(
-                &tx,
-                actor,
-                "failure.requeue",
-                &id.to_string(),
-                &format!("{reason}; message {message_id}"),
+            if resolved != 1 {
+                return Ok(());
+            }
+            // The same message, same id, marked as a replay of this failure.
+            tx.execute(
+                "UPDATE outbox SET status = 'pending',
+                   headers = json_set(headers, '$.\"x-replay-of\"', ?2)
+                 WHERE message_id = ?1 AND status = 'failed'",
+                params![message_id, id.to_string()],
             )?;
+            let detail = format!("{reason}; message {message_id}");
+            console::failure_event(&tx, id, actor, "requeue", "queued", &detail)?;
+            if audited {
+                audit(&tx, actor, "failure.requeue", &id.to_string(), &detail)?;
+            }
             tx.commit()
         })
     }
@@ -751,6 +804,19 @@ impl Store {
         })
     }
 
+    /// As [`Store::replay_failed`], for one record of a bulk replay (history only).
+    pub fn replay_failed_in_job(&self, id: i64, errors: &Value, actor: &str, job: &str) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE failures SET errors = ?2 WHERE id = ?1",
+                params![id, errors.to_string()],
+            )?;
+            console::failure_event(&tx, id, actor, "replay", "still failing", job)?;
+            tx.commit()
+        })
+    }
+
     /// Records that a replay was tried and failed again (the failure stays open). Audited.
     pub fn replay_failed(&self, id: i64, errors: &Value, actor: &str) -> Result<()> {
         self.with(|c| {
@@ -758,6 +824,14 @@ impl Store {
             tx.execute(
                 "UPDATE failures SET errors = ?2 WHERE id = ?1",
                 params![id, errors.to_string()],
+            )?;
+            console::failure_event(
+                &tx,
+                id,
+                actor,
+                "replay",
+                "still failing",
+                "still fails with the current mapping",
             )?;
             audit(
                 &tx,
@@ -835,8 +909,13 @@ fn audit(
     target: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
+    // The council the entry concerns, so a council-scoped token sees its own council's entries.
     tx.execute(
-        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
+         VALUES (?1, ?2, ?3, ?4, ?5,
+           CASE WHEN ?3 LIKE 'failure.%' THEN (SELECT council FROM failures WHERE id = CAST(?4 AS INTEGER))
+                ELSE (SELECT council FROM batches WHERE id = ?4) END,
+           CASE WHEN ?3 = 'failure.replay-failed' THEN 'still failing' ELSE 'done' END, 1)",
         params![now(), actor, action, target, detail],
     )
     .map(|_| ())
