@@ -3,6 +3,15 @@
 //! attempt) and `/metrics` (Prometheus text format; see [`crate::metrics`]).
 //!
 //! None of them needs a token and none shows a record: counts, states and times only.
+//!
+//! The operators' API under `/api/v1` ([`v1`], described by `/api/v1/openapi.json`) and the
+//! web console under `/console` ([`console`]) need a token ([`auth`]): a token scoped to some
+//! councils gets "not found" for anything of another council, so existence does not leak.
+
+pub mod auth;
+mod console;
+mod openapi;
+mod v1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +69,12 @@ pub struct ApiState {
     pub broker: Arc<BrokerState>,
     /// Refreshes the scrape-time gauges (outbox depth, held batches, lateness) before a render.
     pub refresh: Arc<dyn Fn() + Send + Sync>,
+    /// Replays and masking, with the configuration the API does not read itself.
+    pub operator: Arc<crate::pipeline::Operator>,
+    /// Every configured feed's status (JSON objects with at least `council` and `feed`).
+    pub feeds: Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>,
+    /// Called when messages were queued (wakes the publisher, when one runs in this process).
+    pub queued: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// The routes.
@@ -68,6 +83,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(v1::routes())
+        .merge(console::routes())
         .with_state(state)
 }
 
