@@ -468,8 +468,8 @@ async fn replay(
         }
         Ok(res) => {
             let outcome = &res["outcome"];
-            let text = if let Some(q) = outcome.get("Queued") {
-                format!("Replayed: message <code>{}</code> queued for publishing.", v(&q["message_id"]))
+            let text = if outcome == "queued" {
+                format!("Replayed: message <code>{}</code> queued for publishing.", v(&res["message_id"]))
             } else {
                 "Still failing with the current mapping; the failure stays open with its new errors.".into()
             };

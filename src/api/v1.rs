@@ -266,10 +266,14 @@ pub(super) fn replay_one(
         .operator
         .replay_one(&state.store, id, &caller.actor(), reason)
     {
-        Ok(o) => {
+        Ok(crate::pipeline::ReplayOutcome::Queued { message_id }) => {
             (state.queued)();
-            Ok(json!({"id": id, "outcome": o}))
+            Ok(json!({"id": id, "outcome": "queued", "message_id": message_id}))
         }
+        Ok(crate::pipeline::ReplayOutcome::StillFailing { errors }) => Ok(json!({
+            "id": id, "outcome": "still failing",
+            "errors": crate::pipeline::without_values(&errors),
+        })),
         Err(crate::pipeline::PipelineError::Store(e)) => Err(store_error(e)),
         Err(e) => Err(error(StatusCode::CONFLICT, e.to_string())),
     }

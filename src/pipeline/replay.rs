@@ -188,14 +188,30 @@ pub fn replay_failure(
     }
 }
 
-/// A dry run's answer for one record.
+/// Errors without the values they quote (a value may be personal data; the record page shows
+/// values, masked by their schema class).
+pub fn without_values(errors: &Value) -> Value {
+    let mut errors = errors.clone();
+    if let Some(list) = errors.as_array_mut() {
+        for e in list {
+            if let Some(o) = e.as_object_mut() {
+                o.remove("value");
+            }
+        }
+    }
+    errors
+}
+
+/// A dry run's answer for one record (no record values in it).
 pub fn describe_plan(id: i64, plan: &Result<Plan, PipelineError>) -> Value {
     match plan {
         Ok(Plan::Requeue(m)) => json!({"id": id, "outcome": "would requeue", "message_id": m}),
         Ok(Plan::Queue(m)) => {
             json!({"id": id, "outcome": "would queue", "message_id": m.message_id, "routing_key": m.routing_key})
         }
-        Ok(Plan::StillFailing(e)) => json!({"id": id, "outcome": "still failing", "errors": e}),
+        Ok(Plan::StillFailing(e)) => {
+            json!({"id": id, "outcome": "still failing", "errors": without_values(e)})
+        }
         Err(e) => json!({"id": id, "outcome": "refused", "reason": e.to_string()}),
     }
 }
