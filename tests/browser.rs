@@ -119,21 +119,31 @@ impl Browser {
 
     async fn find(&self, css: &str) -> String {
         let v = self
-            .cmd("POST", "/element", json!({"using": "css selector", "value": css}))
+            .cmd(
+                "POST",
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
             .await;
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
     async fn click(&self, css: &str) {
         let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/click"), json!({})).await;
+        self.cmd("POST", &format!("/element/{e}/click"), json!({}))
+            .await;
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{e}/clear"), json!({})).await;
-        self.cmd("POST", &format!("/element/{e}/value"), json!({"text": text}))
+        self.cmd("POST", &format!("/element/{e}/clear"), json!({}))
             .await;
+        self.cmd(
+            "POST",
+            &format!("/element/{e}/value"),
+            json!({"text": text}),
+        )
+        .await;
     }
 
     async fn source(&self) -> String {
@@ -145,7 +155,12 @@ impl Browser {
     }
 
     async fn screenshot(&self, name: &str) {
-        let png = base64_decode(self.cmd("GET", "/screenshot", Value::Null).await.as_str().unwrap());
+        let png = base64_decode(
+            self.cmd("GET", "/screenshot", Value::Null)
+                .await
+                .as_str()
+                .unwrap(),
+        );
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
         let dir = repo().join("docs/console");
         std::fs::create_dir_all(&dir).unwrap();
@@ -164,24 +179,52 @@ async fn an_operator_signs_in_filters_previews_and_replays_a_failure_in_chromium
         "this test needs Debian's chromium and chromium-driver: apt-get install -y chromium chromium-driver (scripts/test.sh installs them)"
     );
     let sandbox = Sandbox::new();
-    assert!(sandbox.cli(None).arg("run").output().unwrap().status.code().is_some());
+    assert!(
+        sandbox
+            .cli(None)
+            .arg("run")
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .is_some()
+    );
     // The fix: Northshire's "DD" (direct debit) payments are Bacs payments.
     let mapping = sandbox.path("mappings/northshire/supplier_payment.yaml");
     let text = std::fs::read_to_string(&mapping).unwrap();
-    std::fs::write(&mapping, text.replace("BACS: bacs,", "BACS: bacs, DD: bacs,")).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace("BACS: bacs,", "BACS: bacs, DD: bacs,"),
+    )
+    .unwrap();
     let failures = sandbox.failures();
     let target = failures
         .iter()
-        .find(|f| f["feed"] == "supplier-payments" && f["council"] == "northshire" && f["errors"].to_string().contains("payment_method"))
+        .find(|f| {
+            f["feed"] == "supplier-payments"
+                && f["council"] == "northshire"
+                && f["errors"].to_string().contains("payment_method")
+        })
         .expect("the Northshire DD payment failed")["id"]
         .as_i64()
         .unwrap();
     let out = sandbox
         .cli(None)
-        .args(["tokens", "create", "--role", "operator", "--council", "northshire", "--name", "Sam (Northshire IT)", "--json"])
+        .args([
+            "tokens",
+            "create",
+            "--role",
+            "operator",
+            "--council",
+            "northshire",
+            "--name",
+            "Sam (Northshire IT)",
+            "--json",
+        ])
         .output()
         .unwrap();
-    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|_| panic!("{}", stdout(&out)))["token"]
+    let token = serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", stdout(&out)))["token"]
         .as_str()
         .unwrap()
         .to_string();
@@ -215,13 +258,22 @@ async fn an_operator_signs_in_filters_previews_and_replays_a_failure_in_chromium
 
     // Sign in.
     b.go(&format!("{base}/console/failures")).await;
-    assert!(b.source().await.contains("Sign in"), "sent to sign in first");
+    assert!(
+        b.source().await.contains("Sign in"),
+        "sent to sign in first"
+    );
     b.screenshot("sign-in.png").await;
     b.type_into("#token", &token).await;
     b.click("#sign-in").await;
     let html = b.source().await;
-    assert!(html.contains("Sam (Northshire IT)") && html.contains("failure(s) match"), "{html}");
-    assert!(!html.contains("riverton"), "another council's failures are not listed");
+    assert!(
+        html.contains("Sam (Northshire IT)") && html.contains("failure(s) match"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("riverton"),
+        "another council's failures are not listed"
+    );
 
     // Filter.
     b.type_into("#f-feed", "supplier-payments").await;
@@ -235,34 +287,52 @@ async fn an_operator_signs_in_filters_previews_and_replays_a_failure_in_chromium
     // Open it: source values beside the problem, personal data masked.
     b.click(&format!("#failure-{target}")).await;
     let html = b.source().await;
-    assert!(html.contains("Payment Method") && html.contains("is not a known code"), "{html}");
+    assert!(
+        html.contains("Payment Method") && html.contains("is not a known code"),
+        "{html}"
+    );
     assert!(html.contains("Personal data is masked"));
     b.screenshot("failure.png").await;
 
     // Preview the replay (nothing changes), then replay.
     b.click("#preview-replay").await;
     let html = b.source().await;
-    assert!(html.contains("Dry run") && html.contains("would be queued"), "{html}");
+    assert!(
+        html.contains("Dry run") && html.contains("would be queued"),
+        "{html}"
+    );
     b.screenshot("replay-preview.png").await;
     assert_eq!(
-        sandbox.failures().iter().filter(|f| f["id"] == target).count(),
+        sandbox
+            .failures()
+            .iter()
+            .filter(|f| f["id"] == target)
+            .count(),
         1,
         "a preview changes nothing"
     );
-    b.type_into("#replay-reason", "DD is a Bacs direct debit: mapping fixed").await;
+    b.type_into("#replay-reason", "DD is a Bacs direct debit: mapping fixed")
+        .await;
     b.click("#confirm-replay").await;
     let html = b.source().await;
     assert!(html.contains("Replayed: message"), "{html}");
     assert!(html.contains("replayed"));
 
     // It has left the list of open failures...
-    b.go(&format!("{base}/console/failures?feed=supplier-payments")).await;
+    b.go(&format!("{base}/console/failures?feed=supplier-payments"))
+        .await;
     let html = b.source().await;
-    assert!(!html.contains(&format!("id=\"failure-{target}\"")), "{html}");
+    assert!(
+        !html.contains(&format!("id=\"failure-{target}\"")),
+        "{html}"
+    );
     // ...and is in the audit log.
     b.go(&format!("{base}/console/audit")).await;
     let html = b.source().await;
-    assert!(html.contains("failure.replay") && html.contains("DD is a Bacs direct debit"), "{html}");
+    assert!(
+        html.contains("failure.replay") && html.contains("DD is a Bacs direct debit"),
+        "{html}"
+    );
     assert!(html.contains("Sam (Northshire IT)"));
     b.screenshot("audit.png").await;
     b.go(&format!("{base}/console/feeds")).await;

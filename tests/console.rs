@@ -76,7 +76,15 @@ pub fn token(sandbox: &Sandbox, role: &str, councils: &str, name: &str) -> Strin
     let out = sandbox
         .cli(None)
         .args([
-            "tokens", "create", "--role", role, "--council", councils, "--name", name, "--json",
+            "tokens",
+            "create",
+            "--role",
+            role,
+            "--council",
+            councils,
+            "--name",
+            name,
+            "--json",
         ])
         .output()
         .unwrap();
@@ -172,11 +180,7 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     assert_eq!(call(&c, "GET", &u("/health"), None, None).await.0, 200);
     let b_id = river[0];
     let store = Store::open(&sandbox.store_path()).unwrap();
-    let river_batch = store
-        .batches(Some("riverton"), 1)
-        .unwrap()
-        .remove(0)
-        .id;
+    let river_batch = store.batches(Some("riverton"), 1).unwrap().remove(0).id;
     let gets = [
         "/api/v1/failures".to_string(),
         format!("/api/v1/failures/{}", north[0]),
@@ -230,14 +234,45 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     let admin_job = json(&body)["job"].as_str().unwrap().to_string();
 
     // Lists: nothing of Riverton, even when asked for by name.
-    let list = json(&call(&c, "GET", &u("/api/v1/failures?council=riverton"), Some(&a), None).await.1);
+    let list = json(
+        &call(
+            &c,
+            "GET",
+            &u("/api/v1/failures?council=riverton"),
+            Some(&a),
+            None,
+        )
+        .await
+        .1,
+    );
     assert_eq!(list["items"], json!([]));
     assert_eq!(list["total"], 0);
     assert_eq!(list["reasons"], json!([]));
-    let list = json(&call(&c, "GET", &u("/api/v1/failures?status=all&limit=500"), Some(&a), None).await.1);
-    let ids: Vec<i64> = list["items"].as_array().unwrap().iter().map(|f| f["id"].as_i64().unwrap()).collect();
+    let list = json(
+        &call(
+            &c,
+            "GET",
+            &u("/api/v1/failures?status=all&limit=500"),
+            Some(&a),
+            None,
+        )
+        .await
+        .1,
+    );
+    let ids: Vec<i64> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, north);
-    assert!(list["items"].as_array().unwrap().iter().all(|f| f["council"] == "northshire"));
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["council"] == "northshire")
+    );
     assert_eq!(list["total"], north.len());
 
     // Named things of Riverton: 404, exactly as for an id that does not exist.
@@ -245,13 +280,37 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     for (method, path, body) in [
         ("GET", format!("/api/v1/failures/{b_id}"), None),
         ("GET", format!("/api/v1/failures/{b_id}?reveal=true"), None),
-        ("POST", format!("/api/v1/failures/{b_id}/replay"), Some(json!({"dry_run": true}))),
-        ("POST", format!("/api/v1/failures/{b_id}/replay"), Some(json!({"reason": "x"}))),
-        ("POST", format!("/api/v1/failures/{b_id}/discard"), Some(json!({"reason": "x"}))),
+        (
+            "POST",
+            format!("/api/v1/failures/{b_id}/replay"),
+            Some(json!({"dry_run": true})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/failures/{b_id}/replay"),
+            Some(json!({"reason": "x"})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/failures/{b_id}/discard"),
+            Some(json!({"reason": "x"})),
+        ),
         ("GET", format!("/api/v1/replays/{admin_job}"), None),
-        ("POST", format!("/api/v1/replays/{admin_job}/resume"), Some(json!({}))),
-        ("POST", format!("/api/v1/batches/{river_batch}/release"), Some(json!({"reason": "x"}))),
-        ("POST", format!("/api/v1/batches/{river_batch}/discard"), Some(json!({"reason": "x"}))),
+        (
+            "POST",
+            format!("/api/v1/replays/{admin_job}/resume"),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/batches/{river_batch}/release"),
+            Some(json!({"reason": "x"})),
+        ),
+        (
+            "POST",
+            format!("/api/v1/batches/{river_batch}/discard"),
+            Some(json!({"reason": "x"})),
+        ),
     ] {
         let (code, text) = call(&c, method, &u(&path), Some(&a), body.clone()).await;
         assert_eq!(code, 404, "{method} {path}: {text}");
@@ -261,41 +320,132 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
             .replace(&river_batch, "no-such-batch");
         let (code2, text2) = call(&c, method, &u(&nonexistent), Some(&a), body).await;
         assert_eq!(code2, 404, "{nonexistent}");
-        let strip = |t: &str| t.replace(&b_id.to_string(), "N").replace(&missing.to_string(), "N")
-            .replace(&admin_job, "J").replace("00000000-0000-0000-0000-000000000000", "J")
-            .replace(&river_batch, "B").replace("no-such-batch", "B");
-        assert_eq!(strip(&text), strip(&text2), "{path}: the answer tells existence apart");
+        let strip = |t: &str| {
+            t.replace(&b_id.to_string(), "N")
+                .replace(&missing.to_string(), "N")
+                .replace(&admin_job, "J")
+                .replace("00000000-0000-0000-0000-000000000000", "J")
+                .replace(&river_batch, "B")
+                .replace("no-such-batch", "B")
+        };
+        assert_eq!(
+            strip(&text),
+            strip(&text2),
+            "{path}: the answer tells existence apart"
+        );
     }
     // A bulk replay asked for Riverton by a Northshire token matches nothing.
-    let dry = json(&call(&c, "POST", &u("/api/v1/replays"), Some(&a),
-        Some(json!({"council": "riverton", "ids": [b_id], "dry_run": true}))).await.1);
+    let dry = json(
+        &call(
+            &c,
+            "POST",
+            &u("/api/v1/replays"),
+            Some(&a),
+            Some(json!({"council": "riverton", "ids": [b_id], "dry_run": true})),
+        )
+        .await
+        .1,
+    );
     assert_eq!(dry["result"]["matching"], 0, "{dry}");
-    let (code, body) = call(&c, "POST", &u("/api/v1/replays"), Some(&a),
-        Some(json!({"ids": [b_id], "reason": "should touch nothing"}))).await;
+    let (code, body) = call(
+        &c,
+        "POST",
+        &u("/api/v1/replays"),
+        Some(&a),
+        Some(json!({"ids": [b_id], "reason": "should touch nothing"})),
+    )
+    .await;
     assert_eq!(code, 202);
     assert_eq!(json(&body)["matching"], 0);
     // Held batches, feeds, outbox, audit: Northshire only.
-    let held = json(&call(&c, "GET", &u("/api/v1/batches/held"), Some(&a), None).await.1);
-    assert!(held["items"].as_array().unwrap().iter().all(|b| b["council"] == "northshire"));
+    let held = json(
+        &call(&c, "GET", &u("/api/v1/batches/held"), Some(&a), None)
+            .await
+            .1,
+    );
+    assert!(
+        held["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["council"] == "northshire")
+    );
     let feeds = json(&call(&c, "GET", &u("/api/v1/feeds"), Some(&a), None).await.1);
     let feeds = feeds["items"].as_array().unwrap().clone();
-    assert!(!feeds.is_empty() && feeds.iter().all(|f| f["council"] == "northshire"), "{feeds:?}");
-    let mine = json(&call(&c, "GET", &u("/api/v1/outbox"), Some(&a), None).await.1);
-    let every = json(&call(&c, "GET", &u("/api/v1/outbox"), Some(&admin), None).await.1);
+    assert!(
+        !feeds.is_empty() && feeds.iter().all(|f| f["council"] == "northshire"),
+        "{feeds:?}"
+    );
+    let mine = json(
+        &call(&c, "GET", &u("/api/v1/outbox"), Some(&a), None)
+            .await
+            .1,
+    );
+    let every = json(
+        &call(&c, "GET", &u("/api/v1/outbox"), Some(&admin), None)
+            .await
+            .1,
+    );
     assert!(mine["pending"].as_u64().unwrap() > 0);
     assert!(mine["pending"].as_u64().unwrap() < every["pending"].as_u64().unwrap());
     tokio::time::sleep(Duration::from_millis(500)).await; // the admin's job finishes
-    let audit = json(&call(&c, "GET", &u("/api/v1/audit?limit=1000"), Some(&a), None).await.1);
+    let audit = json(
+        &call(&c, "GET", &u("/api/v1/audit?limit=1000"), Some(&a), None)
+            .await
+            .1,
+    );
     let audit = audit["items"].as_array().unwrap();
-    assert!(audit.iter().all(|e| e["council"] == "northshire"), "{audit:?}");
-    let audit_all = json(&call(&c, "GET", &u("/api/v1/audit?limit=1000"), Some(&admin), None).await.1);
-    let actions: Vec<&str> = audit_all["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for action in ["token.create", "failure.discard", "replay.bulk-start", "replay.bulk"] {
-        assert!(actions.contains(&action), "{action} missing from the audit log: {actions:?}");
+    assert!(
+        audit.iter().all(|e| e["council"] == "northshire"),
+        "{audit:?}"
+    );
+    let audit_all = json(
+        &call(
+            &c,
+            "GET",
+            &u("/api/v1/audit?limit=1000"),
+            Some(&admin),
+            None,
+        )
+        .await
+        .1,
+    );
+    let actions: Vec<&str> = audit_all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in [
+        "token.create",
+        "failure.discard",
+        "replay.bulk-start",
+        "replay.bulk",
+    ] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from the audit log: {actions:?}"
+        );
     }
     // The Riverton failure was not touched by the Northshire token.
-    let f = json(&call(&c, "GET", &u(&format!("/api/v1/failures/{b_id}")), Some(&admin), None).await.1);
-    assert!(f["history"].as_array().unwrap().iter().all(|h| !h["actor"].as_str().unwrap().contains("north operator")));
+    let f = json(
+        &call(
+            &c,
+            "GET",
+            &u(&format!("/api/v1/failures/{b_id}")),
+            Some(&admin),
+            None,
+        )
+        .await
+        .1,
+    );
+    assert!(
+        f["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| !h["actor"].as_str().unwrap().contains("north operator"))
+    );
 
     // The console pages: the same scope.
     let cookie = format!("cb_token={a}");
@@ -311,48 +461,166 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     assert!(html.contains("0 failure(s) match"), "{html}");
     assert_eq!(page(u(&format!("/console/failures/{b_id}"))).await.0, 404);
     let (_, html) = page(u("/console/audit")).await;
-    assert!(!html.contains("riverton") && !html.contains("token.create"), "{html}");
+    assert!(
+        !html.contains("riverton") && !html.contains("token.create"),
+        "{html}"
+    );
     let (_, html) = page(u("/console/feeds")).await;
     assert!(html.contains("northshire") && !html.contains("riverton"));
     let (_, html) = page(u("/console/batches")).await;
     assert!(!html.contains("riverton"));
     // Without a token, pages send you to sign in.
-    let r = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-        .get(u("/console/failures")).send().await.unwrap();
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(u("/console/failures"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 303);
 
     // A viewer: personal data masked everywhere, no reveal, no actions.
     let mut seen = String::new();
-    seen.push_str(&call(&c, "GET", &u("/api/v1/failures?status=all"), Some(&viewer), None).await.1);
+    seen.push_str(
+        &call(
+            &c,
+            "GET",
+            &u("/api/v1/failures?status=all"),
+            Some(&viewer),
+            None,
+        )
+        .await
+        .1,
+    );
     for id in &north {
-        let (code, body) = call(&c, "GET", &u(&format!("/api/v1/failures/{id}")), Some(&viewer), None).await;
+        let (code, body) = call(
+            &c,
+            "GET",
+            &u(&format!("/api/v1/failures/{id}")),
+            Some(&viewer),
+            None,
+        )
+        .await;
         assert_eq!(code, 200);
         seen.push_str(&body);
-        let r = c.get(u(&format!("/console/failures/{id}"))).header("cookie", format!("cb_token={viewer}")).send().await.unwrap();
+        let r = c
+            .get(u(&format!("/console/failures/{id}")))
+            .header("cookie", format!("cb_token={viewer}"))
+            .send()
+            .await
+            .unwrap();
         seen.push_str(&r.text().await.unwrap());
-        assert_eq!(call(&c, "GET", &u(&format!("/api/v1/failures/{id}?reveal=true")), Some(&viewer), None).await.0, 403);
-        assert_eq!(call(&c, "POST", &u(&format!("/api/v1/failures/{id}/replay")), Some(&viewer), Some(json!({"dry_run": true}))).await.0, 403);
+        assert_eq!(
+            call(
+                &c,
+                "GET",
+                &u(&format!("/api/v1/failures/{id}?reveal=true")),
+                Some(&viewer),
+                None
+            )
+            .await
+            .0,
+            403
+        );
+        assert_eq!(
+            call(
+                &c,
+                "POST",
+                &u(&format!("/api/v1/failures/{id}/replay")),
+                Some(&viewer),
+                Some(json!({"dry_run": true}))
+            )
+            .await
+            .0,
+            403
+        );
     }
     assert!(seen.contains("****"), "the views were captured");
-    let leaked: Vec<&String> = personal.iter().filter(|v| seen.contains(v.as_str())).collect();
-    assert!(leaked.is_empty(), "personal values shown to a viewer: {leaked:?}");
+    let leaked: Vec<&String> = personal
+        .iter()
+        .filter(|v| seen.contains(v.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "personal values shown to a viewer: {leaked:?}"
+    );
 
     // An operator's reveal shows them, and is audited.
-    let (code, body) = call(&c, "GET", &u(&format!("/api/v1/failures/{}?reveal=true", north[0])), Some(&a), None).await;
+    let (code, body) = call(
+        &c,
+        "GET",
+        &u(&format!("/api/v1/failures/{}?reveal=true", north[0])),
+        Some(&a),
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
-    assert!(personal.iter().any(|v| body.contains(v.as_str())), "reveal shows the values");
-    let audit = json(&call(&c, "GET", &u("/api/v1/audit?action=failure.reveal"), Some(&a), None).await.1);
+    assert!(
+        personal.iter().any(|v| body.contains(v.as_str())),
+        "reveal shows the values"
+    );
+    let audit = json(
+        &call(
+            &c,
+            "GET",
+            &u("/api/v1/audit?action=failure.reveal"),
+            Some(&a),
+            None,
+        )
+        .await
+        .1,
+    );
     assert_eq!(audit["items"][0]["target"], north[0].to_string());
-    assert!(audit["items"][0]["actor"].as_str().unwrap().contains("north operator"));
+    assert!(
+        audit["items"][0]["actor"]
+            .as_str()
+            .unwrap()
+            .contains("north operator")
+    );
 
     // Revoked: 401 from then on, and audited.
-    let tokens = json(&stdout(&sandbox.cli(None).args(["tokens", "list", "--json"]).output().unwrap()));
-    let vid = tokens.as_array().unwrap().iter().find(|t| t["name"] == "north viewer").unwrap()["id"].to_string();
-    assert!(sandbox.cli(None).args(["tokens", "revoke", &vid]).output().unwrap().status.success());
-    assert_eq!(call(&c, "GET", &u("/api/v1/failures"), Some(&viewer), None).await.0, 401);
-    let audit = stdout(&sandbox.cli(None).args(["audit", "list", "--json"]).output().unwrap());
+    let tokens = json(&stdout(
+        &sandbox
+            .cli(None)
+            .args(["tokens", "list", "--json"])
+            .output()
+            .unwrap(),
+    ));
+    let vid = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "north viewer")
+        .unwrap()["id"]
+        .to_string();
+    assert!(
+        sandbox
+            .cli(None)
+            .args(["tokens", "revoke", &vid])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    assert_eq!(
+        call(&c, "GET", &u("/api/v1/failures"), Some(&viewer), None)
+            .await
+            .0,
+        401
+    );
+    let audit = stdout(
+        &sandbox
+            .cli(None)
+            .args(["audit", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
     assert!(audit.contains("token.revoke"));
-    assert!(!seen.contains(&viewer[3..]), "a token never appears in what the API returns");
+    assert!(
+        !seen.contains(&viewer[3..]),
+        "a token never appears in what the API returns"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +629,14 @@ async fn the_openapi_document_lists_every_endpoint_and_each_answers() {
     let t = token(&sandbox, "admin", "*", "docs");
     let console = Console::start(&sandbox);
     let c = reqwest::Client::new();
-    let (code, body) = call(&c, "GET", &format!("{}/api/v1/openapi.json", console.base), Some(&t), None).await;
+    let (code, body) = call(
+        &c,
+        "GET",
+        &format!("{}/api/v1/openapi.json", console.base),
+        Some(&t),
+        None,
+    )
+    .await;
     assert_eq!(code, 200);
     let doc = json(&body);
     assert_eq!(doc["openapi"], "3.1.0");
@@ -381,11 +656,21 @@ async fn the_openapi_document_lists_every_endpoint_and_each_answers() {
             // Every parameter reference resolves.
             for p in op["parameters"].as_array().unwrap() {
                 let name = p["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
-                assert!(doc["components"]["parameters"][name].is_object(), "{path}: {name}");
+                assert!(
+                    doc["components"]["parameters"][name].is_object(),
+                    "{path}: {name}"
+                );
             }
             // Every path answers as documented: not 405, not an unknown route.
             let url = format!("{}{}", console.base, path.replace("{id}", "1"));
-            let (code, _) = call(&c, &method.to_uppercase(), &url, Some(&t), Some(json!({"dry_run": true}))).await;
+            let (code, _) = call(
+                &c,
+                &method.to_uppercase(),
+                &url,
+                Some(&t),
+                Some(json!({"dry_run": true})),
+            )
+            .await;
             assert!(code != 405 && code != 401, "{method} {path}: {code}");
             if !path.contains("{id}") {
                 assert!(code == 200 || code == 202, "{method} {path}: {code}");
@@ -398,15 +683,28 @@ async fn the_openapi_document_lists_every_endpoint_and_each_answers() {
 /// interrupted and resumed, then published: each record reaches RabbitMQ exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed_delivers_each_once()
-{
+ {
     let sandbox = sandbox_with_payroll();
     let mapping = sandbox.path("mappings/northshire/payroll.yaml");
     let good = std::fs::read_to_string(&mapping).unwrap();
     assert!(good.contains("date: \"dd/mm/yyyy\""));
-    std::fs::write(&mapping, good.replace("date: \"dd/mm/yyyy\"", "date: \"yyyy-mm-dd\"")).unwrap();
-    let rows = write_payroll(&sandbox.path("mappings/northshire/samples/payroll"), "bulk", 200_000, 2);
+    std::fs::write(
+        &mapping,
+        good.replace("date: \"dd/mm/yyyy\"", "date: \"yyyy-mm-dd\""),
+    )
+    .unwrap();
+    let rows = write_payroll(
+        &sandbox.path("mappings/northshire/samples/payroll"),
+        "bulk",
+        200_000,
+        2,
+    );
     assert_eq!(rows, 10_000);
-    let out = sandbox.cli(None).args(["run", "--council", "northshire", "--feed", "payroll"]).output().unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--council", "northshire", "--feed", "payroll"])
+        .output()
+        .unwrap();
     assert!(out.status.code().is_some());
     std::fs::write(&mapping, &good).unwrap(); // the fix
 
@@ -425,7 +723,10 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
     // A dry run changes nothing.
     let before = store.outbox_counts().unwrap();
     let dry = op.dry_run(&store, &filter, 5).unwrap();
-    assert_eq!((dry.matching, dry.would_queue, dry.still_failing), (10_000, 10_000, 0));
+    assert_eq!(
+        (dry.matching, dry.would_queue, dry.still_failing),
+        (10_000, 10_000, 0)
+    );
     assert_eq!(store.count_failures(&filter).unwrap(), 10_000);
     assert_eq!(store.outbox_counts().unwrap(), before);
 
@@ -433,38 +734,69 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
     let pages = AtomicUsize::new(0);
     let stop = || pages.fetch_add(1, Ordering::SeqCst) >= 20;
     let started = Instant::now();
-    let job = op.bulk_replay(&store, &filter, "test-operator", "date format fixed", &stop).unwrap();
+    let job = op
+        .bulk_replay(&store, &filter, "test-operator", "date format fixed", &stop)
+        .unwrap();
     assert_eq!(job.status, "interrupted");
     assert_eq!(job.queued, 4_000);
     assert_eq!(store.count_failures(&filter).unwrap(), 6_000);
     let job = op.resume(&store, &job.id, &|| false).unwrap();
-    assert_eq!((job.status.as_str(), job.queued, job.still_failing), ("done", 10_000, 0));
+    assert_eq!(
+        (job.status.as_str(), job.queued, job.still_failing),
+        ("done", 10_000, 0)
+    );
     eprintln!("bulk replay of 10,000: {:?}", started.elapsed());
     assert_eq!(store.count_failures(&filter).unwrap(), 0);
     // Resuming a finished job is refused; replaying again queues nothing more.
     assert!(op.resume(&store, &job.id, &|| false).is_err());
-    let again = op.bulk_replay(&store, &filter, "test-operator", "again", &|| false).unwrap();
+    let again = op
+        .bulk_replay(&store, &filter, "test-operator", "again", &|| false)
+        .unwrap();
     assert_eq!(again.queued, 0);
 
     let mut consumer = Consumer::bind(&sandbox).await;
-    let report = council_bridge::pipeline::flush(&store, &sandbox.broker(&broker_url()), &Retry::default())
-        .await
-        .unwrap();
+    let report =
+        council_bridge::pipeline::flush(&store, &sandbox.broker(&broker_url()), &Retry::default())
+            .await
+            .unwrap();
     assert!(report.error.is_none(), "{:?}", report.error);
     let got = consumer.drain(Duration::from_secs(3), 20_000).await;
     consumer.cleanup().await;
-    let replayed: Vec<_> = got.iter().filter(|m| m.headers.contains_key("x-replay-of")).collect();
+    let replayed: Vec<_> = got
+        .iter()
+        .filter(|m| m.headers.contains_key("x-replay-of"))
+        .collect();
     let mut per_id: HashMap<&str, usize> = HashMap::new();
     for m in &got {
         *per_id.entry(m.message_id.as_str()).or_default() += 1;
     }
-    assert!(per_id.values().all(|n| *n == 1), "a message was delivered twice");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "a message was delivered twice"
+    );
     assert_eq!(replayed.len(), 10_000);
-    let sources: BTreeSet<&str> = replayed.iter().map(|m| m.headers["x-replay-of"].as_str()).collect();
+    let sources: BTreeSet<&str> = replayed
+        .iter()
+        .map(|m| m.headers["x-replay-of"].as_str())
+        .collect();
     assert_eq!(sources.len(), 10_000, "one message per failure");
-    assert!(replayed.iter().all(|m| m.routing_key.starts_with("payroll.") && m.body["pay_date"].is_string()));
+    assert!(
+        replayed
+            .iter()
+            .all(|m| m.routing_key.starts_with("payroll.") && m.body["pay_date"].is_string())
+    );
     // The audit log has the job, with its count.
-    let audit = store.audit_entries(None, Some("replay.bulk"), None, 10).unwrap();
-    assert!(audit.iter().any(|e| e["action"] == "replay.bulk" && e["records"] == 10_000 && e["outcome"] == "done"));
-    assert!(audit.iter().any(|e| e["action"] == "replay.bulk" && e["outcome"] == "interrupted"));
+    let audit = store
+        .audit_entries(None, Some("replay.bulk"), None, 10)
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e["action"] == "replay.bulk"
+            && e["records"] == 10_000
+            && e["outcome"] == "done")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "replay.bulk" && e["outcome"] == "interrupted")
+    );
 }

@@ -31,7 +31,9 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// The CSRF value of the console's forms for this token.
 pub fn csrf_for(secret: &str) -> String {
-    hex::encode(Sha256::digest(format!("council-bridge csrf {}", secret.trim()).as_bytes()))[..32]
+    hex::encode(Sha256::digest(
+        format!("council-bridge csrf {}", secret.trim()).as_bytes(),
+    ))[..32]
         .to_string()
 }
 

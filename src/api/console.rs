@@ -4,6 +4,9 @@
 //! is audited. Pages show only the token's councils; personal data is masked except on the
 //! record page after an explicit, audited reveal (operators).
 
+// Handlers answer errors as ready-made HTTP responses (axum's idiom); boxing them buys nothing.
+#![allow(clippy::result_large_err)]
+
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -18,7 +21,10 @@ use super::v1::{self, Filters, blocking};
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/failures") }))
-        .route("/console", get(|| async { Redirect::to("/console/failures") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::to("/console/failures") }),
+        )
         .route("/console/login", get(login_page).post(login))
         .route("/console/logout", post(logout))
         .route("/console/failures", get(failures))
@@ -80,7 +86,8 @@ fn page(title: &str, caller: Option<&Caller>, body: &str) -> Html<String> {
              <form class=\"inline\" method=\"post\" action=\"/console/logout\"><button>Sign out</button></form>",
             e(&c.token.name),
             e(&c.token.role),
-            e(&c.scope().map_or_else(|| "all councils".to_string(), |s| s.join(", ")))
+            e(&c.scope()
+                .map_or_else(|| "all councils".to_string(), |s| s.join(", ")))
         ),
         None => String::new(),
     };
@@ -94,7 +101,10 @@ fn page(title: &str, caller: Option<&Caller>, body: &str) -> Html<String> {
 }
 
 fn csrf_field(c: &Caller) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", c.csrf())
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        c.csrf()
+    )
 }
 
 fn check_csrf(c: &Caller, given: &str) -> Result<(), Response> {
@@ -120,7 +130,15 @@ fn error_page(c: &Caller, r: Response) -> Response {
     } else {
         "Not done"
     };
-    (status, page(title, Some(c), &format!("<p class=\"error\">{}</p>", e(&status.to_string())))).into_response()
+    (
+        status,
+        page(
+            title,
+            Some(c),
+            &format!("<p class=\"error\">{}</p>", e(&status.to_string())),
+        ),
+    )
+        .into_response()
 }
 
 async fn login_page() -> Html<String> {
@@ -197,9 +215,8 @@ async fn failures(
     let limit = q.limit.unwrap_or(50);
     let s2 = s.clone();
     let data = match blocking(move || {
-        v1::failures_page(&s2, &filter, after, limit).map_err(|e| {
-            v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        })
+        v1::failures_page(&s2, &filter, after, limit)
+            .map_err(|e| v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
     {
@@ -229,7 +246,9 @@ async fn failures(
             if st == status { " selected" } else { "" }
         ));
     }
-    b.push_str("</select></label> <button type=\"submit\" id=\"apply-filters\">Filter</button></form>");
+    b.push_str(
+        "</select></label> <button type=\"submit\" id=\"apply-filters\">Filter</button></form>",
+    );
     b.push_str(&format!(
         "<p id=\"total\">{} failure(s) match.</p><h2>By reason</h2><table id=\"reasons\"><tr><th>Kind</th><th>Rule</th><th>Records</th></tr>",
         data["total"]
@@ -248,7 +267,14 @@ async fn failures(
             .as_array()
             .into_iter()
             .flatten()
-            .map(|er| format!("{}: {} [{}]", v(&er["field"]), v(&er["message"]), v(&er["rule"])))
+            .map(|er| {
+                format!(
+                    "{}: {} [{}]",
+                    v(&er["field"]),
+                    v(&er["message"]),
+                    v(&er["rule"])
+                )
+            })
             .collect();
         b.push_str(&format!(
             "<tr class=\"failure\"><td><a href=\"/console/failures/{id}\" id=\"failure-{id}\">{id}</a></td><td>{} / {}</td><td>{}</td><td>{} line {} row {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -328,13 +354,23 @@ fn failure_body(c: &Caller, f: &Value, notice: &str) -> String {
             .filter(|(_, er)| er["column"].as_str() == Some(name))
             .map(|(i, er)| {
                 shown.insert(i);
-                format!("<strong>{}</strong>: {} [{}]", v(&er["field"]), v(&er["message"]), v(&er["rule"]))
+                format!(
+                    "<strong>{}</strong>: {} [{}]",
+                    v(&er["field"]),
+                    v(&er["message"]),
+                    v(&er["rule"])
+                )
             })
             .collect();
-        let masked = col["personal"].as_bool().unwrap_or(false) && f["masked"].as_bool().unwrap_or(true);
+        let masked =
+            col["personal"].as_bool().unwrap_or(false) && f["masked"].as_bool().unwrap_or(true);
         b.push_str(&format!(
             "<tr{}><td>{}</td><td{}>{}</td><td>{}</td></tr>",
-            if problems.is_empty() { "" } else { " class=\"bad\"" },
+            if problems.is_empty() {
+                ""
+            } else {
+                " class=\"bad\""
+            },
             e(name),
             if masked { " class=\"masked\"" } else { "" },
             v(&col["value"]),
@@ -391,12 +427,21 @@ fn failure_body(c: &Caller, f: &Value, notice: &str) -> String {
 async fn show(s: ApiState, c: Caller, id: i64, reveal: bool, notice: String) -> Response {
     let c2 = c.clone();
     match blocking(move || v1::failure_detail(&s, &c2, id, reveal)).await {
-        Ok(f) => page(&format!("Failure {id}"), Some(&c), &failure_body(&c, &f, &notice)).into_response(),
+        Ok(f) => page(
+            &format!("Failure {id}"),
+            Some(&c),
+            &failure_body(&c, &f, &notice),
+        )
+        .into_response(),
         Err(r) => error_page(&c, r),
     }
 }
 
-async fn failure(State(s): State<ApiState>, PageCaller(c): PageCaller, Path(id): Path<i64>) -> Response {
+async fn failure(
+    State(s): State<ApiState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<i64>,
+) -> Response {
     show(s, c, id, false, String::new()).await
 }
 
@@ -469,11 +514,21 @@ async fn replay(
         Ok(res) => {
             let outcome = &res["outcome"];
             let text = if outcome == "queued" {
-                format!("Replayed: message <code>{}</code> queued for publishing.", v(&res["message_id"]))
+                format!(
+                    "Replayed: message <code>{}</code> queued for publishing.",
+                    v(&res["message_id"])
+                )
             } else {
                 "Still failing with the current mapping; the failure stays open with its new errors.".into()
             };
-            show(s, c, id, false, format!("<p class=\"notice\" id=\"result\">{text}</p>")).await
+            show(
+                s,
+                c,
+                id,
+                false,
+                format!("<p class=\"notice\" id=\"result\">{text}</p>"),
+            )
+            .await
         }
     }
 }
@@ -489,7 +544,16 @@ async fn discard(
     }
     let (s2, c2, reason) = (s.clone(), c.clone(), f.reason.clone());
     match blocking(move || v1::discard_one(&s2, &c2, id, &reason)).await {
-        Ok(_) => show(s, c, id, false, "<p class=\"notice\" id=\"result\">Discarded.</p>".into()).await,
+        Ok(_) => {
+            show(
+                s,
+                c,
+                id,
+                false,
+                "<p class=\"notice\" id=\"result\">Discarded.</p>".into(),
+            )
+            .await
+        }
         Err(r) => error_page(&c, r),
     }
 }
@@ -606,7 +670,12 @@ async fn audit(
     let (s2, c2) = (s.clone(), c.clone());
     let rows = match blocking(move || {
         s2.store
-            .audit_entries(c2.scope(), q.action.as_deref(), q.before, q.limit.unwrap_or(100).clamp(1, 1000))
+            .audit_entries(
+                c2.scope(),
+                q.action.as_deref(),
+                q.before,
+                q.limit.unwrap_or(100).clamp(1, 1000),
+            )
             .map_err(|e| v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
     })
     .await
@@ -614,7 +683,9 @@ async fn audit(
         Ok(r) => r,
         Err(r) => return error_page(&c, r),
     };
-    let mut b = String::from("<table id=\"audit\"><tr><th>When</th><th>Who</th><th>What</th><th>On</th><th>Council</th><th>Outcome</th><th>Records</th><th>Why / detail</th></tr>");
+    let mut b = String::from(
+        "<table id=\"audit\"><tr><th>When</th><th>Who</th><th>What</th><th>On</th><th>Council</th><th>Outcome</th><th>Records</th><th>Why / detail</th></tr>",
+    );
     for r in &rows {
         b.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -636,7 +707,10 @@ async fn audit(
 mod tests {
     #[test]
     fn escapes_markup() {
-        assert_eq!(super::e("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            super::e("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
         assert_eq!(crate::api::auth::csrf_for("a").len(), 32);
     }
 }

@@ -17,7 +17,8 @@ fn op(summary: &str, params: &[&str], body: Option<&str>, ok: &str) -> Value {
     if let Some(b) = body {
         o["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
         o["responses"]["403"] = json!({"$ref": "#/components/responses/Forbidden"});
-        o["responses"]["409"] = json!({"description": "refused (already resolved, snapshot feed, not held...)"});
+        o["responses"]["409"] =
+            json!({"description": "refused (already resolved, snapshot feed, not held...)"});
     }
     o
 }
@@ -33,15 +34,39 @@ pub fn document() -> Value {
     for (name, desc, kind) in [
         ("council", "council id", "string"),
         ("feed", "feed id", "string"),
-        ("entity", "canonical entity, e.g. payroll.pay_result", "string"),
-        ("kind", "decode | mapping | validation | unroutable | refused | dead-lettered", "string"),
-        ("rule", "rule of one of the errors (required, format, ...)", "string"),
+        (
+            "entity",
+            "canonical entity, e.g. payroll.pay_result",
+            "string",
+        ),
+        (
+            "kind",
+            "decode | mapping | validation | unroutable | refused | dead-lettered",
+            "string",
+        ),
+        (
+            "rule",
+            "rule of one of the errors (required, format, ...)",
+            "string",
+        ),
         ("field", "canonical field of one of the errors", "string"),
         ("since", "created at or after (RFC 3339)", "string"),
         ("until", "created before (RFC 3339)", "string"),
-        ("text", "text in the file name or an error message (never in record values)", "string"),
-        ("status", "open (default) | replayed | discarded | all", "string"),
-        ("after", "page after this failure id (next_after of the previous page)", "integer"),
+        (
+            "text",
+            "text in the file name or an error message (never in record values)",
+            "string",
+        ),
+        (
+            "status",
+            "open (default) | replayed | discarded | all",
+            "string",
+        ),
+        (
+            "after",
+            "page after this failure id (next_after of the previous page)",
+            "integer",
+        ),
         ("limit", "page size (1-500, default 100)", "integer"),
     ] {
         parameters.insert(
@@ -49,7 +74,10 @@ pub fn document() -> Value {
             json!({"name": name, "in": "query", "required": false, "description": desc, "schema": {"type": kind}}),
         );
     }
-    parameters.insert("id".into(), json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}));
+    parameters.insert(
+        "id".into(),
+        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}),
+    );
     parameters.insert("reveal".into(), json!({"name": "reveal", "in": "query", "required": false, "description": "operator: show personal data (audited)", "schema": {"type": "boolean"}}));
     parameters.insert("action".into(), json!({"name": "action", "in": "query", "required": false, "description": "action prefix, e.g. failure.", "schema": {"type": "string"}}));
     parameters.insert("before".into(), json!({"name": "before", "in": "query", "required": false, "description": "entries older than this id", "schema": {"type": "integer"}}));

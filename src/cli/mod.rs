@@ -55,6 +55,8 @@ pub struct Cli {
 }
 
 /// Commands.
+// Parsed once per process: the size of the largest variant (the failure filters) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Process the configured feeds' files once, then publish what waits in the outbox.
@@ -1054,7 +1056,9 @@ async fn execute(cli: &Cli) -> Result<u8> {
                         );
                     } else {
                         println!("token {id} ({name}, {role}, councils {council}):\n{secret}");
-                        println!("This secret is shown once and stored only as a hash: keep it now.");
+                        println!(
+                            "This secret is shown once and stored only as a hash: keep it now."
+                        );
                     }
                     Ok(0)
                 }

@@ -523,8 +523,8 @@ pub(super) fn status(
     let late = feeds.iter().filter(|f| f.late_since.is_some()).count();
     let held: u64 = feeds.iter().map(|f| f.held).sum();
     println!(
-        "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
-        "FEED", "MODE", "NEXT RUN (LONDON)", "LAST ARRIVAL", "LAST", "NOTE"
+        "{:<28} {:<28} {:<22} {:<24} {:<10} NOTE",
+        "FEED", "MODE", "NEXT RUN (LONDON)", "LAST ARRIVAL", "LAST"
     );
     for f in feeds {
         let mut note = Vec::new();
@@ -579,10 +579,7 @@ pub(super) fn dry_run(as_json: bool, d: &crate::pipeline::DryRun) {
             .get("message_id")
             .and_then(Value::as_str)
             .map(|m| format!(" message {m}"))
-            .or_else(|| {
-                r.get("errors")
-                    .map(|e| format!(": {}", errors_summary(e)))
-            })
+            .or_else(|| r.get("errors").map(|e| format!(": {}", errors_summary(e))))
             .or_else(|| {
                 r.get("reason")
                     .and_then(Value::as_str)

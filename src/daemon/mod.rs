@@ -110,7 +110,11 @@ fn feed_lister(
     let (config, store, clock) = (config.clone(), store.clone(), clock.clone());
     Arc::new(move || {
         status::feed_statuses(&config, &store, clock.now())
-            .map(|v| v.iter().filter_map(|f| serde_json::to_value(f).ok()).collect())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|f| serde_json::to_value(f).ok())
+                    .collect()
+            })
             .unwrap_or_default()
     })
 }

@@ -169,7 +169,13 @@ pub fn replay_failure(
     reason: &str,
 ) -> Result<ReplayOutcome, PipelineError> {
     let failure = store.failure(id)?;
-    match plan(config, registry, store, &mut MappingCache::default(), &failure)? {
+    match plan(
+        config,
+        registry,
+        store,
+        &mut MappingCache::default(),
+        &failure,
+    )? {
         Plan::Requeue(message_id) => {
             store.requeue_failed_message(id, &message_id, actor, reason)?;
             Ok(ReplayOutcome::Queued { message_id })

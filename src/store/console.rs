@@ -9,7 +9,9 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::{Value, json};
 
-use super::{FAILURE_SELECT, FailureRow, OutboxCounts, Result, Store, StoreError, failure_row, now};
+use super::{
+    FAILURE_SELECT, FailureRow, OutboxCounts, Result, Store, StoreError, failure_row, now,
+};
 
 /// A token as stored (never its secret).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -430,9 +432,13 @@ impl Store {
 
     /// One failure, if it exists and its council is in `scope` (else `None`: the caller says
     /// "not found" either way, so existence does not leak).
-    pub fn failure_in_scope(&self, id: i64, scope: Option<&[String]>) -> Result<Option<FailureRow>> {
+    pub fn failure_in_scope(
+        &self,
+        id: i64,
+        scope: Option<&[String]>,
+    ) -> Result<Option<FailureRow>> {
         match self.failure(id) {
-            Ok(f) if scope.is_none_or(|s| s.iter().any(|c| *c == f.council)) => Ok(Some(f)),
+            Ok(f) if scope.is_none_or(|s| s.contains(&f.council)) => Ok(Some(f)),
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -458,7 +464,7 @@ impl Store {
     /// Discards an open failure with a reason: it is kept, marked discarded, never replayed.
     /// Audited.
     pub fn discard_failure(&self, id: i64, actor: &str, reason: &str) -> Result<()> {
-        let outcome = self.with(|c| {
+        self.with(|c| {
             let tx = c.transaction()?;
             let row: Option<(String, String)> = tx
                 .query_row(
@@ -494,8 +500,7 @@ impl Store {
             )?;
             tx.commit()?;
             Ok(Ok(()))
-        })?;
-        outcome
+        })?
     }
 
     /// Writes one audit entry (and, for a failure, a history event).

@@ -805,7 +805,13 @@ impl Store {
     }
 
     /// As [`Store::replay_failed`], for one record of a bulk replay (history only).
-    pub fn replay_failed_in_job(&self, id: i64, errors: &Value, actor: &str, job: &str) -> Result<()> {
+    pub fn replay_failed_in_job(
+        &self,
+        id: i64,
+        errors: &Value,
+        actor: &str,
+        job: &str,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(

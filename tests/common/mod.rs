@@ -376,7 +376,7 @@ pub fn write_payroll(dir: &Path, tag: &str, first: usize, files: usize) -> usize
         let mut grouped = String::new();
         for (i, ch) in pounds.to_string().chars().enumerate() {
             let left = pounds.to_string().len() - i;
-            if i > 0 && left % 3 == 0 {
+            if i > 0 && left.is_multiple_of(3) {
                 grouped.push(',');
             }
             grouped.push(ch);
