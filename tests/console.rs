@@ -43,18 +43,25 @@ impl Drop for Console {
 
 impl Console {
     pub fn start(sandbox: &Sandbox) -> Self {
+        Self::start_command(sandbox, "console", None)
+    }
+
+    /// `council-bridge <command> --listen ...` (`console`, or `serve` with a broker).
+    pub fn start_command(sandbox: &Sandbox, command: &str, amqp_url: Option<&str>) -> Self {
         let port = free_port();
-        let child = Command::new(assert_cmd::cargo::cargo_bin("council-bridge"))
-            .current_dir(sandbox.dir.path())
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("council-bridge"));
+        cmd.current_dir(sandbox.dir.path())
             .env_remove("AMQP_URL")
             .env_remove("COUNCIL_BRIDGE_STORE")
             .env("COUNCIL_BRIDGE_CONFIG", sandbox.config())
-            .args(["--log-format", "json", "console", "--listen"])
+            .args(["--log-format", "json", command, "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(sandbox.path("console.log")).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(sandbox.path(&format!("{command}.log"))).unwrap());
+        if let Some(u) = amqp_url {
+            cmd.env("AMQP_URL", u);
+        }
+        let child = cmd.spawn().unwrap();
         let c = Console {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -799,4 +806,103 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
             .iter()
             .any(|e| e["action"] == "replay.bulk" && e["outcome"] == "interrupted")
     );
+}
+
+/// `serve` serves the same API: a failure replayed through it after a mapping fix is published
+/// by the daemon with `x-replay-of`, under the id the dry run announced, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_publishes_a_failure_replayed_through_the_api_with_x_replay_of() {
+    let sandbox = Sandbox::new();
+    let mut consumer = Consumer::bind(&sandbox).await;
+    let t = token(&sandbox, "operator", "northshire", "north operator");
+    let serve = Console::start_command(&sandbox, "serve", Some(&broker_url()));
+    let c = reqwest::Client::new();
+    let list_url = format!(
+        "{}/api/v1/failures?feed=supplier-payments&field=payment_method",
+        serve.base
+    );
+    let start = Instant::now();
+    let id = loop {
+        let (code, body) = call(&c, "GET", &list_url, Some(&t), None).await;
+        assert_eq!(code, 200, "{body}");
+        if let Some(id) = json(&body)["items"][0]["id"].as_i64() {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "serve did not read the samples"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Everything serve read is published first.
+    let before = consumer.drain(Duration::from_secs(3), 5_000).await;
+    assert!(!before.is_empty());
+    assert!(
+        before
+            .iter()
+            .all(|m| !m.headers.contains_key("x-replay-of"))
+    );
+
+    let mapping = sandbox.path("mappings/northshire/supplier_payment.yaml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace("BACS: bacs,", "BACS: bacs, DD: bacs,"),
+    )
+    .unwrap();
+    let replay = format!("{}/api/v1/failures/{id}/replay", serve.base);
+    let dry = json(
+        &call(
+            &c,
+            "POST",
+            &replay,
+            Some(&t),
+            Some(json!({"dry_run": true})),
+        )
+        .await
+        .1,
+    );
+    assert_eq!(dry["records"][0]["outcome"], "would queue", "{dry}");
+    let announced = dry["records"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, body) = call(
+        &c,
+        "POST",
+        &replay,
+        Some(&t),
+        Some(json!({"reason": "DD is Bacs"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["message_id"], announced.as_str());
+    // A second replay of the same failure is refused.
+    assert_eq!(
+        call(&c, "POST", &replay, Some(&t), Some(json!({}))).await.0,
+        409
+    );
+
+    let after = consumer.drain(Duration::from_secs(3), 100).await;
+    consumer.cleanup().await;
+    let replayed: Vec<_> = after
+        .iter()
+        .filter(|m| m.headers.get("x-replay-of") == Some(&id.to_string()))
+        .collect();
+    assert_eq!(replayed.len(), 1, "published once: {after:?}");
+    assert_eq!(replayed[0].message_id, announced);
+    assert_eq!(replayed[0].body["payment_method"], "bacs");
+    let audit = json(
+        &call(
+            &c,
+            "GET",
+            &format!("{}/api/v1/audit?action=failure.replay", serve.base),
+            Some(&t),
+            None,
+        )
+        .await
+        .1,
+    );
+    assert_eq!(audit["items"][0]["target"], id.to_string());
+    assert_eq!(audit["items"][0]["council"], "northshire");
 }
