@@ -128,10 +128,53 @@ impl Browser {
         v[ELEMENT].as_str().unwrap().to_string()
     }
 
+    /// Clicks a link or a submit button and waits for the page it leads to (the clicked
+    /// element goes stale once the new document replaces it).
     async fn click(&self, css: &str) {
         let e = self.find(css).await;
         self.cmd("POST", &format!("/element/{e}/click"), json!({}))
             .await;
+        let start = Instant::now();
+        loop {
+            let r: Value = self
+                .http
+                .get(format!("{}/element/{e}/name", self.session))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r["value"].get("error").is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "clicking {css} led nowhere"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The new document is there once its <main> is.
+        loop {
+            let r: Value = self
+                .http
+                .post(format!("{}/element", self.session))
+                .json(&json!({"using": "css selector", "value": "main"}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r["value"].get("error").is_none() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no page after clicking {css}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {
@@ -335,6 +378,55 @@ async fn an_operator_signs_in_filters_previews_and_replays_a_failure_in_chromium
     );
     assert!(html.contains("Sam (Northshire IT)"));
     b.screenshot("audit.png").await;
+    // Discard one, with a reason and a confirmation.
+    let other = failures
+        .iter()
+        .find(|f| f["feed"] == "hr-employees" && f["council"] == "northshire")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    b.go(&format!("{base}/console/failures/{other}")).await;
+    b.type_into("#discard-reason", "test row, council confirmed")
+        .await;
+    b.click("#discard").await;
+    assert!(
+        b.source().await.contains("Discard failure"),
+        "asks to confirm"
+    );
+    b.click("#confirm-discard").await;
+    assert!(b.source().await.contains("Discarded."));
+
+    // Bulk: preview everything matching the filters, then start the job.
+    b.go(&format!("{base}/console/failures?feed=payroll")).await;
+    b.click("#preview-bulk").await;
+    let html = b.source().await;
+    assert!(
+        html.contains("Dry run") && html.contains("still fail with the current mapping"),
+        "{html}"
+    );
+    b.screenshot("bulk-preview.png").await;
+    b.click("#confirm-bulk").await;
+    let start = Instant::now();
+    loop {
+        let html = b.source().await;
+        if html.contains("id=\"job-status\">done<") {
+            assert!(
+                html.contains("id=\"job-queued\">0<"),
+                "nothing was fixed for payroll"
+            );
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{html}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.click("a[href^='/console/replays/']").await;
+    }
+    b.screenshot("bulk-job.png").await;
+    b.go(&format!("{base}/console/audit")).await;
+    let html = b.source().await;
+    assert!(
+        html.contains("replay.bulk") && html.contains("failure.discard"),
+        "{html}"
+    );
     b.go(&format!("{base}/console/feeds")).await;
     b.screenshot("feeds.png").await;
     b.go(&format!("{base}/console/batches")).await;

@@ -32,6 +32,8 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/console/failures/{id}/reveal", post(reveal))
         .route("/console/failures/{id}/replay", post(replay))
         .route("/console/failures/{id}/discard", post(discard))
+        .route("/console/replays", post(bulk))
+        .route("/console/replays/{id}", get(job))
         .route("/console/batches", get(batches))
         .route("/console/batches/{id}/{action}", post(batch_action))
         .route("/console/feeds", get(feeds))
@@ -291,6 +293,33 @@ async fn failures(
         ));
     }
     b.push_str("</table>");
+    if c.can_operate() && data["total"].as_u64().unwrap_or(0) > 0 && status == "open" {
+        let mut hidden = String::new();
+        for (k, val) in [
+            ("council", &q.council),
+            ("feed", &q.feed),
+            ("entity", &q.entity),
+            ("kind", &q.kind),
+            ("rule", &q.rule),
+            ("field", &q.field),
+            ("since", &q.since),
+            ("until", &q.until),
+            ("text", &q.text),
+        ] {
+            if let Some(x) = val.as_deref().filter(|x| !x.is_empty()) {
+                hidden.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                    e(x)
+                ));
+            }
+        }
+        b.push_str(&format!(
+            "<form method=\"post\" action=\"/console/replays\">{}{hidden}<input type=\"hidden\" name=\"step\" value=\"preview\">\
+             <button type=\"submit\" id=\"preview-bulk\">Preview replay of all {} matching</button></form>",
+            csrf_field(&c),
+            data["total"]
+        ));
+    }
     if let Some(next) = data["next_after"].as_i64() {
         let mut qs: Vec<String> = Vec::new();
         for (k, val) in [
@@ -542,6 +571,19 @@ async fn discard(
     if let Err(r) = check_csrf(&c, &f.csrf) {
         return r;
     }
+    if f.step != "confirm" {
+        let body = format!(
+            "<div class=\"notice\" id=\"confirm\"><p>Discard failure {id}? It stays in the store, marked \
+             discarded, and is never replayed. Reason: <em>{}</em></p>\
+             <form method=\"post\" action=\"/console/failures/{id}/discard\">{}<input type=\"hidden\" name=\"step\" value=\"confirm\">\
+             <input type=\"hidden\" name=\"reason\" value=\"{}\"><button type=\"submit\" id=\"confirm-discard\">Discard</button></form>\
+             <p><a href=\"/console/failures/{id}\">Cancel</a></p></div>",
+            e(&f.reason),
+            csrf_field(&c),
+            e(&f.reason)
+        );
+        return page(&format!("Discard failure {id}?"), Some(&c), &body).into_response();
+    }
     let (s2, c2, reason) = (s.clone(), c.clone(), f.reason.clone());
     match blocking(move || v1::discard_one(&s2, &c2, id, &reason)).await {
         Ok(_) => {
@@ -713,4 +755,151 @@ mod tests {
         );
         assert_eq!(crate::api::auth::csrf_for("a").len(), 32);
     }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct BulkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    step: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(flatten)]
+    filters: Filters,
+}
+
+/// Bulk replay of everything matching the list's filters: a dry run with counts and the first
+/// records, then, confirmed with a reason, a resumable job whose progress has its own page.
+async fn bulk(
+    State(s): State<ApiState>,
+    PageCaller(c): PageCaller,
+    Form(f): Form<BulkForm>,
+) -> Response {
+    if let Err(r) = check_csrf(&c, &f.csrf) {
+        return r;
+    }
+    if !c.can_operate() {
+        return error_page(&c, v1::error(StatusCode::FORBIDDEN, "viewer"));
+    }
+    let mut filters = f.filters.clone();
+    filters.status = Some("open".into());
+    let filter = filters.filter(&c, &s);
+    if f.step != "confirm" {
+        let (s2, filter2) = (s.clone(), filter.clone());
+        let d = match blocking(move || {
+            s2.operator
+                .dry_run(&s2.store, &filter2, 20)
+                .map_err(|e| v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        })
+        .await
+        {
+            Ok(d) => d,
+            Err(r) => return error_page(&c, r),
+        };
+        let mut hidden = String::new();
+        for (k, val) in [
+            ("council", &filters.council),
+            ("feed", &filters.feed),
+            ("entity", &filters.entity),
+            ("kind", &filters.kind),
+            ("rule", &filters.rule),
+            ("field", &filters.field),
+            ("since", &filters.since),
+            ("until", &filters.until),
+            ("text", &filters.text),
+        ] {
+            if let Some(x) = val.as_deref().filter(|x| !x.is_empty()) {
+                hidden.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                    e(x)
+                ));
+            }
+        }
+        let mut rows = String::new();
+        for r in &d.records {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                v(&r["id"]),
+                v(&r["outcome"]),
+                v(&r["message_id"])
+            ));
+        }
+        let body = format!(
+            "<div class=\"notice\" id=\"bulk-preview\"><p><strong>Dry run</strong> (nothing changed): {} matching; \
+             <strong>{}</strong> would be queued, {} still fail with the current mapping, {} cannot be replayed.</p>\
+             <table><tr><th>Failure</th><th>Would</th><th>Message</th></tr>{rows}</table>\
+             <form method=\"post\" action=\"/console/replays\">{}{hidden}<input type=\"hidden\" name=\"step\" value=\"confirm\">\
+             <label>Reason <input name=\"reason\" id=\"bulk-reason\" value=\"mapping or data fixed\"></label> \
+             <button type=\"submit\" id=\"confirm-bulk\">Replay all {} now</button></form>\
+             <p><a href=\"/console/failures\">Cancel</a></p></div>",
+            d.matching,
+            d.would_queue,
+            d.still_failing,
+            d.refused,
+            csrf_field(&c),
+            d.matching
+        );
+        return page("Replay all matching?", Some(&c), &body).into_response();
+    }
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let reason = if f.reason.trim().is_empty() {
+        "mapping or data fixed".to_string()
+    } else {
+        f.reason.clone()
+    };
+    let (s2, actor, id2) = (s.clone(), c.actor(), job_id.clone());
+    let created = blocking(move || {
+        let n = s2
+            .store
+            .count_failures(&filter)
+            .map_err(|e| v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        s2.store
+            .create_replay_job(&id2, &actor, &reason, &filter, n)
+            .map_err(|e| v1::error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    })
+    .await;
+    if let Err(r) = created {
+        return error_page(&c, r);
+    }
+    v1::spawn_job(&s, job_id.clone());
+    Redirect::to(&format!("/console/replays/{job_id}")).into_response()
+}
+
+async fn job(
+    State(s): State<ApiState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> Response {
+    let (s2, c2, id2) = (s.clone(), c.clone(), id.clone());
+    let j = match blocking(move || match s2.store.replay_job(&id2) {
+        Ok(j) if v1::job_visible(&c2, &j) => Ok(j),
+        _ => Err(v1::not_found("replay job")),
+    })
+    .await
+    {
+        Ok(j) => j,
+        Err(r) => return error_page(&c, r),
+    };
+    let resume = if j.status == "interrupted" && c.can_operate() {
+        "<p>This job was interrupted: resume it with <code>council-bridge failures replay --resume</code> and its id, or <code>POST /api/v1/replays/{id}/resume</code>.</p>".to_string()
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<table id=\"job\"><tr><th>Job</th><td>{}</td></tr><tr><th>Status</th><td id=\"job-status\">{}</td></tr>\
+         <tr><th>Queued</th><td id=\"job-queued\">{}</td></tr><tr><th>Still failing</th><td>{}</td></tr>\
+         <tr><th>Cannot be replayed</th><td>{}</td></tr><tr><th>By</th><td>{}</td></tr><tr><th>Why</th><td>{}</td></tr>\
+         <tr><th>Started</th><td>{}</td></tr></table>{resume}<p><a href=\"/console/replays/{}\">Refresh</a> · <a href=\"/console/failures\">Failures</a></p>",
+        e(&j.id),
+        e(&j.status),
+        j.queued,
+        j.still_failing,
+        j.refused,
+        e(&j.actor),
+        e(&j.reason),
+        e(&j.created_at),
+        e(&j.id)
+    );
+    page("Bulk replay", Some(&c), &body).into_response()
 }

@@ -423,7 +423,7 @@ pub(super) fn spawn_job(s: &ApiState, job: String) {
     });
 }
 
-fn job_visible(caller: &Caller, job: &crate::store::ReplayJob) -> bool {
+pub(super) fn job_visible(caller: &Caller, job: &crate::store::ReplayJob) -> bool {
     let Some(mine) = caller.scope() else {
         return true;
     };
