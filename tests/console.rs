@@ -729,7 +729,9 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
 
     // A dry run changes nothing.
     let before = store.outbox_counts().unwrap();
+    let t = Instant::now();
     let dry = op.dry_run(&store, &filter, 5).unwrap();
+    eprintln!("dry run of 10,000: {:?}", t.elapsed());
     assert_eq!(
         (dry.matching, dry.would_queue, dry.still_failing),
         (10_000, 10_000, 0)

@@ -19,7 +19,7 @@ use crate::canonical::envelope::{self, OutboundMessage, Provenance};
 use crate::config::Config;
 use crate::formats::{Locator, SourceRecord};
 use crate::mapping::Mapping;
-use crate::store::{FailureFilter, FailureRow, ReplayJob, Store, StoreError};
+use crate::store::{FailureFilter, FailureRow, JobStep, ReplayJob, Store, StoreError};
 
 /// What a replay did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -439,27 +439,25 @@ impl Operator {
             }
             let page = store.failures_matching(&filter, after, 200)?;
             let Some(last) = page.last() else { break };
-            let (mut queued, mut still, mut refused) = (0, 0, 0);
+            let mut plans = Vec::with_capacity(page.len());
+            let mut refused = 0;
             for f in &page {
                 match plan(&self.config, &self.registry, store, &mut cache, f) {
-                    Ok(Plan::Requeue(m)) => {
-                        store.requeue_failed_message_in_job(f.id, &m, &j.actor, job)?;
-                        queued += 1;
-                    }
-                    Ok(Plan::Queue(m)) => {
-                        store.replay_failure_in_job(f.id, &m, &j.actor, job)?;
-                        queued += 1;
-                    }
-                    Ok(Plan::StillFailing(e)) => {
-                        store.replay_failed_in_job(f.id, &e, &j.actor, job)?;
-                        still += 1;
-                    }
+                    Ok(p) => plans.push((f.id, p)),
                     Err(PipelineError::Store(e)) => return Err(PipelineError::Store(e)),
                     Err(_) => refused += 1,
                 }
             }
+            let steps: Vec<JobStep<'_>> = plans
+                .iter()
+                .map(|(id, p)| match p {
+                    Plan::Requeue(m) => JobStep::Requeue(*id, m),
+                    Plan::Queue(m) => JobStep::Queue(*id, m),
+                    Plan::StillFailing(e) => JobStep::StillFailing(*id, e),
+                })
+                .collect();
             after = last.id;
-            store.advance_replay_job(job, after, queued, still, refused)?;
+            store.apply_job_page(job, &j.actor, &steps, after, refused)?;
         }
         Ok(store.finish_replay_job(job, "done")?)
     }

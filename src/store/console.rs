@@ -655,25 +655,6 @@ impl Store {
         })
     }
 
-    /// Records a job's progress (after each page of failures).
-    pub fn advance_replay_job(
-        &self,
-        id: &str,
-        last_id: i64,
-        queued: i64,
-        still_failing: i64,
-        refused: i64,
-    ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE replay_jobs SET last_id = ?2, queued = queued + ?3,
-                 still_failing = still_failing + ?4, refused = refused + ?5 WHERE id = ?1",
-                params![id, last_id, queued, still_failing, refused],
-            )
-            .map(|_| ())
-        })
-    }
-
     /// Marks a job `done` or `interrupted` and audits the totals.
     pub fn finish_replay_job(&self, id: &str, status: &str) -> Result<ReplayJob> {
         self.with(|c| {

@@ -671,18 +671,6 @@ impl Store {
         self.replay_failure_with(id, message, actor, reason, true)
     }
 
-    /// As [`Store::replay_failure`], for one record of a bulk replay: the failure's history
-    /// records it, and the job writes one audit entry for all its records.
-    pub fn replay_failure_in_job(
-        &self,
-        id: i64,
-        message: &OutboundMessage,
-        actor: &str,
-        job: &str,
-    ) -> Result<()> {
-        self.replay_failure_with(id, message, actor, job, false)
-    }
-
     fn replay_failure_with(
         &self,
         id: i64,
@@ -693,43 +681,10 @@ impl Store {
     ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (batch_id, council): (Option<String>, String) = tx.query_row(
-                "SELECT batch_id, council FROM failures WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
-                 correlation_id, timestamp, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
-                 ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
-                 WHERE outbox.status IN ('failed', 'staged')",
-                params![
-                    message.message_id,
-                    batch_id,
-                    council,
-                    message.routing_key,
-                    Value::Object(message.headers.clone()).to_string(),
-                    message.body,
-                    message.correlation_id,
-                    message.timestamp,
-                    now()
-                ],
-            )?;
-            let resolved = tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
-                params![id, now()],
-            )?;
-            if resolved != 1 {
-                // Another replay took it first: nothing here is committed.
-                return Ok(());
+            if replay_in(&tx, id, message, actor, reason, audited)? {
+                tx.commit()?;
             }
-            let detail = format!("{reason}; message {}", message.message_id);
-            console::failure_event(&tx, id, actor, "replay", "queued", &detail)?;
-            if audited {
-                audit(&tx, actor, "failure.replay", &id.to_string(), &detail)?;
-            }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -745,17 +700,6 @@ impl Store {
         self.requeue_failed_message_with(id, message_id, actor, reason, true)
     }
 
-    /// As [`Store::requeue_failed_message`], for one record of a bulk replay (history only).
-    pub fn requeue_failed_message_in_job(
-        &self,
-        id: i64,
-        message_id: &str,
-        actor: &str,
-        job: &str,
-    ) -> Result<()> {
-        self.requeue_failed_message_with(id, message_id, actor, job, false)
-    }
-
     fn requeue_failed_message_with(
         &self,
         id: i64,
@@ -766,25 +710,58 @@ impl Store {
     ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let resolved = tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
-                params![id, now()],
-            )?;
-            if resolved != 1 {
-                return Ok(());
+            if requeue_in(&tx, id, message_id, actor, reason, audited)? {
+                tx.commit()?;
             }
-            // The same message, same id, marked as a replay of this failure.
+            Ok(())
+        })
+    }
+
+    /// One page of a bulk replay job in one transaction: each record resolved (queued, or
+    /// its new errors kept) and the job's position and counts advanced together, so an
+    /// interruption loses or repeats nothing.
+    pub fn apply_job_page(
+        &self,
+        job: &str,
+        actor: &str,
+        steps: &[JobStep<'_>],
+        last_id: i64,
+        refused: i64,
+    ) -> Result<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let (mut queued, mut still) = (0i64, 0i64);
+            for step in steps {
+                match step {
+                    JobStep::Queue(id, m) => {
+                        let sp = tx.savepoint()?;
+                        if replay_in(&sp, *id, m, actor, job, false)? {
+                            sp.commit()?;
+                            queued += 1;
+                        }
+                    }
+                    JobStep::Requeue(id, m) => {
+                        let sp = tx.savepoint()?;
+                        if requeue_in(&sp, *id, m, actor, job, false)? {
+                            sp.commit()?;
+                            queued += 1;
+                        }
+                    }
+                    JobStep::StillFailing(id, errors) => {
+                        tx.execute(
+                            "UPDATE failures SET errors = ?2 WHERE id = ?1",
+                            params![id, errors.to_string()],
+                        )?;
+                        console::failure_event(&tx, *id, actor, "replay", "still failing", job)?;
+                        still += 1;
+                    }
+                }
+            }
             tx.execute(
-                "UPDATE outbox SET status = 'pending',
-                   headers = json_set(headers, '$.\"x-replay-of\"', ?2)
-                 WHERE message_id = ?1 AND status = 'failed'",
-                params![message_id, id.to_string()],
+                "UPDATE replay_jobs SET last_id = ?2, queued = queued + ?3,
+                 still_failing = still_failing + ?4, refused = refused + ?5 WHERE id = ?1",
+                params![job, last_id, queued, still, refused],
             )?;
-            let detail = format!("{reason}; message {message_id}");
-            console::failure_event(&tx, id, actor, "requeue", "queued", &detail)?;
-            if audited {
-                audit(&tx, actor, "failure.requeue", &id.to_string(), &detail)?;
-            }
             tx.commit()
         })
     }
@@ -801,25 +778,6 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()
-        })
-    }
-
-    /// As [`Store::replay_failed`], for one record of a bulk replay (history only).
-    pub fn replay_failed_in_job(
-        &self,
-        id: i64,
-        errors: &Value,
-        actor: &str,
-        job: &str,
-    ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE failures SET errors = ?2 WHERE id = ?1",
-                params![id, errors.to_string()],
-            )?;
-            console::failure_event(&tx, id, actor, "replay", "still failing", job)?;
-            tx.commit()
         })
     }
 
@@ -868,6 +826,96 @@ impl Store {
     }
 }
 
+/// One record of a bulk replay page.
+#[derive(Debug)]
+pub enum JobStep<'a> {
+    /// Queue this re-mapped message for failure `.0`.
+    Queue(i64, &'a OutboundMessage),
+    /// Re-queue the stored message `.1` of failure `.0`.
+    Requeue(i64, &'a str),
+    /// Failure `.0` still fails with these errors.
+    StillFailing(i64, &'a Value),
+}
+
+/// Queues `message` for failure `id` and marks it replayed; `false` (caller rolls back) when
+/// the failure was no longer open.
+fn replay_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    message: &OutboundMessage,
+    actor: &str,
+    reason: &str,
+    audited: bool,
+) -> rusqlite::Result<bool> {
+    let (batch_id, council): (Option<String>, String) = tx.query_row(
+        "SELECT batch_id, council FROM failures WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute(
+        "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+         correlation_id, timestamp, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
+         ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
+         WHERE outbox.status IN ('failed', 'staged')",
+        params![
+            message.message_id,
+            batch_id,
+            council,
+            message.routing_key,
+            Value::Object(message.headers.clone()).to_string(),
+            message.body,
+            message.correlation_id,
+            message.timestamp,
+            now()
+        ],
+    )?;
+    let resolved = tx.execute(
+        "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
+        params![id, now()],
+    )?;
+    if resolved != 1 {
+        return Ok(false);
+    }
+    let detail = format!("{reason}; message {}", message.message_id);
+    console::failure_event(tx, id, actor, "replay", "queued", &detail)?;
+    if audited {
+        audit(tx, actor, "failure.replay", &id.to_string(), &detail)?;
+    }
+    Ok(true)
+}
+
+/// Makes the stored message of failure `id` pending again (same id, with `x-replay-of`) and
+/// marks the failure replayed; `false` when it was no longer open (nothing changed).
+fn requeue_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    message_id: &str,
+    actor: &str,
+    reason: &str,
+    audited: bool,
+) -> rusqlite::Result<bool> {
+    let resolved = tx.execute(
+        "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
+        params![id, now()],
+    )?;
+    if resolved != 1 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE outbox SET status = 'pending',
+           headers = json_set(headers, '$.\"x-replay-of\"', ?2)
+         WHERE message_id = ?1 AND status = 'failed'",
+        params![message_id, id.to_string()],
+    )?;
+    let detail = format!("{reason}; message {message_id}");
+    console::failure_event(tx, id, actor, "requeue", "queued", &detail)?;
+    if audited {
+        audit(tx, actor, "failure.requeue", &id.to_string(), &detail)?;
+    }
+    Ok(true)
+}
+
 const FAILURE_SELECT: &str =
     "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
     mapping_id, mapping_version, errors, message_id, status, created_at FROM failures";
@@ -909,7 +957,7 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
 }
 
 fn audit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     actor: &str,
     action: &str,
     target: &str,
