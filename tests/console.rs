@@ -908,3 +908,184 @@ async fn serve_publishes_a_failure_replayed_through_the_api_with_x_replay_of() {
     assert_eq!(audit["items"][0]["target"], id.to_string());
     assert_eq!(audit["items"][0]["council"], "northshire");
 }
+
+/// The command line does what the console does (filters, dry run, discard, tokens, audit), and
+/// a held batch is released through the API by its own council only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_parity_and_held_batches_through_the_api() {
+    let sandbox = Sandbox::new();
+    let council_yaml = sandbox.path("mappings/northshire/council.yaml");
+    let text = std::fs::read_to_string(&council_yaml).unwrap();
+    let held = text.replacen(
+        "    input: samples/payroll/*.csv\n    settle_seconds: 0\n",
+        "    input: samples/payroll/*.csv\n    settle_seconds: 0\n    reject_threshold_percent: 5\n",
+        1,
+    );
+    assert_ne!(held, text);
+    std::fs::write(&council_yaml, held).unwrap();
+    assert_eq!(
+        sandbox.cli(None).arg("run").output().unwrap().status.code(),
+        Some(4)
+    );
+
+    let list = |args: &[&str]| -> Vec<Value> {
+        let mut a = vec!["failures", "list"];
+        a.extend_from_slice(args);
+        sandbox.json(&a).as_array().unwrap().clone()
+    };
+    let dates = list(&["--council", "northshire", "--rule", "date"]);
+    assert_eq!(dates.len(), 2, "{dates:?}");
+    assert!(dates.iter().all(|f| f["council"] == "northshire"));
+    let validation = list(&["--kind", "validation"]);
+    assert_eq!(validation.len(), 1);
+    assert_eq!(validation[0]["council"], "riverton");
+    assert_eq!(list(&["--text", "not a known code"]).len(), 5);
+    assert_eq!(list(&["--entity", "payroll.pay_result"]).len(), 4);
+    assert_eq!(list(&["--field", "surname"]).len(), 2);
+    assert_eq!(list(&["--until", "2000-01-01T00:00:00Z"]).len(), 0);
+    let id = dates[0]["id"].to_string();
+
+    let dry = sandbox.json(&["failures", "replay", &id, "--dry-run"]);
+    assert_eq!(dry["matching"], 1);
+    assert_eq!(dry["records"][0]["outcome"], "still failing");
+    assert!(
+        !dry.to_string().contains("\"value\""),
+        "no record values: {dry}"
+    );
+    assert_eq!(list(&[]).len(), 13, "a dry run changes nothing");
+    let out = sandbox
+        .cli(None)
+        .args(["failures", "discard", &id, "--reason", "test row"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(list(&[]).len(), 12);
+    assert_eq!(list(&["--status", "discarded"])[0]["id"].to_string(), id);
+    let again = sandbox
+        .cli(None)
+        .args(["failures", "discard", &id, "--reason", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stdout(&again).contains("already discarded"));
+    for (bad, named) in [
+        (["--role", "boss", "--council", "northshire"], "boss"),
+        (["--role", "viewer", "--council", "nowhere"], "nowhere"),
+    ] {
+        let out = sandbox
+            .cli(None)
+            .args(["tokens", "create"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(named));
+    }
+
+    let north = token(&sandbox, "operator", "northshire", "north operator");
+    let north_viewer = token(&sandbox, "viewer", "northshire", "north viewer");
+    let river = token(&sandbox, "admin", "riverton,southvale", "river admin");
+    let console = Console::start(&sandbox);
+    let c = reqwest::Client::new();
+    let u = |p: &str| format!("{}{p}", console.base);
+    let held = json(
+        &call(&c, "GET", &u("/api/v1/batches/held"), Some(&north), None)
+            .await
+            .1,
+    );
+    let items = held["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{held}");
+    assert_eq!(items[0]["feed"], "payroll");
+    assert!(
+        items[0]["summary"]["held_reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("reject threshold")
+    );
+    let batch = items[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        json(
+            &call(&c, "GET", &u("/api/v1/batches/held"), Some(&river), None)
+                .await
+                .1
+        )["items"],
+        json!([])
+    );
+    let release = u(&format!("/api/v1/batches/{batch}/release"));
+    assert_eq!(
+        call(
+            &c,
+            "POST",
+            &release,
+            Some(&river),
+            Some(json!({"reason": "x"}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &c,
+            "POST",
+            &release,
+            Some(&north_viewer),
+            Some(json!({"reason": "x"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        call(&c, "POST", &release, Some(&north), Some(json!({})))
+            .await
+            .0,
+        400,
+        "a reason is needed"
+    );
+    let (code, body) = call(
+        &c,
+        "POST",
+        &release,
+        Some(&north),
+        Some(json!({"reason": "rejects explained: two test rows"})),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let n = json(&body)["messages"].as_u64().unwrap();
+    assert!(n > 1);
+    assert_eq!(
+        call(
+            &c,
+            "POST",
+            &release,
+            Some(&north),
+            Some(json!({"reason": "again"}))
+        )
+        .await
+        .0,
+        409
+    );
+    let audit = sandbox.json(&["audit", "list", "--council", "northshire"]);
+    let entries = audit.as_array().unwrap();
+    let released = entries
+        .iter()
+        .find(|e| e["action"] == "batch.release")
+        .unwrap();
+    assert_eq!(released["records"], n);
+    assert!(
+        released["actor"]
+            .as_str()
+            .unwrap()
+            .contains("north operator")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "failure.discard" && e["target"] == id.as_str())
+    );
+    assert!(
+        !entries.iter().any(|e| e["action"] == "token.create"),
+        "installation entries are not a council's"
+    );
+}

@@ -504,12 +504,22 @@ pub(super) fn batch_action(
     release: bool,
     reason: &str,
 ) -> Result<Value, Response> {
-    s.store
+    let batch = s
+        .store
         .batch_in_scope(id, caller.scope())
         .map_err(store_error)?
         .ok_or_else(|| not_found(&format!("batch {id}")))?;
     if !caller.can_operate() {
         return Err(forbidden());
+    }
+    if batch.status != crate::store::batch_status::HELD {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "batch {id} is {}, not held: only a held batch can be released or discarded",
+                batch.status
+            ),
+        ));
     }
     if reason.trim().is_empty() {
         return Err(error(

@@ -498,6 +498,10 @@ impl Store {
                 params![batch_id],
             )?;
             audit(&tx, actor, "batch.release", batch_id, reason)?;
+            tx.execute(
+                "UPDATE audit SET records = ?1 WHERE id = last_insert_rowid()",
+                params![n as i64],
+            )?;
             tx.commit()?;
             Ok(Ok(n as u64))
         })?
