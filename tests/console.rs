@@ -749,7 +749,33 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
     assert_eq!(job.status, "interrupted");
     assert_eq!(job.queued, 4_000);
     assert_eq!(store.count_failures(&filter).unwrap(), 6_000);
-    let job = op.resume(&store, &job.id, &|| false).unwrap();
+    // Resumed by another process: the console, through the API. The job was started for every
+    // council, so only an all-council token sees it.
+    let t = token(&sandbox, "admin", "*", "shared-service admin");
+    let north = token(&sandbox, "operator", "northshire", "north operator");
+    let console = Console::start(&sandbox);
+    let c = reqwest::Client::new();
+    let job_url = format!("{}/api/v1/replays/{}", console.base, job.id);
+    let resume = format!("{job_url}/resume");
+    assert_eq!(
+        call(&c, "POST", &resume, Some(&north), Some(json!({})))
+            .await
+            .0,
+        404
+    );
+    let (code, body) = call(&c, "POST", &resume, Some(&t), Some(json!({}))).await;
+    assert_eq!(code, 202, "{body}");
+    let wait = Instant::now();
+    loop {
+        let j = json(&call(&c, "GET", &job_url, Some(&t), None).await.1);
+        if j["status"] == "done" {
+            break;
+        }
+        assert!(wait.elapsed() < Duration::from_secs(120), "{j}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(console);
+    let job = store.replay_job(&job.id).unwrap();
     assert_eq!(
         (job.status.as_str(), job.queued, job.still_failing),
         ("done", 10_000, 0)

@@ -34,6 +34,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/console/failures/{id}/discard", post(discard))
         .route("/console/replays", post(bulk))
         .route("/console/replays/{id}", get(job))
+        .route("/console/replays/{id}/resume", post(resume_job))
         .route("/console/batches", get(batches))
         .route("/console/batches/{id}/{action}", post(batch_action))
         .route("/console/feeds", get(feeds))
@@ -882,7 +883,12 @@ async fn job(
         Err(r) => return error_page(&c, r),
     };
     let resume = if j.status == "interrupted" && c.can_operate() {
-        "<p>This job was interrupted: resume it with <code>council-bridge failures replay --resume</code> and its id, or <code>POST /api/v1/replays/{id}/resume</code>.</p>".to_string()
+        format!(
+            "<p>This job was interrupted. Resuming it replays the rest; records already replayed are not queued again.</p>\
+             <form method=\"post\" action=\"/console/replays/{}/resume\">{}<button type=\"submit\" id=\"resume\">Resume</button></form>",
+            e(&j.id),
+            csrf_field(&c)
+        )
     } else {
         String::new()
     };
@@ -902,4 +908,31 @@ async fn job(
         e(&j.id)
     );
     page("Bulk replay", Some(&c), &body).into_response()
+}
+
+async fn resume_job(
+    State(s): State<ApiState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    if let Err(r) = check_csrf(&c, &f.csrf) {
+        return r;
+    }
+    let (s2, c2, id2) = (s.clone(), c.clone(), id.clone());
+    let found = blocking(move || match s2.store.replay_job(&id2) {
+        Ok(j) if v1::job_visible(&c2, &j) && c2.can_operate() && j.status == "interrupted" => {
+            Ok(())
+        }
+        Ok(j) if v1::job_visible(&c2, &j) => {
+            Err(v1::error(StatusCode::CONFLICT, "not interrupted"))
+        }
+        _ => Err(v1::not_found("replay job")),
+    })
+    .await;
+    if let Err(r) = found {
+        return error_page(&c, r);
+    }
+    v1::spawn_job(&s, id.clone());
+    Redirect::to(&format!("/console/replays/{id}")).into_response()
 }

@@ -409,9 +409,29 @@ async fn bulk_replay(
         .into_response()
 }
 
+/// Jobs running in this process (a second resume of one of them is a no-op).
+static RUNNING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 pub(super) fn spawn_job(s: &ApiState, job: String) {
+    {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains(&job) {
+            return;
+        }
+        running.push(job.clone());
+    }
     let s = s.clone();
     tokio::task::spawn_blocking(move || {
+        struct Done(String);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                RUNNING
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|j| *j != self.0);
+            }
+        }
+        let _done = Done(job.clone());
         let stop = crate::pipeline::stop_requested;
         match s.operator.resume(&s.store, &job, &stop) {
             Ok(j) => {
