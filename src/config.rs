@@ -48,6 +48,46 @@ struct RootFile {
     listen: Option<String>,
     #[serde(default)]
     serve: ServeSettings,
+    #[serde(default)]
+    retention: RetentionSettings,
+}
+
+/// The `retention:` section: how long the store keeps what is done.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days a sent message keeps its body and headers (its id and content hash stay).
+    #[serde(default = "default_sent_days")]
+    pub sent_payload_days: u32,
+    /// Days a run report is kept.
+    #[serde(default = "default_run_days")]
+    pub run_report_days: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            sent_payload_days: default_sent_days(),
+            run_report_days: default_run_days(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// As the store applies it.
+    pub fn policy(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            sent_payload_days: self.sent_payload_days,
+            run_report_days: self.run_report_days,
+        }
+    }
+}
+
+fn default_sent_days() -> u32 {
+    7
+}
+fn default_run_days() -> u32 {
+    90
 }
 
 /// The `serve:` section: how the daemon works.
@@ -118,6 +158,14 @@ pub struct BrokerSettings {
     /// Dead-letter queue.
     #[serde(default = "default_dlq")]
     pub dead_letter_queue: String,
+    /// How long `run`, `outbox flush` and replays keep trying to reach the broker before they
+    /// leave the messages waiting (exit 3); the default rides out a routine broker restart.
+    #[serde(default = "default_retry_seconds")]
+    pub retry_seconds: u64,
+}
+
+fn default_retry_seconds() -> u64 {
+    150
 }
 
 impl Default for BrokerSettings {
@@ -127,6 +175,7 @@ impl Default for BrokerSettings {
             exchange: default_exchange(),
             dead_letter_exchange: default_dlx(),
             dead_letter_queue: default_dlq(),
+            retry_seconds: default_retry_seconds(),
         }
     }
 }
@@ -650,6 +699,8 @@ pub struct Config {
     pub listen: Option<String>,
     /// How `serve` works.
     pub serve: ServeSettings,
+    /// How long the store keeps what is done.
+    pub retention: RetentionSettings,
 }
 
 impl Config {
@@ -805,6 +856,7 @@ impl Config {
             councils,
             listen: root.listen,
             serve: root.serve,
+            retention: root.retention,
         })
     }
 

@@ -17,8 +17,12 @@ pub enum LogFormat {
 
 /// Installs the global subscriber (to stderr). `RUST_LOG` refines the level.
 pub fn init(format: LogFormat, default_level: &str) {
+    // lapin logs its own connection errors (ACCESS_REFUSED, "backoff attempts exhausted") as raw
+    // lines before council-bridge says the same thing plainly; keep them for RUST_LOG users.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default_level},lapin=off"))
+        })
         // lapin logs a returned (unroutable) message whole, body included: personal data.
         // council-bridge logs the return itself, without the body.
         .add_directive(
@@ -33,6 +37,7 @@ pub fn init(format: LogFormat, default_level: &str) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()

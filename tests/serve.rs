@@ -543,3 +543,72 @@ async fn messages_the_platform_dead_letters_become_failures_an_operator_replays(
     assert!(common::stdout(&audit).contains("replayed"));
     let _ = conn.close(200, ShortString::from("done")).await;
 }
+
+/// Forwards 127.0.0.1:`port` to the real broker (started late: the broker "comes back").
+async fn broker_comes_back_on(port: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_rides_out_a_broker_outage_and_publishes_when_it_is_back() {
+    let sandbox = Sandbox::new();
+    for c in ["riverton", "eastborough", "westmarch", "southvale"] {
+        std::fs::remove_dir_all(sandbox.path(&format!("mappings/{c}"))).unwrap();
+    }
+    let cfg = sandbox.config();
+    let mut root = std::fs::read_to_string(&cfg).unwrap();
+    root.push_str("serve:\n  max_backoff_seconds: 2\n");
+    std::fs::write(&cfg, root).unwrap();
+    let mut consumer = Consumer::bind(&sandbox).await;
+    // The broker address answers nothing yet.
+    let port = free_port();
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let daemon = Daemon::start(&sandbox, Some(&url), "serve.log");
+    daemon.wait_until(
+        Duration::from_secs(60),
+        "files read, messages waiting, /ready 503",
+        || {
+            outbox(&sandbox)["pending"].as_u64().unwrap_or(0) > 0
+                && daemon
+                    .get("/ready")
+                    .is_some_and(|(code, body)| code == 503 && body.contains("unreachable"))
+        },
+    );
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    assert!(
+        log.contains("broker unavailable; messages wait in the outbox"),
+        "each attempt is logged"
+    );
+    assert!(!log.contains("guest:guest"), "no password in the log");
+    broker_comes_back_on(port).await;
+    daemon.wait_until(
+        Duration::from_secs(60),
+        "everything published once the broker is back",
+        || {
+            outbox(&sandbox)["pending"] == 0
+                && daemon.get("/ready").is_some_and(|(code, _)| code == 200)
+        },
+    );
+    let got = consumer.drain(Duration::from_secs(3), 10_000).await;
+    let ids: BTreeSet<_> = got.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids.len(), got.len(), "no message twice");
+    let sent = outbox(&sandbox)["sent"].as_u64().unwrap() as usize;
+    assert_eq!(got.len(), sent, "every waiting message arrives");
+    assert!(sent > 30);
+    assert_eq!(daemon.terminate(), Some(0));
+    consumer.cleanup().await;
+}

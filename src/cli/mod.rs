@@ -82,13 +82,19 @@ pub enum Command {
     /// Each feed's schedule, next run, last arrival and outcome, held batches and lateness,
     /// and the outbox.
     Status,
+    /// The store itself.
+    Store {
+        /// init | prune
+        #[command(subcommand)]
+        action: StoreCmd,
+    },
     /// The outbox: messages waiting for the broker.
     Outbox {
         /// status | flush
         #[command(subcommand)]
         action: OutboxCmd,
     },
-    /// Records that could not be delivered.
+    /// Rejected rows and undeliverable messages: list, show, replay.
     Failures {
         /// list | show | replay
         #[command(subcommand)]
@@ -245,6 +251,18 @@ impl FailureFilterArgs {
             ..Default::default()
         }
     }
+}
+
+/// `store` actions.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Create the store (at --store, COUNCIL_BRIDGE_STORE or the configured path) if it does not
+    /// exist, and bring its schema up to date.
+    Init,
+    /// Drop the payloads of messages sent longer ago than `retention.sent_payload_days` (ids and
+    /// content hashes stay) and run reports older than `retention.run_report_days`. `serve`
+    /// does this every hour.
+    Prune,
 }
 
 /// `outbox` actions.
@@ -483,10 +501,48 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(&cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, each cause said once: a library error that already
+/// quotes its cause (`cannot read X: No such file or directory (os error 2)`) is not followed by
+/// the same cause again.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// How hard one-shot commands try to reach the broker (`broker.retry_seconds`).
+fn retry(env: &Env) -> Retry {
+    Retry {
+        budget: Duration::from_secs(env.config.broker.retry_seconds),
+        ..Retry::default()
+    }
+}
+
+fn unknown_council(config: &Config, c: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no council `{c}` is configured (councils: {})",
+        config
+            .councils
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 struct Env {
@@ -524,7 +580,17 @@ fn env(cli: &Cli) -> Result<Env> {
     })
 }
 
+/// Opens the store. The configured store is created on first use; any other path (from
+/// `--store` or `COUNCIL_BRIDGE_STORE`) must exist, so a mistyped path is an error rather than a
+/// new, empty store that hides the real one (`store init` creates one on purpose).
 fn open_store(env: &Env) -> Result<Store> {
+    if env.store_path != env.config.store && !env.store_path.exists() {
+        bail!(
+            "there is no store at {} (the configured store is {}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`",
+            env.store_path.display(),
+            env.config.store.display()
+        );
+    }
     Store::open(&env.store_path)
         .with_context(|| format!("cannot open the store {}", env.store_path.display()))
 }
@@ -591,8 +657,46 @@ fn purpose(command: &Command) -> &'static str {
     }
 }
 
+/// `run` on a terminal: a spinner per file with rows read and the rate (stderr, so the summary
+/// on stdout stays clean).
+struct Spinner(std::sync::Mutex<Option<indicatif::ProgressBar>>);
+
+impl pipeline::progress::Progress for Spinner {
+    fn file_started(&self, council: &str, feed: &str, file: &str, bytes: u64) {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix}: {human_pos} rows read, {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(format!(
+            "{council}/{feed} {file} ({:.1} MB)",
+            bytes as f64 / 1e6
+        ));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+    fn rows_read(&self, rows: u64) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            bar.set_position(rows);
+        }
+    }
+    fn file_finished(&self) {
+        if let Some(bar) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 async fn execute(cli: &Cli) -> Result<u8> {
     crate::store::lease::set_purpose(purpose(&cli.command));
+    if matches!(cli.command, Command::Run { .. })
+        && !cli.json
+        && std::io::IsTerminal::is_terminal(&std::io::stderr())
+    {
+        pipeline::progress::set(Box::new(Spinner(std::sync::Mutex::new(None))));
+    }
     let env = env(cli)?;
     match &cli.command {
         Command::Run {
@@ -603,15 +707,19 @@ async fn execute(cli: &Cli) -> Result<u8> {
             if let Some(c) = council
                 && env.config.council(c).is_none()
             {
-                bail!(
-                    "no council `{c}` is configured (councils: {})",
-                    env.config
-                        .councils
-                        .iter()
-                        .map(|c| c.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+                return Err(unknown_council(&env.config, c));
+            }
+            if let Some(f) = feed {
+                let feeds: Vec<String> = env
+                    .config
+                    .councils
+                    .iter()
+                    .filter(|c| council.as_ref().is_none_or(|want| *want == c.id))
+                    .flat_map(|c| c.feeds.iter().map(move |f| format!("{}/{}", c.id, f.id)))
+                    .collect();
+                if !feeds.iter().any(|id| id.ends_with(&format!("/{f}"))) {
+                    bail!("no feed `{f}` is configured (feeds: {})", feeds.join(", "));
+                }
             }
             let registry = registry(&env)?;
             let store = open_store(&env)?;
@@ -630,11 +738,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             pulls.extend(
                 pipeline::finish_pulls(&env.config, council.as_deref(), feed.as_deref()).await,
             );
-            let retry = Retry {
-                attempts: 3,
-                first_pause: Duration::from_millis(500),
-                ..Retry::default()
-            };
+            let retry = retry(&env);
             let flush = flush_if_configured(&env, &store, &retry).await?;
             pipeline::delivery_status(&store, &mut reports)?;
             let counts = store.outbox_counts()?;
@@ -687,6 +791,49 @@ async fn execute(cli: &Cli) -> Result<u8> {
             .await?;
             Ok(0)
         }
+        Command::Store {
+            action: StoreCmd::Init,
+        } => {
+            let existed = env.store_path.exists();
+            Store::open(&env.store_path)
+                .with_context(|| format!("cannot create the store {}", env.store_path.display()))?;
+            println!(
+                "{} {}",
+                if existed {
+                    "store up to date:"
+                } else {
+                    "store created:"
+                },
+                env.store_path.display()
+            );
+            Ok(0)
+        }
+        Command::Store {
+            action: StoreCmd::Prune,
+        } => {
+            let store = open_store(&env)?;
+            let before = store.payload_bytes()?;
+            let report = store.prune(&env.config.retention.policy(), chrono::Utc::now())?;
+            let after = store.payload_bytes()?;
+            let total = |v: &[(String, u64)]| v.iter().map(|(_, b)| b).sum::<u64>();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "pruned": report, "payload_bytes_before": total(&before), "payload_bytes_after": total(&after) })
+                );
+            } else {
+                println!(
+                    "pruned: {} sent message payloads (older than {} days), {} run reports (older than {} days); message payloads held: {} → {} bytes",
+                    report.payloads_dropped,
+                    env.config.retention.sent_payload_days,
+                    report.runs_deleted,
+                    env.config.retention.run_report_days,
+                    total(&before),
+                    total(&after)
+                );
+            }
+            Ok(0)
+        }
         Command::Status => {
             let store = open_store(&env)?;
             let feeds =
@@ -707,7 +854,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                             "no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)"
                         );
                     };
-                    let report = pipeline::flush(&store, broker, &Retry::default()).await?;
+                    let report = pipeline::flush(&store, broker, &retry(&env)).await?;
                     render::flush(cli.json, &report);
                     Ok(if report.error.is_some() && report.still_pending > 0 {
                         3
@@ -726,6 +873,11 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     after,
                     limit,
                 } => {
+                    if let Some(c) = &filter.council
+                        && env.config.council(c).is_none()
+                    {
+                        return Err(unknown_council(&env.config, c));
+                    }
                     let mut f = filter.filter();
                     if *all {
                         f.status = Some("all".into());
@@ -819,7 +971,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     {
                         code = 1;
                     }
-                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    let flush = flush_if_configured(&env, &store, &retry(&env)).await?;
                     render::replays(cli.json, &outcomes, flush.as_ref());
                     Ok(code)
                 }
@@ -835,7 +987,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 BatchesCmd::Release { id, reason } => {
                     let n = store.release_batch(id, &actor(), reason)?;
                     println!("released batch {id}: {n} messages are now pending");
-                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    let flush = flush_if_configured(&env, &store, &retry(&env)).await?;
                     if let Some(f) = flush {
                         render::flush(cli.json, &f);
                     }
@@ -1124,14 +1276,21 @@ fn schema_command(cli: &Cli, env: &Env, action: &SchemaCmd) -> Result<u8> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                for e in registry.iter() {
-                    let title = e
-                        .schema
-                        .get("title")
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("");
-                    println!("{:<34} v{}  {title}", e.name, e.version);
-                }
+                let rows: Vec<Vec<String>> = registry
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.name.clone(),
+                            format!("v{}", e.version),
+                            e.schema
+                                .get("title")
+                                .and_then(serde_json::Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        ]
+                    })
+                    .collect();
+                render::table(&["ENTITY", "VERSION", "TITLE"], &rows);
             }
             Ok(0)
         }

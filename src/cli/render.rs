@@ -62,19 +62,32 @@ pub(super) fn outbox(as_json: bool, c: &OutboxCounts, broker: bool) {
         return;
     }
     println!(
-        "outbox: {} pending, {} held, {} sent, {} failed",
-        c.pending, c.held, c.sent, c.failed
+        "outbox: {} pending, {} held, {} sent, {} failed{}",
+        c.pending,
+        c.held,
+        c.sent,
+        c.failed,
+        if c.staged > 0 {
+            format!(
+                ", {} staged (in batches being read now, or left by a reading that stopped: the next run reads that file again)",
+                c.staged
+            )
+        } else {
+            String::new()
+        }
     );
     if c.pending > 0 {
         if broker {
             println!(
-                "{} messages wait in the outbox; `council-bridge outbox flush` delivers them when the broker is reachable",
-                c.pending
+                "{} wait{} in the outbox; `council-bridge outbox flush` delivers them when the broker is reachable",
+                plural(c.pending, "message"),
+                if c.pending == 1 { "s" } else { "" }
             );
         } else {
             println!(
-                "{} messages wait in the outbox: no broker is configured (set AMQP_URL, then run `council-bridge outbox flush`)",
-                c.pending
+                "{} wait{} in the outbox: no broker is configured (set AMQP_URL, then run `council-bridge outbox flush`)",
+                plural(c.pending, "message"),
+                if c.pending == 1 { "s" } else { "" }
             );
         }
     }
@@ -86,13 +99,18 @@ pub(super) fn flush(as_json: bool, f: &FlushReport) {
         return;
     }
     println!(
-        "published {} messages (broker confirmed); {} still pending",
-        f.published, f.still_pending
+        "published {} (broker confirmed); {} still pending",
+        plural(f.published, "message"),
+        f.still_pending
     );
     if f.unroutable > 0 {
         println!(
-            "{} messages were unroutable and are kept as failures",
-            f.unroutable
+            "{} unroutable and kept as failures",
+            if f.unroutable == 1 {
+                "1 message was".to_string()
+            } else {
+                format!("{} messages were", f.unroutable)
+            }
         );
     }
     match (&f.error, &f.published_by) {
@@ -135,27 +153,32 @@ pub(super) fn failures(as_json: bool, rows: &[FailureRow]) {
         println!("no failures");
         return;
     }
-    println!(
-        "{:>5}  {:<12} {:<18} {:<10} {:<34} {:>6}  problem",
-        "id", "council", "feed", "stage", "file", "line"
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|f| {
+            vec![
+                f.id.to_string(),
+                f.council.clone(),
+                f.feed.clone(),
+                f.stage.clone(),
+                f.file_name.clone().unwrap_or_else(|| "-".into()),
+                f.line.map(|l| l.to_string()).unwrap_or_default(),
+                format!(
+                    "{}{}",
+                    errors_summary(&f.errors),
+                    if f.status != "open" {
+                        format!(" [{}]", f.status)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "COUNCIL", "FEED", "STAGE", "FILE", "LINE", "PROBLEM"],
+        &rows,
     );
-    for f in rows {
-        println!(
-            "{:>5}  {:<12} {:<18} {:<10} {:<34} {:>6}  {}{}",
-            f.id,
-            f.council,
-            f.feed,
-            f.stage,
-            f.file_name.as_deref().unwrap_or("-"),
-            f.line.map(|l| l.to_string()).unwrap_or_default(),
-            errors_summary(&f.errors),
-            if f.status != "open" {
-                format!(" [{}]", f.status)
-            } else {
-                String::new()
-            }
-        );
-    }
 }
 
 /// Which raw columns may be shown: only those that feed non-personal canonical fields of the
@@ -311,25 +334,63 @@ pub(super) fn batches(as_json: bool, rows: &[BatchRow]) {
         print_json(&rows);
         return;
     }
-    for b in rows {
-        let counts = b
-            .summary
+    if rows.is_empty() {
+        println!("no batches");
+        return;
+    }
+    let count = |b: &BatchRow, k: &str| {
+        b.summary
             .as_ref()
             .and_then(|s| s.get("counts"))
-            .map(|c| c.to_string())
-            .unwrap_or_default();
-        println!(
-            "{}  {:<10} {} / {}  {}  {}  {counts}",
-            b.id, b.status, b.council, b.feed, b.file_name, b.started_at
-        );
-        let reasons = b
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_u64)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.clone(),
+                b.status.clone(),
+                format!("{}/{}", b.council, b.feed),
+                b.file_name.clone(),
+                b.started_at
+                    .get(..19)
+                    .unwrap_or(&b.started_at)
+                    .replace('T', " "),
+                count(b, "read"),
+                count(b, "valid"),
+                count(b, "rejected"),
+                count(b, "new_messages"),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "STATUS",
+        "FEED",
+        "FILE",
+        "STARTED (UTC)",
+        "READ",
+        "VALID",
+        "REJECTED",
+        "NEW",
+    ];
+    let widths = column_widths(&header, &cells);
+    println!("{}", padded(header.iter().copied(), &widths));
+    for (b, row) in rows.iter().zip(&cells) {
+        println!("{}", padded(row.iter().map(String::as_str), &widths));
+        // Held reasons are long: they go under their batch, outside the columns.
+        for reason in b
             .summary
             .as_ref()
             .and_then(|s| s.get("held_reasons"))
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for reason in reasons.iter().filter_map(Value::as_str) {
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
             let label = if b.status == "held" {
                 "held"
             } else {
@@ -366,7 +427,13 @@ fn file_lines(f: &FileReport) {
                 f.valid,
                 f.rejected,
                 f.new_messages,
-                if f.already_known > 0 {
+                if f.resent > 0 {
+                    format!(
+                        " ({} already in the outbox; --force: {} already delivered go out again under their same ids)",
+                        f.already_known,
+                        plural(f.resent, "message")
+                    )
+                } else if f.already_known > 0 {
                     format!(" ({} already in the outbox)", f.already_known)
                 } else {
                     String::new()
@@ -462,22 +529,30 @@ pub(super) fn runs(as_json: bool, rows: &[RunRow]) {
         println!("no runs");
         return;
     }
-    println!(
-        "{:<36}  {:<24} {:<12} {:<18} {:<8} {:<7} {:>5}",
-        "id", "started", "council", "feed", "trigger", "outcome", "files"
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.started_at
+                    .get(..19)
+                    .unwrap_or(&r.started_at)
+                    .replace('T', " "),
+                format!("{}/{}", r.council, r.feed),
+                r.trigger.clone(),
+                r.outcome.clone(),
+                r.report["files"]
+                    .as_array()
+                    .map(|f| f.len())
+                    .unwrap_or(0)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "STARTED (UTC)", "FEED", "TRIGGER", "OUTCOME", "FILES"],
+        &cells,
     );
-    for r in rows {
-        println!(
-            "{:<36}  {:<24} {:<12} {:<18} {:<8} {:<7} {:>5}",
-            r.id,
-            r.started_at,
-            r.council,
-            r.feed,
-            r.trigger,
-            r.outcome,
-            r.report["files"].as_array().map(|f| f.len()).unwrap_or(0)
-        );
-    }
 }
 
 pub(super) fn run_report(as_json: bool, r: &RunRow) {
@@ -522,10 +597,7 @@ pub(super) fn status(
     }
     let late = feeds.iter().filter(|f| f.late_since.is_some()).count();
     let held: u64 = feeds.iter().map(|f| f.held).sum();
-    println!(
-        "{:<28} {:<28} {:<22} {:<24} {:<10} NOTE",
-        "FEED", "MODE", "NEXT RUN (LONDON)", "LAST ARRIVAL", "LAST"
-    );
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for f in feeds {
         let mut note = Vec::new();
         if let Some(since) = &f.late_since {
@@ -540,19 +612,29 @@ pub(super) fn status(
         if let Some(r) = &f.running {
             note.push(format!("being read by {r}"));
         }
-        println!(
-            "{:<28} {:<28} {:<22} {:<24} {:<10} {}",
+        rows.push(vec![
             format!("{}/{}", f.council, f.feed),
-            f.mode,
-            f.next_run_london.as_deref().unwrap_or("-"),
+            f.mode.clone(),
+            f.next_run_london.clone().unwrap_or_else(|| "-".into()),
             f.last_arrival
                 .as_deref()
                 .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
                 .unwrap_or_else(|| "never".into()),
-            f.last_status.as_deref().unwrap_or("-"),
-            note.join("; ")
-        );
+            f.last_status.clone().unwrap_or_else(|| "-".into()),
+            note.join("; "),
+        ]);
     }
+    table(
+        &[
+            "FEED",
+            "MODE",
+            "NEXT RUN (LONDON)",
+            "LAST ARRIVAL",
+            "LAST",
+            "NOTE",
+        ],
+        &rows,
+    );
     println!(
         "outbox: {} pending, {} held, {} sent, {} failed, {} staged (batches being read)",
         counts.pending, counts.held, counts.sent, counts.failed, counts.staged
@@ -659,5 +741,52 @@ pub(super) fn audit(as_json: bool, rows: &[Value]) {
             r["records"].as_i64().unwrap_or(0),
             r["detail"].as_str().unwrap_or("")
         );
+    }
+}
+
+/// "1 message", "2 messages".
+pub(super) fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Each column's width: its widest cell or header.
+fn column_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// One table line, cells padded to their column's width, no trailing spaces.
+fn padded<'a>(cells: impl Iterator<Item = &'a str>, widths: &[usize]) -> String {
+    let cells: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+    cells.join("  ").trim_end().to_string()
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
+    let widths = column_widths(header, rows);
+    println!("{}", padded(header.iter().copied(), &widths));
+    for r in rows {
+        println!("{}", padded(r.iter().map(String::as_str), &widths));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_message_is_not_one_messages() {
+        assert_eq!(super::plural(1, "message"), "1 message");
+        assert_eq!(super::plural(0, "message"), "0 messages");
+        assert_eq!(super::plural(222, "message"), "222 messages");
     }
 }

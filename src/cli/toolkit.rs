@@ -563,7 +563,7 @@ pub(super) fn council_init(as_json: bool, env: &Env, id: &str, name: Option<&str
         "  {d}/samples/       put a sample export of each feed here (fictional or anonymised data)"
     );
     println!(
-        "next: write a mapping per feed and check it with `council-bridge mapping coverage {d}/<feed>.yaml --sample {d}/samples/<file>`"
+        "next: put a sample export in {d}/samples/<feed>/, then draft its mapping with `council-bridge mapping scaffold --council {id} --entity <domain.entity> --sample {d}/samples/<feed>/<file> --out {d}/<feed>.yaml` (docs/onboarding.md)"
     );
     Ok(0)
 }

@@ -262,7 +262,9 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
         HashMap::new();
     for (council, f) in &feeds {
         if f.schedule.is_some() {
-            let st = s.store.schedule_state(council, &f.id)?;
+            let st = s
+                .store
+                .schedule_state(council, &f.id, &s.clock.now().to_rfc3339())?;
             let since = parse_time(&st.since).unwrap_or_else(|| s.clock.now());
             schedule_memory.insert(
                 (council.clone(), f.id.clone()),
@@ -278,12 +280,18 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
     let poll = Duration::from_secs(s.config.serve.poll_seconds.max(1));
     let mut next_poll = tokio::time::Instant::now();
     let mut next_alert_check = tokio::time::Instant::now();
+    let mut next_prune = tokio::time::Instant::now();
     let mut stop = stop_rx.clone();
 
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = tokio::time::sleep(TICK) => {}
+        }
+        if pipeline::stop_requested() {
+            // Asked to stop from inside the process (an embedding program, a test).
+            let _ = stop_tx.send(true);
+            break;
         }
         while let Some(done) = jobs.try_join_next() {
             match done {
@@ -368,6 +376,20 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
                 trigger,
                 taken,
             ));
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune = tokio::time::Instant::now() + Duration::from_secs(3600);
+            match s.store.prune(&s.config.retention.policy(), now) {
+                Ok(r) if r.payloads_dropped + r.runs_deleted > 0 => {
+                    tracing::info!(
+                        payloads_dropped = r.payloads_dropped,
+                        runs_deleted = r.runs_deleted,
+                        "retention: old payloads and run reports pruned"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "retention: pruning failed"),
+            }
         }
         if tokio::time::Instant::now() >= next_alert_check {
             next_alert_check = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -480,6 +502,8 @@ async fn publish_loop(
         attempts: 1,
         first_pause: first,
         lease_wait: Duration::from_secs(1),
+        // The daemon keeps its own back-off between flushes.
+        budget: Duration::ZERO,
     };
     loop {
         if *stop.borrow() {

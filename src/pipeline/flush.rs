@@ -39,6 +39,10 @@ pub struct Retry {
     pub first_pause: Duration,
     /// How long to wait while another process holds the outbox and messages still wait.
     pub lease_wait: Duration,
+    /// Keep trying for at least this long after the broker first fails (a routine broker
+    /// restart takes a minute or two); the flush gives up once both this and `attempts` are
+    /// spent.
+    pub budget: Duration,
 }
 
 impl Default for Retry {
@@ -47,6 +51,7 @@ impl Default for Retry {
             attempts: 5,
             first_pause: Duration::from_millis(500),
             lease_wait: Duration::from_secs(120),
+            budget: Duration::from_secs(150),
         }
     }
 }
@@ -118,6 +123,7 @@ pub async fn flush(
     };
     let mut publisher: Option<Publisher> = None;
     let mut failures_in_a_row = 0u32;
+    let mut failing_since: Option<std::time::Instant> = None;
     let mut pause = retry.first_pause;
     loop {
         if super::stop_requested() {
@@ -142,8 +148,14 @@ pub async fn flush(
                 }
                 Err(e) => {
                     failures_in_a_row += 1;
-                    tracing::warn!(error = %e, attempt = failures_in_a_row, "broker unavailable");
-                    if failures_in_a_row >= retry.attempts {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    let spent =
+                        failures_in_a_row >= retry.attempts && since.elapsed() >= retry.budget;
+                    tracing::warn!(error = %e, attempt = failures_in_a_row,
+                        trying_for_secs = since.elapsed().as_secs(), budget_secs = retry.budget.as_secs(),
+                        next_try_in_secs = if spent { 0.0 } else { pause.as_secs_f64() },
+                        "broker unavailable");
+                    if spent {
                         report.error = Some(e.to_string());
                         break;
                     }
@@ -192,7 +204,8 @@ pub async fn flush(
             p.close().await;
             if sent.is_empty() {
                 failures_in_a_row += 1;
-                if failures_in_a_row >= retry.attempts {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if failures_in_a_row >= retry.attempts && since.elapsed() >= retry.budget {
                     report.error = Some(format!("publishing keeps failing: {reason}"));
                     break;
                 }
@@ -204,6 +217,7 @@ pub async fn flush(
                 store.mark_attempt_failed(&retry_later, "nacked by the broker")?;
             }
             failures_in_a_row = 0;
+            failing_since = None;
             pause = retry.first_pause;
             publisher = Some(p);
         }

@@ -8,6 +8,7 @@
 pub mod delta;
 pub mod flush;
 mod profile;
+pub mod progress;
 mod replay;
 mod runs;
 
@@ -30,6 +31,12 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// to be read again), and a flush stops after the confirms of the page in flight.
 pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
+}
+
+/// Withdraws a [`request_stop`], for a program (or a test) that starts the pipeline again in
+/// the same process.
+pub fn clear_stop() {
+    STOP.store(false, Ordering::SeqCst);
 }
 
 /// Whether [`request_stop`] was called.
@@ -90,6 +97,9 @@ pub struct FileReport {
     pub new_messages: u64,
     /// Valid records whose identical message was already in the outbox.
     pub already_known: u64,
+    /// Of those, messages already delivered that `--force` queues again (same ids).
+    #[serde(default)]
+    pub resent: u64,
     /// Control-record check.
     pub control: Option<Value>,
     /// Why the file failed or was held.
@@ -121,6 +131,7 @@ impl FileReport {
             rejected_by_reason: BTreeMap::new(),
             new_messages: 0,
             already_known: 0,
+            resent: 0,
             control: None,
             reason: None,
             delivery: None,
@@ -478,7 +489,10 @@ pub fn process_file_with(
         force,
         policy,
     };
-    match read_into_store(&ctx, &mut report) {
+    progress::file_started(council, feed, &raw.name, raw.size);
+    let read = read_into_store(&ctx, &mut report);
+    progress::file_finished();
+    match read {
         Ok(()) => Ok(report),
         Err(ReadError::Store(e)) => Err(e.into()),
         Err(ReadError::Abandoned(reason)) => {
@@ -593,8 +607,10 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             ));
         }
         let outcome = store.write_chunk(batch, messages, failures, force)?;
+        progress::rows_read(report.read);
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
+        report.resent += outcome.resent;
         messages.clear();
         failures.clear();
         Ok(())
@@ -816,6 +832,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             "rejected": report.rejected,
             "new_messages": report.new_messages,
             "already_known": report.already_known,
+            "resent": report.resent,
         },
         "rejected_by_reason": report.rejected_by_reason,
         "control": report.control,

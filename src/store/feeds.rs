@@ -80,13 +80,14 @@ impl Store {
         })
     }
 
-    /// The daemon's memory of a scheduled feed, starting it (with `since` = now) if new.
-    pub fn schedule_state(&self, council: &str, feed: &str) -> Result<ScheduleState> {
+    /// The daemon's memory of a scheduled feed, starting it (with `since` = `now`, the
+    /// daemon's clock) if new.
+    pub fn schedule_state(&self, council: &str, feed: &str, now: &str) -> Result<ScheduleState> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO feed_schedule (council, feed, since) VALUES (?1, ?2, ?3)
                  ON CONFLICT (council, feed) DO NOTHING",
-                params![council, feed, now()],
+                params![council, feed, now],
             )?;
             c.query_row(
                 "SELECT since, last_fire, alerted_for FROM feed_schedule WHERE council = ?1 AND feed = ?2",

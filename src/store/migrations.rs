@@ -127,7 +127,10 @@ const MIGRATIONS: &[&str] = &[
         report TEXT NOT NULL
     );
     CREATE INDEX runs_by_feed ON runs (council, feed, started_at);",
-    // 5 (operators' console): API tokens (only the sha256 of the secret), the audit log's
+    // 5: retention (a sent message keeps its id and content hash, not its payload).
+    "ALTER TABLE outbox ADD COLUMN content_sha256 TEXT;
+    ALTER TABLE outbox ADD COLUMN pruned_at TEXT;",
+    // 6 (operators' console): API tokens (only the sha256 of the secret), the audit log's
     // council, outcome and record count, each failure's history, and resumable bulk replays.
     "CREATE TABLE api_tokens (
         id INTEGER PRIMARY KEY AUTOINCREMENT,

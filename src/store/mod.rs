@@ -11,10 +11,12 @@ mod delta;
 mod feeds;
 pub mod lease;
 mod migrations;
+mod retention;
 mod runs;
 
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use delta::{FeedState, StateChange};
+pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
 
 use std::path::{Path, PathBuf};
@@ -187,6 +189,8 @@ pub struct ChunkOutcome {
     pub new: u64,
     /// Messages whose id was already in the outbox (same record content seen before).
     pub already_known: u64,
+    /// Of those, already delivered ones queued again (only with `force`).
+    pub resent: u64,
 }
 
 /// Counts of outbox rows by state.
@@ -326,13 +330,21 @@ impl Store {
                      correlation_id, timestamp, status, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
                      ON CONFLICT(message_id) DO UPDATE SET batch_id = excluded.batch_id,
-                       status = 'staged', correlation_id = excluded.correlation_id
+                       status = 'staged', correlation_id = excluded.correlation_id,
+                       headers = excluded.headers, body = excluded.body, pruned_at = NULL
                      WHERE outbox.status = 'staged' OR (?10 AND outbox.status = 'sent')",
                 )?;
-                let mut exists = tx.prepare_cached("SELECT 1 FROM outbox WHERE message_id = ?1")?;
+                let mut exists =
+                    tx.prepare_cached("SELECT status FROM outbox WHERE message_id = ?1")?;
                 let created = now();
                 for m in messages {
-                    let known = exists.exists(params![m.message_id])?;
+                    let known: Option<String> = exists
+                        .query_row(params![m.message_id], |r| r.get(0))
+                        .optional()?;
+                    if force && known.as_deref() == Some("sent") {
+                        outcome.resent += 1;
+                    }
+                    let known = known.is_some();
                     insert.execute(params![
                         m.message_id,
                         batch_id,
@@ -1043,7 +1055,8 @@ mod tests {
             outcome,
             ChunkOutcome {
                 new: 2,
-                already_known: 0
+                already_known: 0,
+                resent: 0
             }
         );
         store

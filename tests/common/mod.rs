@@ -61,7 +61,7 @@ impl Sandbox {
         std::fs::write(
             dir.path().join("council-bridge.yaml"),
             format!(
-                "store: var/test.db\nmappings: mappings\nschemas: schemas\nbroker:\n  exchange: {exchange}\n  dead_letter_exchange: {dlx}\n  dead_letter_queue: {dlq}\n"
+                "store: var/test.db\nmappings: mappings\nschemas: schemas\nbroker:\n  retry_seconds: 3\n  exchange: {exchange}\n  dead_letter_exchange: {dlx}\n  dead_letter_queue: {dlq}\n"
             ),
         )
         .unwrap();
