@@ -467,6 +467,58 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     assert_eq!(code, 200);
     assert!(html.contains("0 failure(s) match"), "{html}");
     assert_eq!(page(u(&format!("/console/failures/{b_id}"))).await.0, 404);
+    assert_eq!(
+        page(u(&format!("/console/replays/{admin_job}"))).await.0,
+        404
+    );
+    // The console's forms, with a valid CSRF value, on Riverton's records: 404 too.
+    let csrf = council_bridge::api::auth::csrf_for(&a);
+    for (path, form) in [
+        (
+            format!("/console/failures/{b_id}/replay"),
+            vec![("step", "confirm")],
+        ),
+        (
+            format!("/console/failures/{b_id}/replay"),
+            vec![("step", "preview")],
+        ),
+        (format!("/console/failures/{b_id}/reveal"), vec![]),
+        (
+            format!("/console/failures/{b_id}/discard"),
+            vec![("step", "confirm"), ("reason", "x")],
+        ),
+        (
+            format!("/console/batches/{river_batch}/release"),
+            vec![("reason", "x")],
+        ),
+        (format!("/console/replays/{admin_job}/resume"), vec![]),
+    ] {
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend(form);
+        let r = c
+            .post(u(&path))
+            .header("cookie", cookie.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&fields)
+                    .finish(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    // Without the CSRF value a form does nothing.
+    let r = c
+        .post(u(&format!("/console/failures/{}/discard", north[0])))
+        .header("cookie", cookie.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("step=confirm&reason=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
     let (_, html) = page(u("/console/audit")).await;
     assert!(
         !html.contains("riverton") && !html.contains("token.create"),
