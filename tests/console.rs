@@ -1167,3 +1167,62 @@ async fn cli_parity_and_held_batches_through_the_api() {
         "installation entries are not a council's"
     );
 }
+
+/// A bulk replay interrupted by a stop is resumed by the next `serve` on its own and published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_resumes_an_interrupted_bulk_replay_at_start() {
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .cli(None)
+            .arg("run")
+            .output()
+            .unwrap()
+            .status
+            .code()
+            .is_some()
+    );
+    let mapping = sandbox.path("mappings/northshire/supplier_payment.yaml");
+    let text = std::fs::read_to_string(&mapping).unwrap();
+    std::fs::write(
+        &mapping,
+        text.replace("BACS: bacs,", "BACS: bacs, DD: bacs,"),
+    )
+    .unwrap();
+    let job = {
+        let config = Arc::new(Config::load(&sandbox.config()).unwrap());
+        let registry = Arc::new(Registry::load(&config.schemas).unwrap());
+        let store = Store::open(&sandbox.store_path()).unwrap();
+        let filter = FailureFilter {
+            council: Some("northshire".into()),
+            field: Some("payment_method".into()),
+            ..Default::default()
+        };
+        let job = Operator::new(config, registry)
+            .bulk_replay(&store, &filter, "test-operator", "DD is Bacs", &|| true)
+            .unwrap();
+        assert_eq!((job.status.as_str(), job.queued), ("interrupted", 0));
+        job.id
+    };
+    let mut consumer = Consumer::bind(&sandbox).await;
+    let serve = Console::start_command(&sandbox, "serve", Some(&broker_url()));
+    let store = Store::open(&sandbox.store_path()).unwrap();
+    let start = Instant::now();
+    while store.replay_job(&job).unwrap().status != "done" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the job was not resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(store.replay_job(&job).unwrap().queued, 1);
+    let got = consumer.drain(Duration::from_secs(3), 5_000).await;
+    consumer.cleanup().await;
+    drop(serve);
+    let replayed: Vec<_> = got
+        .iter()
+        .filter(|m| m.headers.contains_key("x-replay-of"))
+        .collect();
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(replayed[0].body["payment_method"], "bacs");
+}

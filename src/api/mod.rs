@@ -88,6 +88,19 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Resumes the bulk replay jobs a stopped process left `running` or `interrupted` (each record
+/// is replayed at most once, whoever resumes it). Returns how many were resumed.
+pub fn resume_unfinished_jobs(state: &ApiState) -> usize {
+    let jobs = state.store.replay_jobs(1_000).unwrap_or_default();
+    let mut n = 0;
+    for j in jobs.into_iter().filter(|j| j.status != "done") {
+        tracing::info!(job = %j.id, status = %j.status, "resuming a bulk replay");
+        v1::spawn_job(state, j.id);
+        n += 1;
+    }
+    n
+}
+
 /// Serves the routes on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,

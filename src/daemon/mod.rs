@@ -218,6 +218,8 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
             Arc::new(move || wake.notify_one())
         },
     };
+    // Bulk replays a stop interrupted carry on where they were.
+    api::resume_unfinished_jobs(&state);
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, state, async move {
         let _ = api_stop.wait_for(|stop| *stop).await;
