@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672 (and that
-# openssh-server is installed, for tests/sftp.rs), then run
+# openssh-server is installed, for tests/sftp.rs, and chromium + chromium-driver, for
+# tests/browser.rs), then run
 # `cargo test --all-targets --locked` from the repository root. Extra arguments go to cargo test.
 #
 #   scripts/test.sh                        # broker + whole test suite
@@ -111,6 +112,21 @@ ensure_sshd() {
     [ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd still missing after installing openssh-server"
 }
 
+# tests/browser.rs drives Debian's chromium through chromedriver (W3C WebDriver).
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+        return 0
+    fi
+    log "chromium / chromium-driver are not installed (tests/browser.rs needs them): installing them with apt-get"
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver || rc=$?
+    fi
+    [ "$rc" -eq 0 ] || die "apt-get could not install chromium chromium-driver (exit $rc)"
+    [ -x /usr/bin/chromedriver ] || die "/usr/bin/chromedriver still missing after installing chromium-driver"
+}
+
 ensure_broker() {
     if ! command -v rabbitmq-server >/dev/null 2>&1; then
         install_broker
@@ -174,6 +190,7 @@ main() {
         return 0
     fi
     ensure_sshd
+    ensure_chromium
 
     if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-/root}/.cargo/bin/cargo" ]; then
         export PATH="${HOME:-/root}/.cargo/bin:$PATH"

@@ -3,6 +3,15 @@
 //! attempt) and `/metrics` (Prometheus text format; see [`crate::metrics`]).
 //!
 //! None of them needs a token and none shows a record: counts, states and times only.
+//!
+//! The operators' API under `/api/v1` ([`v1`], described by `/api/v1/openapi.json`) and the
+//! web console under `/console` ([`console`]) need a token ([`auth`]): a token scoped to some
+//! councils gets "not found" for anything of another council, so existence does not leak.
+
+pub mod auth;
+mod console;
+mod openapi;
+mod v1;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +69,12 @@ pub struct ApiState {
     pub broker: Arc<BrokerState>,
     /// Refreshes the scrape-time gauges (outbox depth, held batches, lateness) before a render.
     pub refresh: Arc<dyn Fn() + Send + Sync>,
+    /// Replays and masking, with the configuration the API does not read itself.
+    pub operator: Arc<crate::pipeline::Operator>,
+    /// Every configured feed's status (JSON objects with at least `council` and `feed`).
+    pub feeds: Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>,
+    /// Called when messages were queued (wakes the publisher, when one runs in this process).
+    pub queued: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// The routes.
@@ -68,7 +83,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(v1::routes())
+        .merge(console::routes())
         .with_state(state)
+}
+
+/// Resumes the bulk replay jobs a stopped process left `running` or `interrupted` (each record
+/// is replayed at most once, whoever resumes it). Returns how many were resumed.
+pub fn resume_unfinished_jobs(state: &ApiState) -> usize {
+    let jobs = state.store.replay_jobs(1_000).unwrap_or_default();
+    let mut n = 0;
+    for j in jobs.into_iter().filter(|j| j.status != "done") {
+        tracing::info!(job = %j.id, status = %j.status, "resuming a bulk replay");
+        v1::spawn_job(state, j.id);
+        n += 1;
+    }
+    n
 }
 
 /// Serves the routes on `listener` until `shutdown` resolves.

@@ -55,6 +55,8 @@ pub struct Cli {
 }
 
 /// Commands.
+// Parsed once per process: the size of the largest variant (the failure filters) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Process the configured feeds' files once, then publish what waits in the outbox.
@@ -134,6 +136,121 @@ pub enum Command {
         #[command(subcommand)]
         action: BrokerCmd,
     },
+    /// The operators' API (/api/v1) and web console (/console) alone: no feeds are read and
+    /// nothing is published (replayed messages wait for `serve` or `outbox flush`).
+    Console {
+        /// Address to listen on (default: `listen:` in the configuration, else 127.0.0.1:9464).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// API tokens for the console and /api/v1.
+    Tokens {
+        /// create | list | revoke
+        #[command(subcommand)]
+        action: TokensCmd,
+    },
+    /// The audit log: replays, discards, releases, reveals, token changes.
+    Audit {
+        /// list
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+}
+
+/// `tokens` actions.
+#[derive(Debug, Subcommand)]
+pub enum TokensCmd {
+    /// Create a token; its secret is printed once (as `token` with --json) and stored only as
+    /// a hash.
+    Create {
+        /// viewer (read, personal data masked) | operator (replay, discard, release, reveal) |
+        /// admin.
+        #[arg(long)]
+        role: String,
+        /// Councils it may see: one, several (`a,b`) or `*` for every council.
+        #[arg(long)]
+        council: String,
+        /// A name for people (who holds it).
+        #[arg(long, default_value = "unnamed")]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: i64,
+    },
+}
+
+/// `audit` actions.
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Newest first.
+    List {
+        /// Only this council's entries.
+        #[arg(long)]
+        council: Option<String>,
+        /// Only actions starting with this (`failure.`, `token.`).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Which failures (`failures list`, `failures replay --matching`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FailureFilterArgs {
+    /// Only this council.
+    #[arg(long)]
+    pub council: Option<String>,
+    /// Only this feed.
+    #[arg(long)]
+    pub feed: Option<String>,
+    /// Only this canonical entity (e.g. payroll.pay_result).
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Only this kind: decode, mapping, validation, unroutable, refused, dead-lettered.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only failures with an error of this rule.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Only failures with an error on this canonical field.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Failed at or after (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Failed before (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Text in the file name or an error message.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// open (default), replayed, discarded or all.
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+impl FailureFilterArgs {
+    fn filter(&self) -> crate::store::FailureFilter {
+        crate::store::FailureFilter {
+            council: self.council.clone(),
+            feed: self.feed.clone(),
+            entity: self.entity.clone(),
+            kind: self.kind.clone(),
+            rule: self.rule.clone(),
+            field: self.field.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            text: self.text.clone(),
+            status: self.status.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// `store` actions.
@@ -160,14 +277,17 @@ pub enum OutboxCmd {
 /// `failures` actions.
 #[derive(Debug, Subcommand)]
 pub enum FailuresCmd {
-    /// List open failures.
+    /// List open failures (filters narrow the list).
     List {
-        /// Only this council.
-        #[arg(long)]
-        council: Option<String>,
-        /// Include replayed ones.
+        /// Which failures.
+        #[command(flatten)]
+        filter: FailureFilterArgs,
+        /// Include replayed and discarded ones (same as --status all).
         #[arg(long)]
         all: bool,
+        /// After this failure id (paging).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -177,13 +297,35 @@ pub enum FailuresCmd {
         /// Failure id.
         id: i64,
     },
-    /// Re-map a failure's raw record with the current mapping and queue it.
+    /// Re-map failures' raw records with the current mapping and queue them (or re-queue a
+    /// stored message); by id, or every failure matching the filters with --matching (a
+    /// resumable bulk job).
     Replay {
+        /// Failure ids.
+        ids: Vec<i64>,
+        /// Replay every open failure matching the filters (a bulk job, resumable).
+        #[arg(long)]
+        matching: bool,
+        /// Which failures, with --matching.
+        #[command(flatten)]
+        filter: FailureFilterArgs,
+        /// Resume an interrupted bulk job.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Report what would happen per record; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "mapping or data fixed")]
+        reason: String,
+    },
+    /// Discard failures: kept, marked discarded, never replayed. Audited.
+    Discard {
         /// Failure ids.
         #[arg(required = true)]
         ids: Vec<i64>,
         /// Why (kept in the audit log).
-        #[arg(long, default_value = "mapping or data fixed")]
+        #[arg(long)]
         reason: String,
     },
 }
@@ -478,6 +620,13 @@ fn registry(env: &Env) -> Result<Registry> {
     })
 }
 
+fn operator(env: &Env) -> Result<pipeline::Operator> {
+    Ok(pipeline::Operator::new(
+        std::sync::Arc::new(env.config.clone()),
+        std::sync::Arc::new(registry(env)?),
+    ))
+}
+
 fn actor() -> String {
     std::env::var("COUNCIL_BRIDGE_ACTOR")
         .or_else(|_| std::env::var("USER"))
@@ -508,6 +657,7 @@ fn purpose(command: &Command) -> &'static str {
         Command::Outbox { .. } => "outbox flush",
         Command::Failures { .. } => "failures replay",
         Command::Batches { .. } => "batches release",
+        Command::Console { .. } => "console",
         _ => "council-bridge",
     }
 }
@@ -723,17 +873,73 @@ async fn execute(cli: &Cli) -> Result<u8> {
             let store = open_store(&env)?;
             match action {
                 FailuresCmd::List {
-                    council,
+                    filter,
                     all,
+                    after,
                     limit,
                 } => {
-                    if let Some(c) = council
+                    if let Some(c) = &filter.council
                         && env.config.council(c).is_none()
                     {
                         return Err(unknown_council(&env.config, c));
                     }
-                    render::failures(cli.json, &store.failures(council.as_deref(), *all, *limit)?);
+                    let mut f = filter.filter();
+                    if *all {
+                        f.status = Some("all".into());
+                    }
+                    if f.entity.is_some() {
+                        operator(&env)?.resolve(&mut f);
+                    }
+                    render::failures(cli.json, &store.failures_matching(&f, *after, *limit)?);
                     Ok(0)
+                }
+                FailuresCmd::Discard { ids, reason } => {
+                    let mut code = 0;
+                    for id in ids {
+                        match store.discard_failure(*id, &actor(), reason) {
+                            Ok(()) => println!("failure {id}: discarded (audited)"),
+                            Err(e) => {
+                                code = 1;
+                                println!("failure {id}: not discarded: {e}");
+                            }
+                        }
+                    }
+                    Ok(code)
+                }
+                FailuresCmd::Replay {
+                    ids,
+                    matching,
+                    filter,
+                    resume,
+                    dry_run,
+                    reason,
+                } if *matching || resume.is_some() || *dry_run => {
+                    let op = operator(&env)?;
+                    let mut f = filter.filter();
+                    if !ids.is_empty() {
+                        f.ids = Some(ids.clone());
+                    } else if !*matching && resume.is_none() {
+                        bail!("name failure ids, or --matching with filters");
+                    }
+                    op.resolve(&mut f);
+                    if *dry_run {
+                        let d = op.dry_run(&store, &f, 1000)?;
+                        render::dry_run(cli.json, &d);
+                        return Ok(0);
+                    }
+                    let stop = || pipeline::stop_requested();
+                    tokio::spawn(async {
+                        if tokio::signal::ctrl_c().await.is_ok() {
+                            pipeline::request_stop();
+                        }
+                    });
+                    let job = match resume {
+                        Some(j) => op.resume(&store, j, &stop)?,
+                        None => op.bulk_replay(&store, &f, &actor(), reason, &stop)?,
+                    };
+                    let flush = flush_if_configured(&env, &store, &Retry::default()).await?;
+                    render::replay_job(cli.json, &job, flush.as_ref());
+                    Ok(if job.status == "done" { 0 } else { 1 })
                 }
                 FailuresCmd::Show { id } => {
                     let failure = store.failure(*id)?;
@@ -741,7 +947,10 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     render::failure(cli.json, &failure, &env.config, &registry);
                     Ok(0)
                 }
-                FailuresCmd::Replay { ids, reason } => {
+                FailuresCmd::Replay { ids, reason, .. } => {
+                    if ids.is_empty() {
+                        bail!("name failure ids, or --matching with filters");
+                    }
                     let registry = registry(&env)?;
                     let mut code = 0;
                     let mut outcomes = Vec::new();
@@ -936,6 +1145,107 @@ async fn execute(cli: &Cli) -> Result<u8> {
             action: CouncilCmd::Init { id, name },
         } => toolkit::council_init(cli.json, &env, id, name.as_deref()),
         Command::Schema { action } => schema_command(cli, &env, action),
+        Command::Console { listen } => {
+            let registry = registry(&env)?;
+            let store = open_store(&env)?;
+            let listen = listen
+                .clone()
+                .or_else(|| env.config.listen.clone())
+                .unwrap_or_else(|| crate::config::DEFAULT_LISTEN.to_string());
+            crate::daemon::console(
+                std::sync::Arc::new(env.config.clone()),
+                std::sync::Arc::new(registry),
+                std::sync::Arc::new(store),
+                &listen,
+            )
+            .await?;
+            Ok(0)
+        }
+        Command::Tokens { action } => {
+            let store = open_store(&env)?;
+            match action {
+                TokensCmd::Create {
+                    role,
+                    council,
+                    name,
+                } => {
+                    if !crate::api::auth::ROLES.contains(&role.as_str()) {
+                        bail!("unknown role `{role}` (roles: viewer, operator, admin)");
+                    }
+                    let councils: Option<Vec<String>> = if council.trim() == "*" {
+                        None
+                    } else {
+                        let list: Vec<String> = council
+                            .split(',')
+                            .map(|c| c.trim().to_string())
+                            .filter(|c| !c.is_empty())
+                            .collect();
+                        for c in &list {
+                            if env.config.council(c).is_none() {
+                                bail!(
+                                    "no council `{c}` is configured (councils: {}; `*` for all)",
+                                    env.config
+                                        .councils
+                                        .iter()
+                                        .map(|c| c.id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                );
+                            }
+                        }
+                        if list.is_empty() {
+                            bail!("--council needs a council id, a list `a,b`, or `*`");
+                        }
+                        Some(list)
+                    };
+                    let secret = crate::api::auth::new_secret().map_err(anyhow::Error::msg)?;
+                    let id = store.create_token(
+                        name,
+                        role,
+                        councils.as_deref(),
+                        &crate::api::auth::hash_secret(&secret),
+                        &actor(),
+                    )?;
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"id": id, "name": name, "role": role, "councils": councils, "token": secret})
+                        );
+                    } else {
+                        println!("token {id} ({name}, {role}, councils {council}):\n{secret}");
+                        println!(
+                            "This secret is shown once and stored only as a hash: keep it now."
+                        );
+                    }
+                    Ok(0)
+                }
+                TokensCmd::List => {
+                    render::tokens(cli.json, &store.tokens()?);
+                    Ok(0)
+                }
+                TokensCmd::Revoke { id } => {
+                    store.revoke_token(*id, &actor())?;
+                    println!("token {id} revoked (audited)");
+                    Ok(0)
+                }
+            }
+        }
+        Command::Audit {
+            action:
+                AuditCmd::List {
+                    council,
+                    action,
+                    limit,
+                },
+        } => {
+            let store = open_store(&env)?;
+            let scope = council.clone().map(|c| vec![c]);
+            render::audit(
+                cli.json,
+                &store.audit_entries(scope.as_deref(), action.as_deref(), None, *limit)?,
+            );
+            Ok(0)
+        }
         Command::Broker {
             action: BrokerCmd::Setup,
         } => {

@@ -647,6 +647,103 @@ pub(super) fn status(
     }
 }
 
+pub(super) fn dry_run(as_json: bool, d: &crate::pipeline::DryRun) {
+    if as_json {
+        print_json(d);
+        return;
+    }
+    println!(
+        "dry run (nothing changed): {} matching; {} would be queued, {} still fail with the current mapping, {} cannot be replayed",
+        d.matching, d.would_queue, d.still_failing, d.refused
+    );
+    for r in &d.records {
+        let extra = r
+            .get("message_id")
+            .and_then(Value::as_str)
+            .map(|m| format!(" message {m}"))
+            .or_else(|| r.get("errors").map(|e| format!(": {}", errors_summary(e))))
+            .or_else(|| {
+                r.get("reason")
+                    .and_then(Value::as_str)
+                    .map(|x| format!(": {x}"))
+            })
+            .unwrap_or_default();
+        println!(
+            "  failure {}: {}{extra}",
+            r["id"],
+            r["outcome"].as_str().unwrap_or("?")
+        );
+    }
+}
+
+pub(super) fn replay_job(
+    as_json: bool,
+    job: &crate::store::ReplayJob,
+    flush: Option<&FlushReport>,
+) {
+    if as_json {
+        print_json(&json!({"job": job, "flush": flush}));
+        return;
+    }
+    println!(
+        "replay job {} {}: {} queued, {} still failing, {} cannot be replayed (audited)",
+        job.id, job.status, job.queued, job.still_failing, job.refused
+    );
+    if job.status == "interrupted" {
+        println!(
+            "resume it with `council-bridge failures replay --resume {}`",
+            job.id
+        );
+    }
+    if let Some(f) = flush {
+        self::flush(false, f);
+    }
+}
+
+pub(super) fn tokens(as_json: bool, rows: &[crate::store::TokenRow]) {
+    if as_json {
+        print_json(&rows);
+        return;
+    }
+    for t in rows {
+        println!(
+            "{:>4}  {:<24} {:<9} {:<30} created {} by {}{}",
+            t.id,
+            t.name,
+            t.role,
+            t.councils
+                .as_ref()
+                .map_or_else(|| "*".to_string(), |c| c.join(",")),
+            t.created_at,
+            t.created_by,
+            t.revoked_at
+                .as_ref()
+                .map(|r| format!(", REVOKED {r}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub(super) fn audit(as_json: bool, rows: &[Value]) {
+    if as_json {
+        print_json(&rows);
+        return;
+    }
+    for r in rows {
+        println!(
+            "{}  {:<28} {:<22} {:<38} {:<12} {} ({} record(s)): {}",
+            r["at"].as_str().unwrap_or(""),
+            r["actor"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            r["target"].as_str().unwrap_or(""),
+            r["council"].as_str().unwrap_or("-"),
+            r["outcome"].as_str().unwrap_or("-"),
+            r["records"].as_i64().unwrap_or(0),
+            r["detail"].as_str().unwrap_or("")
+        );
+    }
+}
+
 /// "1 message", "2 messages".
 pub(super) fn plural(n: u64, word: &str) -> String {
     if n == 1 {

@@ -101,6 +101,70 @@ fn parse_time(t: &Option<String>) -> Option<DateTime<Utc>> {
         .map(|d| d.with_timezone(&Utc))
 }
 
+/// Every configured feed's status as JSON, for the API.
+fn feed_lister(
+    config: &Arc<Config>,
+    store: &Arc<Store>,
+    clock: &Arc<dyn Clock>,
+) -> Arc<dyn Fn() -> Vec<serde_json::Value> + Send + Sync> {
+    let (config, store, clock) = (config.clone(), store.clone(), clock.clone());
+    Arc::new(move || {
+        status::feed_statuses(&config, &store, clock.now())
+            .map(|v| {
+                v.iter()
+                    .filter_map(|f| serde_json::to_value(f).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// `council-bridge console`: the operators' API and web console alone (no feeds read, nothing
+/// published: replayed messages wait in the outbox for `serve` or `outbox flush`), until
+/// SIGTERM or SIGINT.
+pub async fn console(
+    config: Arc<Config>,
+    registry: Arc<Registry>,
+    store: Arc<Store>,
+    listen: &str,
+) -> Result<(), DaemonError> {
+    let handle = crate::metrics::install().map_err(DaemonError::Other)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let broker = Arc::new(BrokerState::default());
+    broker.not_configured();
+    let clock: Arc<dyn Clock> = Arc::new(crate::schedule::SystemClock);
+    let refresh = {
+        let (config, store, clock) = (config.clone(), store.clone(), clock.clone());
+        Arc::new(move || status::refresh_metrics(&config, &store, clock.now()))
+    };
+    let state = ApiState {
+        store: store.clone(),
+        metrics: handle,
+        broker,
+        refresh,
+        operator: Arc::new(pipeline::Operator::new(config.clone(), registry)),
+        feeds: feed_lister(&config, &store, &clock),
+        queued: Arc::new(|| {}),
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DaemonError::Other(format!("cannot watch for SIGTERM: {e}")))?;
+    tracing::info!(listen, "console serving");
+    api::serve(listener, state, async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        pipeline::request_stop();
+    })
+    .await
+    .map_err(|e| DaemonError::Other(format!("the console stopped: {e}")))
+}
+
 /// Runs until SIGTERM or SIGINT; returns `Ok` after a clean stop.
 pub async fn run(s: Serve) -> Result<(), DaemonError> {
     let handle = crate::metrics::install().map_err(DaemonError::Other)?;
@@ -138,18 +202,29 @@ pub async fn run(s: Serve) -> Result<(), DaemonError> {
         let (config, store, clock) = (s.config.clone(), s.store.clone(), s.clock.clone());
         Arc::new(move || status::refresh_metrics(&config, &store, clock.now()))
     };
+    let wake = Arc::new(Notify::new());
     let state = ApiState {
         store: s.store.clone(),
         metrics: handle,
         broker: broker_state.clone(),
         refresh,
+        operator: Arc::new(pipeline::Operator::new(
+            s.config.clone(),
+            s.registry.clone(),
+        )),
+        feeds: feed_lister(&s.config, &s.store, &s.clock),
+        queued: {
+            let wake = wake.clone();
+            Arc::new(move || wake.notify_one())
+        },
     };
+    // Bulk replays a stop interrupted carry on where they were.
+    api::resume_unfinished_jobs(&state);
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, state, async move {
         let _ = api_stop.wait_for(|stop| *stop).await;
     }));
 
-    let wake = Arc::new(Notify::new());
     let mut background = JoinSet::new();
     if let Some(broker) = &s.broker {
         background.spawn(publish_loop(

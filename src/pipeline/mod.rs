@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 pub use flush::{FlushReport, flush};
-pub use replay::{ReplayOutcome, replay_failure};
+pub use replay::{
+    DryRun, Operator, Plan, ReplayOutcome, describe_plan, replay_failure, without_values,
+};
 pub use runs::{ProcessOptions, Trigger, process_with};
 
 use std::sync::atomic::{AtomicBool, Ordering};

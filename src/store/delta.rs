@@ -178,6 +178,10 @@ impl Store {
                 batch_id,
                 &format!("{reason}; {n} messages dropped"),
             )?;
+            tx.execute(
+                "UPDATE audit SET records = ?1 WHERE id = last_insert_rowid()",
+                params![n as i64],
+            )?;
             tx.commit()?;
             Ok(Ok(n as u64))
         })?;

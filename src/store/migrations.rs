@@ -130,6 +130,47 @@ const MIGRATIONS: &[&str] = &[
     // 5: retention (a sent message keeps its id and content hash, not its payload).
     "ALTER TABLE outbox ADD COLUMN content_sha256 TEXT;
     ALTER TABLE outbox ADD COLUMN pruned_at TEXT;",
+    // 6 (operators' console): API tokens (only the sha256 of the secret), the audit log's
+    // council, outcome and record count, each failure's history, and resumable bulk replays.
+    "CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        councils TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT,
+        last_used_at TEXT
+    );
+    ALTER TABLE audit ADD COLUMN council TEXT;
+    ALTER TABLE audit ADD COLUMN outcome TEXT;
+    ALTER TABLE audit ADD COLUMN records INTEGER;
+    CREATE INDEX audit_by_council ON audit (council, id);
+    CREATE TABLE failure_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        failure_id INTEGER NOT NULL REFERENCES failures (id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX failure_events_by_failure ON failure_events (failure_id, id);
+    CREATE INDEX failures_by_status ON failures (status, id);
+    CREATE TABLE replay_jobs (
+        id TEXT PRIMARY KEY,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        filter TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_id INTEGER NOT NULL DEFAULT 0,
+        queued INTEGER NOT NULL DEFAULT 0,
+        still_failing INTEGER NOT NULL DEFAULT 0,
+        refused INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

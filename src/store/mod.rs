@@ -6,6 +6,7 @@
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline.
 
+mod console;
 mod delta;
 mod feeds;
 pub mod lease;
@@ -13,6 +14,7 @@ mod migrations;
 mod retention;
 mod runs;
 
+pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use delta::{FeedState, StateChange};
 pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
@@ -508,6 +510,10 @@ impl Store {
                 params![batch_id],
             )?;
             audit(&tx, actor, "batch.release", batch_id, reason)?;
+            tx.execute(
+                "UPDATE audit SET records = ?1 WHERE id = last_insert_rowid()",
+                params![n as i64],
+            )?;
             tx.commit()?;
             Ok(Ok(n as u64))
         })?
@@ -678,43 +684,23 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<()> {
+        self.replay_failure_with(id, message, actor, reason, true)
+    }
+
+    fn replay_failure_with(
+        &self,
+        id: i64,
+        message: &OutboundMessage,
+        actor: &str,
+        reason: &str,
+        audited: bool,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let (batch_id, council): (Option<String>, String) = tx.query_row(
-                "SELECT batch_id, council FROM failures WHERE id = ?1",
-                params![id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            tx.execute(
-                "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
-                 correlation_id, timestamp, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
-                 ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
-                 WHERE outbox.status IN ('failed', 'staged')",
-                params![
-                    message.message_id,
-                    batch_id,
-                    council,
-                    message.routing_key,
-                    Value::Object(message.headers.clone()).to_string(),
-                    message.body,
-                    message.correlation_id,
-                    message.timestamp,
-                    now()
-                ],
-            )?;
-            tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
-                params![id, now()],
-            )?;
-            audit(
-                &tx,
-                actor,
-                "failure.replay",
-                &id.to_string(),
-                &format!("{reason}; message {}", message.message_id),
-            )?;
-            tx.commit()
+            if replay_in(&tx, id, message, actor, reason, audited)? {
+                tx.commit()?;
+            }
+            Ok(())
         })
     }
 
@@ -727,22 +713,70 @@ impl Store {
         actor: &str,
         reason: &str,
     ) -> Result<()> {
+        self.requeue_failed_message_with(id, message_id, actor, reason, true)
+    }
+
+    fn requeue_failed_message_with(
+        &self,
+        id: i64,
+        message_id: &str,
+        actor: &str,
+        reason: &str,
+        audited: bool,
+    ) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
+            if requeue_in(&tx, id, message_id, actor, reason, audited)? {
+                tx.commit()?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One page of a bulk replay job in one transaction: each record resolved (queued, or
+    /// its new errors kept) and the job's position and counts advanced together, so an
+    /// interruption loses or repeats nothing.
+    pub fn apply_job_page(
+        &self,
+        job: &str,
+        actor: &str,
+        steps: &[JobStep<'_>],
+        last_id: i64,
+        refused: i64,
+    ) -> Result<()> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let (mut queued, mut still) = (0i64, 0i64);
+            for step in steps {
+                match step {
+                    JobStep::Queue(id, m) => {
+                        let sp = tx.savepoint()?;
+                        if replay_in(&sp, *id, m, actor, job, false)? {
+                            sp.commit()?;
+                            queued += 1;
+                        }
+                    }
+                    JobStep::Requeue(id, m) => {
+                        let sp = tx.savepoint()?;
+                        if requeue_in(&sp, *id, m, actor, job, false)? {
+                            sp.commit()?;
+                            queued += 1;
+                        }
+                    }
+                    JobStep::StillFailing(id, errors) => {
+                        tx.execute(
+                            "UPDATE failures SET errors = ?2 WHERE id = ?1",
+                            params![id, errors.to_string()],
+                        )?;
+                        console::failure_event(&tx, *id, actor, "replay", "still failing", job)?;
+                        still += 1;
+                    }
+                }
+            }
             tx.execute(
-                "UPDATE outbox SET status = 'pending' WHERE message_id = ?1 AND status = 'failed'",
-                params![message_id],
-            )?;
-            tx.execute(
-                "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1",
-                params![id, now()],
-            )?;
-            audit(
-                &tx,
-                actor,
-                "failure.requeue",
-                &id.to_string(),
-                &format!("{reason}; message {message_id}"),
+                "UPDATE replay_jobs SET last_id = ?2, queued = queued + ?3,
+                 still_failing = still_failing + ?4, refused = refused + ?5 WHERE id = ?1",
+                params![job, last_id, queued, still, refused],
             )?;
             tx.commit()
         })
@@ -771,6 +805,14 @@ impl Store {
                 "UPDATE failures SET errors = ?2 WHERE id = ?1",
                 params![id, errors.to_string()],
             )?;
+            console::failure_event(
+                &tx,
+                id,
+                actor,
+                "replay",
+                "still failing",
+                "still fails with the current mapping",
+            )?;
             audit(
                 &tx,
                 actor,
@@ -798,6 +840,96 @@ impl Store {
             .collect()
         })
     }
+}
+
+/// One record of a bulk replay page.
+#[derive(Debug)]
+pub enum JobStep<'a> {
+    /// Queue this re-mapped message for failure `.0`.
+    Queue(i64, &'a OutboundMessage),
+    /// Re-queue the stored message `.1` of failure `.0`.
+    Requeue(i64, &'a str),
+    /// Failure `.0` still fails with these errors.
+    StillFailing(i64, &'a Value),
+}
+
+/// Queues `message` for failure `id` and marks it replayed; `false` (caller rolls back) when
+/// the failure was no longer open.
+fn replay_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    message: &OutboundMessage,
+    actor: &str,
+    reason: &str,
+    audited: bool,
+) -> rusqlite::Result<bool> {
+    let (batch_id, council): (Option<String>, String) = tx.query_row(
+        "SELECT batch_id, council FROM failures WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    tx.execute(
+        "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+         correlation_id, timestamp, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
+         ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
+         WHERE outbox.status IN ('failed', 'staged')",
+        params![
+            message.message_id,
+            batch_id,
+            council,
+            message.routing_key,
+            Value::Object(message.headers.clone()).to_string(),
+            message.body,
+            message.correlation_id,
+            message.timestamp,
+            now()
+        ],
+    )?;
+    let resolved = tx.execute(
+        "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
+        params![id, now()],
+    )?;
+    if resolved != 1 {
+        return Ok(false);
+    }
+    let detail = format!("{reason}; message {}", message.message_id);
+    console::failure_event(tx, id, actor, "replay", "queued", &detail)?;
+    if audited {
+        audit(tx, actor, "failure.replay", &id.to_string(), &detail)?;
+    }
+    Ok(true)
+}
+
+/// Makes the stored message of failure `id` pending again (same id, with `x-replay-of`) and
+/// marks the failure replayed; `false` when it was no longer open (nothing changed).
+fn requeue_in(
+    tx: &rusqlite::Connection,
+    id: i64,
+    message_id: &str,
+    actor: &str,
+    reason: &str,
+    audited: bool,
+) -> rusqlite::Result<bool> {
+    let resolved = tx.execute(
+        "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
+        params![id, now()],
+    )?;
+    if resolved != 1 {
+        return Ok(false);
+    }
+    tx.execute(
+        "UPDATE outbox SET status = 'pending',
+           headers = json_set(headers, '$.\"x-replay-of\"', ?2)
+         WHERE message_id = ?1 AND status = 'failed'",
+        params![message_id, id.to_string()],
+    )?;
+    let detail = format!("{reason}; message {message_id}");
+    console::failure_event(tx, id, actor, "requeue", "queued", &detail)?;
+    if audited {
+        audit(tx, actor, "failure.requeue", &id.to_string(), &detail)?;
+    }
+    Ok(true)
 }
 
 const FAILURE_SELECT: &str =
@@ -841,14 +973,19 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
 }
 
 fn audit(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     actor: &str,
     action: &str,
     target: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
+    // The council the entry concerns, so a council-scoped token sees its own council's entries.
     tx.execute(
-        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
+         VALUES (?1, ?2, ?3, ?4, ?5,
+           CASE WHEN ?3 LIKE 'failure.%' THEN (SELECT council FROM failures WHERE id = CAST(?4 AS INTEGER))
+                ELSE (SELECT council FROM batches WHERE id = ?4) END,
+           CASE WHEN ?3 = 'failure.replay-failed' THEN 'still failing' ELSE 'done' END, 1)",
         params![now(), actor, action, target, detail],
     )
     .map(|_| ())
