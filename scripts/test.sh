@@ -9,6 +9,10 @@
 #
 # Environment:
 #   RABBITMQ_WAIT_SECS   how long to wait for the broker to come up (default 90)
+#   COUNCIL_BRIDGE_REQUIRE_REAL_DATA
+#                        1: the public real council files (../shared/data/real beside the
+#                        repository) must be there, their absence fails the tests (.ci/run sets
+#                        it); unset: tests that need them print that they were not run and why
 set -euo pipefail
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -162,6 +166,14 @@ main() {
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
 
+    if [ "${COUNCIL_BRIDGE_REQUIRE_REAL_DATA:-}" = "1" ]; then
+        [ -d ../shared/data/real ] || die "COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 but ../shared/data/real is missing beside $REPO_ROOT"
+        log "real council files required: $(cd ../shared/data/real && pwd)"
+    elif [ -d ../shared/data/real ]; then
+        log "real council files found in ../shared/data/real (set COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 to require them)"
+    else
+        log "../shared/data/real is missing: the tests on real council files will print NOT RUN"
+    fi
     log "running: cargo test --all-targets --locked${*:+ $*}"
     local out rc=0
     out="$(mktemp)"

@@ -1,13 +1,16 @@
 //! The onboarding path through the CLI: scaffold a draft from a sample, check it, preview it.
 
 mod common;
+mod real_data;
 
 use common::{Sandbox, stdout};
 
 #[test]
 fn scaffold_check_and_preview_a_real_file() {
+    let Some(sample) = real_data::file("leeds_2011-04_spend_HEAD.csv") else {
+        return;
+    };
     let sandbox = Sandbox::new();
-    let sample = common::repo().join("tests/fixtures/real/leeds_2011-04_spend_HEAD.csv");
     let draft = sandbox.path("mappings/northshire/leeds_draft.yaml");
     let out = sandbox
         .cli(None)

@@ -1,5 +1,11 @@
-//! The public files real councils published (tests/fixtures/real, see SOURCES.md there),
-//! onboarded with mappings only: every row maps, or fails for a stated reason.
+//! The public files real councils published (../shared/data/real beside the repository, see
+//! SOURCES.md there and tests/fixtures/real/SOURCES.md), onboarded with mappings only
+//! (tests/fixtures/real/councils): every row maps, or fails for a stated reason.
+//!
+//! Without ../shared each test prints that it was not run and why; with
+//! COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 (CI) that is a failure.
+
+mod real_data;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +21,19 @@ struct Run {
     bodies: BTreeMap<String, Vec<Value>>,
 }
 
-fn run_real_files() -> Run {
+/// The files the seven feeds of tests/fixtures/real/council-bridge.yaml read.
+const FILES: &[&str] = &[
+    "lambeth_2012-06_invoices_over_500_HEAD.csv",
+    "windsor_maidenhead_openlylocal_fixture_title_row.csv",
+    "harrogate_2015-04_spend_HEAD.csv",
+    "leeds_2011-04_spend_HEAD.csv",
+    "trafford_organisation_structure_2024-07.csv",
+    "peppol_bis3_ubl_invoice_base-example.xml",
+    "hmrc_rti_fps_sample_2014-15.xml",
+];
+
+fn run_real_files() -> Option<Run> {
+    real_data::files(FILES)?;
     let config = Config::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real/council-bridge.yaml"),
     )
@@ -34,7 +52,7 @@ fn run_real_files() -> Run {
             .or_default()
             .push(serde_json::from_slice(&m.message.body).unwrap());
     }
-    Run { reports, bodies }
+    Some(Run { reports, bodies })
 }
 
 fn counts(run: &Run, council: &str) -> (u64, u64, u64) {
@@ -44,6 +62,7 @@ fn counts(run: &Run, council: &str) -> (u64, u64, u64) {
         .find(|r| r.council == council)
         .unwrap_or_else(|| panic!("{council} ran"));
     assert!(r.error.is_none(), "{council}: {:?}", r.error);
+    assert_eq!(r.files.len(), 1, "{council}: one file read from ../shared/data/real");
     let f = &r.files[0];
     (f.read, f.valid, f.rejected)
 }
@@ -57,7 +76,7 @@ fn find<'a>(run: &'a Run, council: &str, key: &str, value: &str) -> &'a Value {
 
 #[test]
 fn every_row_of_every_real_file_maps() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     // (rows read, valid, rejected): the files' data rows, title blocks and blank rows excluded.
     assert_eq!(counts(&run, "lambeth"), (94, 94, 0));
     assert_eq!(counts(&run, "windsor-maidenhead"), (19, 19, 0));
@@ -75,7 +94,7 @@ fn every_row_of_every_real_file_maps() {
 
 #[test]
 fn lambeth_title_block_mojibake_and_quoted_thousands() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let first = &run.bodies["lambeth"][0];
     assert_eq!(first["supplier_name"], "170 Community Project");
     assert_eq!(first["payment_date"], "2012-06-08");
@@ -96,7 +115,7 @@ fn lambeth_title_block_mojibake_and_quoted_thousands() {
 
 #[test]
 fn windsor_maidenhead_windows_1252_title_row_and_blank_rows() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let b = find(
         &run,
         "windsor-maidenhead",
@@ -126,7 +145,7 @@ fn windsor_maidenhead_windows_1252_title_row_and_blank_rows() {
 
 #[test]
 fn harrogate_labels_that_lie_and_negative_lines() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let b = find(&run, "harrogate", "transaction_id", "4626511");
     assert_eq!(
         b["service_area"], "Bereavement Services",
@@ -143,7 +162,7 @@ fn harrogate_labels_that_lie_and_negative_lines() {
 
 #[test]
 fn leeds_dd_mon_yyyy_dates_leading_zero_codes_and_trailing_empty_columns() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let b = find(&run, "leeds", "transaction_id", "1104-00001");
     assert_eq!(
         (
@@ -158,7 +177,7 @@ fn leeds_dd_mon_yyyy_dates_leading_zero_codes_and_trailing_empty_columns() {
 
 #[test]
 fn trafford_na_placeholders_become_absent_values() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let ceo = run.bodies["trafford"]
         .iter()
         .find(|b| b["level"] == 1)
@@ -185,7 +204,7 @@ fn trafford_na_placeholders_become_absent_values() {
 
 #[test]
 fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let inv = &run.bodies["peppol-example"][0];
     assert_eq!(inv["invoice_id"], "Snippet1");
     assert_eq!(
@@ -202,7 +221,7 @@ fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
 
 #[test]
 fn hmrc_fps_employees_with_repeated_ni_letters() {
-    let run = run_real_files();
+    let Some(run) = run_real_files() else { return };
     let second = find(&run, "hmrc-fps-example", "employee_number", "123-A02");
     assert_eq!(
         (
@@ -222,4 +241,33 @@ fn hmrc_fps_employees_with_repeated_ni_letters() {
             .all(|b| b.get("nino").is_none()),
         "pay results carry no NINO"
     );
+}
+
+#[test]
+fn a_missing_real_file_is_not_run_here_and_a_failure_where_required() {
+    let nowhere = tempfile::tempdir().unwrap();
+    assert_eq!(
+        real_data::locate(nowhere.path(), "lambeth.csv", false),
+        Ok(None)
+    );
+    let err = real_data::locate(nowhere.path(), "lambeth.csv", true).unwrap_err();
+    assert!(
+        err.contains("lambeth.csv is missing") && err.contains("COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sources_md_lists_every_real_file_and_each_is_there() {
+    let Some(dir) = real_data::all() else { return };
+    let text = std::fs::read_to_string(dir.join("SOURCES.md")).unwrap();
+    let listed = real_data::listed(&text);
+    assert!(listed.len() >= 22, "{listed:?}");
+    for name in std::fs::read_dir(&dir).unwrap() {
+        let name = name.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name == "SOURCES.md" || listed.contains(&name),
+            "{name} in ../shared/data/real is not in its SOURCES.md"
+        );
+    }
 }

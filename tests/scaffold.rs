@@ -3,6 +3,8 @@
 //! (or fail only on the TODOs it declares), and pick the columns the answer key uses.
 
 /// Named `toolkit::…` so that `cargo test --test scaffold --lib toolkit` runs them too.
+mod real_data;
+
 mod toolkit {
     use std::path::{Path, PathBuf};
 
@@ -15,6 +17,15 @@ mod toolkit {
 
     fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// A sample: `real:<name>` is a file in ../shared/data/real (`None` when absent, see
+    /// tests/real_data), anything else a path in the repository.
+    fn sample(s: &str) -> Option<PathBuf> {
+        match s.strip_prefix("real:") {
+            Some(name) => crate::real_data::file(name),
+            None => Some(root().join(s)),
+        }
     }
 
     fn registry() -> Registry {
@@ -141,35 +152,35 @@ mod toolkit {
 
     const CASES: &[Case] = &[
         Case {
-            sample: "tests/fixtures/real/leeds_2011-04_spend_HEAD.csv",
+            sample: "real:leeds_2011-04_spend_HEAD.csv",
             entity: "finance.supplier_payment",
             council: "leeds",
             answer: "tests/fixtures/real/councils/leeds/spend.yaml",
             min_fields: 0.8,
         },
         Case {
-            sample: "tests/fixtures/real/harrogate_2015-04_spend_HEAD.csv",
+            sample: "real:harrogate_2015-04_spend_HEAD.csv",
             entity: "finance.supplier_payment",
             council: "harrogate",
             answer: "tests/fixtures/real/councils/harrogate/spend.yaml",
             min_fields: 0.75,
         },
         Case {
-            sample: "tests/fixtures/real/trafford_organisation_structure_2024-07.csv",
+            sample: "real:trafford_organisation_structure_2024-07.csv",
             entity: "hr.post",
             council: "trafford",
             answer: "tests/fixtures/real/councils/trafford/organisation_structure.yaml",
             min_fields: 1.0,
         },
         Case {
-            sample: "tests/fixtures/real/lambeth_2012-06_invoices_over_500_HEAD.csv",
+            sample: "real:lambeth_2012-06_invoices_over_500_HEAD.csv",
             entity: "finance.supplier_payment",
             council: "lambeth",
             answer: "tests/fixtures/real/councils/lambeth/invoices_over_500.yaml",
             min_fields: 1.0,
         },
         Case {
-            sample: "tests/fixtures/real/windsor_maidenhead_openlylocal_fixture_title_row.csv",
+            sample: "real:windsor_maidenhead_openlylocal_fixture_title_row.csv",
             entity: "finance.supplier_payment",
             council: "windsor-maidenhead",
             answer: "tests/fixtures/real/councils/windsor-maidenhead/payments_over_500.yaml",
@@ -219,7 +230,10 @@ mod toolkit {
         let mut failures = Vec::new();
         for case in CASES {
             let entity = registry.get(case.entity).unwrap();
-            let s = scaffold(&root().join(case.sample), entity, case.council).unwrap();
+            let Some(path) = sample(case.sample) else {
+                continue;
+            };
+            let s = scaffold(&path, entity, case.council).unwrap();
             // Valid YAML whatever else.
             serde_saphyr::from_str::<Value>(&s.yaml).unwrap_or_else(|e| {
                 panic!("{}: the draft is not YAML: {e}\n{}", case.sample, s.yaml)
@@ -262,26 +276,6 @@ mod toolkit {
         let draft = |sample: &str, entity: &str| {
             scaffold(&root().join(sample), registry.get(entity).unwrap(), "x").unwrap()
         };
-        let windsor = draft(
-            "tests/fixtures/real/windsor_maidenhead_openlylocal_fixture_title_row.csv",
-            "finance.supplier_payment",
-        );
-        assert_eq!(windsor.source.encoding.as_deref(), Some("windows-1252"));
-        assert_eq!(windsor.source.title_rows, 1);
-        assert!(
-            windsor.yaml.contains("header_match: \"^Supplier Name$\""),
-            "{}",
-            windsor.yaml
-        );
-        assert_eq!(windsor.key, ["source_reference"]);
-
-        let lambeth = draft(
-            "tests/fixtures/real/lambeth_2012-06_invoices_over_500_HEAD.csv",
-            "finance.supplier_payment",
-        );
-        assert_eq!(lambeth.source.title_rows, 9);
-        assert!(lambeth.yaml.contains("header_match: \"^Supplier Name$\""));
-
         let payroll = draft(
             "mappings/northshire/samples/payroll/payroll_202610.csv",
             "payroll.pay_result",
@@ -314,26 +308,6 @@ mod toolkit {
             hr.yaml
         );
 
-        let leeds = draft(
-            "tests/fixtures/real/leeds_2011-04_spend_HEAD.csv",
-            "finance.supplier_payment",
-        );
-        assert_eq!(leeds.key, ["transaction_id"]);
-        assert!(
-            leeds
-                .yaml
-                .contains("transforms: [{ date: \"dd-MMM-yyyy\" }]")
-        );
-        assert!(leeds.yaml.contains("(17 column(s) without a header name"));
-        assert!(!leeds.yaml.contains("is it a trailer"));
-
-        let harrogate = draft(
-            "tests/fixtures/real/harrogate_2015-04_spend_HEAD.csv",
-            "finance.supplier_payment",
-        );
-        // One transaction number covers several lines: the line is the key, as in the answer key.
-        assert_eq!(harrogate.key, ["source_reference"]);
-
         let xlsx = draft(
             "mappings/eastborough/samples/ap/payments_2026-11.xlsx",
             "finance.supplier_payment",
@@ -350,12 +324,75 @@ mod toolkit {
     }
 
     #[test]
+    fn the_source_options_of_real_files_match_the_answer_keys() {
+        let registry = registry();
+        let draft = |name: &str, entity: &str| {
+            crate::real_data::file(name)
+                .map(|p| scaffold(&p, registry.get(entity).unwrap(), "x").unwrap())
+        };
+        let Some(windsor) = draft(
+            "windsor_maidenhead_openlylocal_fixture_title_row.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        assert_eq!(windsor.source.encoding.as_deref(), Some("windows-1252"));
+        assert_eq!(windsor.source.title_rows, 1);
+        assert!(
+            windsor.yaml.contains("header_match: \"^Supplier Name$\""),
+            "{}",
+            windsor.yaml
+        );
+        assert_eq!(windsor.key, ["source_reference"]);
+
+        let Some(lambeth) = draft(
+            "lambeth_2012-06_invoices_over_500_HEAD.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        assert_eq!(lambeth.source.title_rows, 9);
+        assert!(lambeth.yaml.contains("header_match: \"^Supplier Name$\""));
+
+        let Some(leeds) = draft(
+            "leeds_2011-04_spend_HEAD.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        assert_eq!(leeds.key, ["transaction_id"]);
+        assert!(
+            leeds
+                .yaml
+                .contains("transforms: [{ date: \"dd-MMM-yyyy\" }]")
+        );
+        assert!(leeds.yaml.contains("(17 column(s) without a header name"));
+        assert!(!leeds.yaml.contains("is it a trailer"));
+
+        let Some(harrogate) = draft(
+            "harrogate_2015-04_spend_HEAD.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        // One transaction number covers several lines: the line is the key, as in the answer key.
+        assert_eq!(harrogate.key, ["source_reference"]);
+
+    }
+
+    #[test]
     fn a_draft_with_todos_fails_to_compile_only_on_them() {
+        let Some(real) = crate::real_data::files(&[
+            "hmrc_rti_fps_sample_2014-15.xml",
+            "leeds_2011-04_spend_HEAD.csv",
+        ]) else {
+            return;
+        };
         let registry = registry();
         // An XML submission: no pay period columns, so the "pay_period or tax_period" group is the
         // officer's to fill, and the record path is a guess.
         let s = scaffold(
-            &root().join("tests/fixtures/real/hmrc_rti_fps_sample_2014-15.xml"),
+            &real[0],
             registry.get("payroll.pay_result").unwrap(),
             "hmrc",
         )
@@ -378,7 +415,7 @@ mod toolkit {
         // Leeds' spend file as a purchase invoice: most required fields have no column.
         let entity = registry.get("finance.purchase_invoice").unwrap();
         let s = scaffold(
-            &root().join("tests/fixtures/real/leeds_2011-04_spend_HEAD.csv"),
+            &real[1],
             entity,
             "leeds",
         )
@@ -416,11 +453,14 @@ mod toolkit {
         let registry = registry();
         for case in &CASES[..8] {
             let entity = registry.get(case.entity).unwrap();
-            let s = scaffold(&root().join(case.sample), entity, case.council).unwrap();
+            let Some(path) = sample(case.sample) else {
+                continue;
+            };
+            let s = scaffold(&path, entity, case.council).unwrap();
             let draft = compile_str("draft.yaml", &s.yaml, &registry).unwrap();
             let answer = load(&root().join(case.answer), &registry).unwrap();
             let ok = |m| {
-                let bytes = std::fs::read(root().join(case.sample)).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
                 let p = preview(m, entity, "sample", std::io::Cursor::new(bytes), 10_000).unwrap();
                 (p.records.iter().filter(|r| r.ok).count(), p.records.len())
             };
