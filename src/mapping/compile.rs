@@ -8,7 +8,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::expr::Expr;
 use super::spec::{ColumnSpec, FieldSpec, MappingSpec, SourceSpec, TrailerSpec};
-use super::transforms::DateFormat;
+use super::transforms::{DateFormat, PeriodFormat};
 use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema, did_you_mean};
 use crate::formats::csv::{ControlMatch, CsvOptions};
 use crate::formats::encoding::Encoding;
@@ -126,6 +126,8 @@ pub(super) enum Transform {
     Compact,
     Digits,
     Date(Vec<DateFormat>),
+    /// A month, quarter, range or financial period: `{start, end, precision}`.
+    Period(Vec<PeriodFormat>),
     Money,
     Pence,
     Integer,
@@ -164,6 +166,7 @@ impl Transform {
             Transform::Compact => "compact",
             Transform::Digits => "digits",
             Transform::Date(_) => "date",
+            Transform::Period(_) => "period",
             Transform::Money => "money",
             Transform::Pence => "pence",
             Transform::Integer => "integer",
@@ -182,7 +185,7 @@ impl Transform {
 }
 
 const TRANSFORMS: &[&str] = &[
-    "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
+    "trim", "upper", "lower", "compact", "digits", "date", "period", "money", "pence", "integer", "decimal",
     "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map", "expr",
 ];
 
@@ -447,7 +450,7 @@ pub(super) fn compile(
         }
     }
     for k in &spec.key.value {
-        match fields.iter().find(|f| &f.path == k) {
+        match fields.iter_mut().find(|f| &f.path == k) {
             None => cx.at(
                 &spec.key.referenced,
                 Some(k),
@@ -457,16 +460,9 @@ pub(super) fn compile(
                 if f.pii.is_some() {
                     cx.at(&spec.key.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
                 }
-                if !f.required
-                    && !matches!(f.source, FieldSource::Literal(_))
-                    && f.default.is_none()
-                {
-                    cx.at(
-                        &spec.key.referenced,
-                        Some(k),
-                        "a key field must be `required: true` (or have a default)",
-                    );
-                }
+                // A key field is required whether or not it says so: a record without its key
+                // cannot be published.
+                f.required = true;
             }
         }
     }
@@ -1109,6 +1105,7 @@ fn compile_field(
             Transform::Money | Transform::Pence | Transform::Integer => JsonType::Integer,
             Transform::Decimal => JsonType::Number,
             Transform::Boolean => JsonType::Boolean,
+            Transform::Period(_) => JsonType::Object,
             Transform::Map { values, .. } => {
                 let types: Vec<JsonType> = values.values().map(type_of).collect();
                 types
@@ -1251,6 +1248,25 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
                 return None;
             }
             Some(Transform::Date(formats))
+        }
+        ("period", Some(arg)) => {
+            let list: Vec<&Value> = match arg {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            let mut formats = Vec::new();
+            for v in list {
+                match v.as_str().map(PeriodFormat::new) {
+                    Some(Ok(f)) => formats.push(f),
+                    Some(Err(e)) => cx.at(&loc, Some(path), e),
+                    None => cx.at(&loc, Some(path), "`period` takes a format or a list of formats, e.g. `period: [MMMM yyyy, yyyy-mm]`"),
+                }
+            }
+            if formats.is_empty() {
+                cx.at(&loc, Some(path), "`period` needs at least one format");
+                return None;
+            }
+            Some(Transform::Period(formats))
         }
         ("map", Some(Value::Object(o))) => {
             let mut values = HashMap::new();
@@ -1436,7 +1452,7 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             }
         },
         (
-            "date" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round" | "lookup",
+            "date" | "period" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round" | "lookup",
             _,
         ) => {
             cx.at(
