@@ -1678,6 +1678,7 @@ fn entity_fields(entity: &Entity) -> Vec<FieldInfo> {
             .iter()
             .filter(|(k, _)| *k == path)
             .chain(SYNONYMS.iter().filter(|(k, _)| *k == leaf && *k != path))
+            .chain(TRANSPARENCY_SYNONYMS.iter().filter(|(k, _)| *k == path))
             .flat_map(|(_, list)| list.iter())
             .map(|s| tokens(s))
             .collect();
@@ -1724,6 +1725,63 @@ fn any_of_groups(schema: &Value) -> Vec<Vec<String>> {
 }
 
 /// Synonyms of canonical fields (by dotted path or by leaf name), as headers write them.
+/// Header names the Local Government Transparency Code files (spend, procurement cards, senior
+/// salaries, organograms) use, seen in the real files of ../shared/data/real; after [`SYNONYMS`].
+const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
+    ("supplier_name", &["name", "supplier id t"]),
+    (
+        "merchant_name",
+        &["merchant", "merchant name", "beneficiary", "beneficiary name", "mch merchant name"],
+    ),
+    ("transaction_date", &["date", "fin transaction date"]),
+    ("amount_pence", &["fin transaction amount"]),
+    (
+        "document_reference",
+        &["document number", "transno", "trans no", "hbc ref no", "transaction number"],
+    ),
+    (
+        "directorate",
+        &["department", "department area", "entity", "strgrpcc t", "parent department"],
+    ),
+    ("service_area", &["organisational unit", "service sercop", "service cost centre"]),
+    (
+        "expense_type",
+        &["expenditure account", "account detail", "cipfsubs t", "expenditure code", "transaction description"],
+    ),
+    (
+        "expense_category",
+        &["sercop expenditure category", "cipfsubj t", "expenditure category"],
+    ),
+    ("capital_or_revenue", &["type", "capital revenue"]),
+    ("org_unit", &["transaction description 2"]),
+    ("payment_period", &["period"]),
+    (
+        "reports_to_post_reference",
+        &["reports to senior post", "reporting senior post", "reports to"],
+    ),
+    (
+        "minimum_salary_pence",
+        &["payscale minimum", "actual pay floor", "pay floor", "salary minimum"],
+    ),
+    (
+        "maximum_salary_pence",
+        &["payscale maximum", "actual pay ceiling", "pay ceiling", "salary maximum"],
+    ),
+    ("profession", &["professional occupational group", "occupational group"]),
+    ("fte", &["fte", "fte of minimum contracted hours"]),
+    ("number_of_posts", &["number of posts in fte", "number of posts"]),
+    ("actual_salary_pence", &["fte salary", "niable pay", "actual salary"]),
+    (
+        "employer_pension_pence",
+        &["ers pension contribution", "ers pension", "employer pension contribution"],
+    ),
+    ("grade", &["grade or equivalent"]),
+    ("service", &["unit", "service area"]),
+    ("organisation_uri", &["body"]),
+    ("organisation_name", &["body name", "organisation"]),
+    ("post_reference", &["post unique reference"]),
+];
+
 const SYNONYMS: &[(&str, &[&str])] = &[
     (
         "transaction_id",
