@@ -94,6 +94,7 @@ mod toolkit {
             .map(|m| match &m.source {
                 MatchedSource::Column { name, .. } => Source::Column(normalise_name(name)),
                 MatchedSource::FileLine => Source::FileLine,
+                MatchedSource::FileName { .. } => Source::Column(normalise_name("$file")),
                 MatchedSource::Literal { value } => {
                     Source::Literal(value.as_str().unwrap_or("").into())
                 }

@@ -21,6 +21,8 @@
 //! 5. the draft, in the format of `docs/mapping-format.md`, every entry commented with why it was
 //!    chosen, and every required field without a column a commented-out `TODO` block.
 
+mod file_name;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -298,6 +300,12 @@ pub enum MatchedSource {
     },
     /// The record's place: `concat: {from: [$file, $line]}`.
     FileLine,
+    /// The file's name, by pattern (`from: $file` with a `regex`): an "as at" date or a period
+    /// the rows do not state.
+    FileName {
+        /// The regular expression whose group 1 is the value.
+        pattern: String,
+    },
 }
 
 /// Reads `sample` and drafts a mapping of it to `entity` for `council`.
@@ -336,7 +344,7 @@ pub fn scaffold_bytes(
     let groups = any_of_groups(&entity.schema);
     let proposal = propose(&fields, &groups, &columns, &sample);
     let mapping_id = format!("{}-{}", slug(council), entity.short_name.replace('_', "-"));
-    let yaml = render(&RenderInput {
+    let mut yaml = render(&RenderInput {
         file,
         mapping_id: &mapping_id,
         entity: &entity.name,
@@ -346,16 +354,26 @@ pub fn scaffold_bytes(
     });
     let mut notes = sample.notes.clone();
     notes.extend(proposal.notes.iter().cloned());
+    let mut missing_required = proposal.missing_required.clone();
+    let mut matches = proposal.matches.clone();
+    file_name::supply(
+        file,
+        entity,
+        &mut yaml,
+        &mut matches,
+        &mut missing_required,
+        &mut notes,
+    );
     Ok(Scaffold {
         mapping_id,
         entity: entity.name.clone(),
         file: file.to_string(),
         source: sample.guess.clone(),
         columns,
-        fields: proposal.matches.clone(),
+        fields: matches,
         key: proposal.key.clone(),
         key_reason: proposal.key_reason.clone(),
-        missing_required: proposal.missing_required.clone(),
+        missing_required,
         unmatched_optional: proposal.unmatched_optional.clone(),
         unused_columns: proposal.unused_columns.clone(),
         notes,
@@ -1735,10 +1753,9 @@ const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
     ),
     ("transaction_date", &["date", "fin transaction date"]),
     ("amount_pence", &["fin transaction amount"]),
-    (
-        "document_reference",
-        &["document number", "transno", "trans no", "hbc ref no", "transaction number"],
-    ),
+    // Not "document number" or "transaction number": transaction_id takes those, and a
+    // document reference is not unique, so it must not become the key.
+    ("document_reference", &["hbc ref no", "voucher"]),
     (
         "directorate",
         &["department", "department area", "entity", "strgrpcc t", "parent department"],
@@ -3434,6 +3451,7 @@ fn render(r: &RenderInput) -> String {
             MatchedSource::FileLine => {
                 y.push_str("    concat: { from: [$file, $line], separator: \":\" }\n");
             }
+            MatchedSource::FileName { .. } => y.push_str("    from: $file\n"),
         }
         if !m.transforms.is_empty() {
             let _ = writeln!(y, "    transforms: [{}]", m.transforms.join(", "));
