@@ -438,3 +438,36 @@ fn procurement_cards_without_a_transaction_id_and_bare_cr_lines() {
     );
     assert!(eps.get("account").is_none(), "the bank block is not mapped");
 }
+
+/// The golden tests beside the real files' mappings (periods, values from the file name,
+/// null reasons): inline inputs, so they run with or without ../shared.
+#[test]
+fn the_real_file_mappings_golden_tests_pass() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = assert_cmd::Command::cargo_bin("council-bridge")
+        .unwrap()
+        .current_dir(root)
+        .env_remove("AMQP_URL")
+        .env_remove("COUNCIL_BRIDGE_STORE")
+        .args([
+            "--config",
+            "tests/fixtures/real/council-bridge.yaml",
+            "mapping",
+            "test",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for file in [
+        "gateshead/spend.tests.yaml",
+        "oxford/spend_over_500.tests.yaml",
+        "pensions-ombudsman/organogram_senior.tests.yaml",
+    ] {
+        assert!(
+            text.contains(&format!("ok    tests/fixtures/real/councils/{file}:")),
+            "{file} did not run:\n{text}"
+        );
+    }
+    assert!(text.trim_end().ends_with("4 passed, 0 failed"), "{text}");
+}
