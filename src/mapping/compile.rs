@@ -448,6 +448,23 @@ pub(super) fn compile(
                 );
             }
         }
+        for group in target.one_of_groups() {
+            let filled = group.iter().any(|alt| {
+                spec.fields
+                    .keys()
+                    .any(|k| k == alt || k.starts_with(&format!("{alt}.")))
+                    || (alt == "null_reasons"
+                        && spec.fields.values().any(|f| !f.value.null_reasons.is_empty()))
+            });
+            if !filled {
+                let names = group.join(", ");
+                cx.at(
+                    &spec.entity.referenced,
+                    Some(&format!("one of {names}")),
+                    format!("`{entity}` needs one of {names} in every record, and the mapping fills none of them; add one under `fields:`"),
+                );
+            }
+        }
     }
     for k in &spec.key.value {
         match fields.iter_mut().find(|f| &f.path == k) {

@@ -56,6 +56,10 @@ pub trait TargetSchema {
     fn fields(&self) -> Vec<String>;
     /// Dotted paths of the fields every record must have.
     fn required(&self) -> Vec<String>;
+    /// "At least one of" groups (`anyOf` of `required`): a record needs one field of each.
+    fn one_of_groups(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
 }
 
 /// Finds canonical entities by name (`payroll.pay_result`).
