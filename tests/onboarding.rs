@@ -148,3 +148,84 @@ fn scaffold_refuses_an_unknown_entity() {
             .contains("no canonical entity `finance.suplier_payment`")
     );
 }
+
+/// A draft with TODOs (required fields no column holds, an empty key, a typo in a transform)
+/// is still previewed: its problems first, then the rows with the fields that do map, each
+/// failing record naming the required field it lacks. Exit 1 until it is fixed.
+#[test]
+fn preview_never_refuses_a_draft_that_reads_as_yaml() {
+    let sandbox = Sandbox::new();
+    let sample = sandbox.path("mappings/northshire/samples/ap/supplier_payments_2026-11.csv");
+    let draft = sandbox.path("mappings/northshire/draft.yaml");
+    std::fs::write(
+        &draft,
+        r#"mapping: draft
+version: 1
+entity: finance.purchase_invoice
+source:
+  format: csv
+key: []
+fields:
+  supplier.name: { from: Supplier Name, transforms: [trim] }
+  issue_date: { from: Payment Date, transforms: [{ date: dd-MMM-yyyy }] }
+  payable_minor: { from: Gross Amount, transforms: [mony] }
+  buyer_reference: { from: No Such Column }
+"#,
+    )
+    .unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["mapping", "preview"])
+        .arg(&draft)
+        .arg("--sample")
+        .arg(&sample)
+        .args(["--rows", "2"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.starts_with("DRAFT  "), "{text}");
+    assert!(text.contains("unknown transform `mony`"), "{text}");
+    assert!(text.contains("`key` must name at least one field"), "{text}");
+    assert!(text.contains("2 record(s) shown, 0 ok, 2 failed"), "{text}");
+    assert!(text.contains("\"Kestrel Bridge Highways Services Ltd\""), "{text}");
+    assert!(text.contains("✗ invoice_id required"), "{text}");
+    assert!(
+        !text.contains("not valid under any of the schemas"),
+        "{text}"
+    );
+    let json = sandbox.json(&[
+        "mapping",
+        "preview",
+        draft.to_str().unwrap(),
+        "--sample",
+        sample.to_str().unwrap(),
+        "--rows",
+        "1",
+    ]);
+    assert!(
+        json["draft_problems"].as_array().is_some_and(|p| p.len() >= 3),
+        "{json}"
+    );
+    assert_eq!(json["records"].as_array().map(Vec::len), Some(1), "{json}");
+}
+
+/// A YAML error is the one thing preview cannot get past: it says where.
+#[test]
+fn preview_of_a_draft_that_is_not_yaml_says_where() {
+    let sandbox = Sandbox::new();
+    let sample = sandbox.path("mappings/northshire/samples/ap/supplier_payments_2026-11.csv");
+    let draft = sandbox.path("mappings/northshire/draft.yaml");
+    std::fs::write(&draft, "mapping: draft\nfields: [unclosed\n").unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["mapping", "preview"])
+        .arg(&draft)
+        .arg("--sample")
+        .arg(&sample)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("draft.yaml:"), "{err}");
+}

@@ -86,6 +86,23 @@ impl Entity {
                         return missing;
                     }
                 }
+                // A missing required property: name it (the caret of a preview points at it).
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+                    && let Some(name) = property.as_str()
+                {
+                    let path = if field.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{field}.{name}")
+                    };
+                    return vec![FieldError {
+                        field: path,
+                        column: None,
+                        rule: "required".into(),
+                        message: "is required but the record has no value for it".into(),
+                        value: None,
+                    }];
+                }
                 vec![FieldError {
                     field: if field.is_empty() {
                         "(record)".into()

@@ -753,7 +753,15 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 },
         } => {
             let registry = registry(&env)?;
-            let m = crate::mapping::load(mapping, &registry)?;
+            // A draft that does not compile yet is previewed with the fields that do, after
+            // its problems: a preview never refuses a draft whose YAML reads.
+            let (m, problems) = match crate::mapping::load(mapping, &registry) {
+                Ok(m) => (m, Vec::new()),
+                Err(crate::mapping::MappingError::Invalid { .. }) => {
+                    crate::mapping::load_draft(mapping, &registry)?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let e = registry
                 .get(&m.entity)
                 .with_context(|| format!("no schema for {}", m.entity))?;
@@ -763,17 +771,37 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let preview = crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&preview.to_json())?);
+            let preview = if problems.is_empty() {
+                crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?
             } else {
+                crate::toolkit::preview::preview_draft(&m, e, &name, bytes, *rows)?
+            };
+            if cli.json {
+                let mut json = preview.to_json();
+                if let Some(o) = json.as_object_mut() {
+                    o.insert("draft_problems".into(), serde_json::to_value(&problems)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                if !problems.is_empty() {
+                    println!(
+                        "DRAFT  {} problem(s) to fix before `mapping check` passes; previewing the fields that compile:",
+                        problems.len()
+                    );
+                    for p in &problems {
+                        println!("  {p}");
+                    }
+                    println!();
+                }
                 print!("{}", preview.render_table(120));
             }
-            Ok(if preview.records.iter().all(|r| r.ok) {
-                0
-            } else {
-                1
-            })
+            Ok(
+                if problems.is_empty() && preview.records.iter().all(|r| r.ok) {
+                    0
+                } else {
+                    1
+                },
+            )
         }
         Command::Council {
             action: CouncilCmd::Init { id, name },

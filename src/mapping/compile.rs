@@ -386,6 +386,28 @@ pub(super) fn compile(
     schemas: &dyn SchemaLookup,
     tables: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Mapping, MappingError> {
+    compile_inner(file, text, schemas, tables, false).map(|(m, _)| m)
+}
+
+/// As [`compile`], but for a draft being previewed: when the YAML reads, the entity exists and
+/// the source options compile, the fields that compile make a mapping, returned with the
+/// problems of the rest (missing required fields, a bad transform, an empty key).
+pub(super) fn compile_draft(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
+    compile_inner(file, text, schemas, tables, true)
+}
+
+fn compile_inner(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
+    lenient: bool,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
     let spec: MappingSpec = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -516,21 +538,33 @@ pub(super) fn compile(
                 .and_then(|i| lines.get(i))
                 .map(|l| l.to_string());
         }
-        return Err(MappingError::Invalid {
-            file: file.to_string(),
-            diagnostics: cx.diagnostics,
-        });
+        if !(lenient && target.is_some() && source.is_some()) {
+            return Err(MappingError::Invalid {
+                file: file.to_string(),
+                diagnostics: cx.diagnostics,
+            });
+        }
     }
-    Ok(Mapping {
-        id: spec.mapping.value,
-        version: spec.version,
-        entity,
-        action,
-        file: file.to_string(),
-        source: source.expect("no diagnostics means source compiled"),
-        key: spec.key.value,
-        fields,
-    })
+    // A draft's key keeps only the fields that compiled.
+    let key = spec
+        .key
+        .value
+        .into_iter()
+        .filter(|k| fields.iter().any(|f| &f.path == k))
+        .collect();
+    Ok((
+        Mapping {
+            id: spec.mapping.value,
+            version: spec.version,
+            entity,
+            action,
+            file: file.to_string(),
+            source: source.expect("no diagnostics (or a lenient draft) means source compiled"),
+            key,
+            fields,
+        },
+        cx.diagnostics,
+    ))
 }
 
 fn first_line(s: &str) -> String {

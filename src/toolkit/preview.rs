@@ -127,9 +127,32 @@ pub fn preview(
     bytes: impl Read + 'static,
     rows: usize,
 ) -> Result<Preview, ToolkitError> {
+    preview_inner(mapping, entity, sample_name, bytes, rows, false)
+}
+
+/// As [`preview`], for a draft ([`crate::mapping::load_draft`]): a mapped column the sample
+/// lacks reads as empty instead of refusing the sample, so the rows show what does map.
+pub fn preview_draft(
+    mapping: &Mapping,
+    entity: &Entity,
+    sample_name: &str,
+    bytes: impl Read + 'static,
+    rows: usize,
+) -> Result<Preview, ToolkitError> {
+    preview_inner(mapping, entity, sample_name, bytes, rows, true)
+}
+
+fn preview_inner(
+    mapping: &Mapping,
+    entity: &Entity,
+    sample_name: &str,
+    bytes: impl Read + 'static,
+    rows: usize,
+    lenient: bool,
+) -> Result<Preview, ToolkitError> {
     let decoder = formats::open(sample_name, bytes, &mapping.source.format)?;
     let tabular = !mapping.source.format.per_record_header();
-    if tabular {
+    if tabular && !lenient {
         mapping.bind_for(&decoder.header())?;
     }
     let mut items: Vec<Result<SourceRecord, formats::DecodeFailure>> = Vec::new();
@@ -153,7 +176,11 @@ pub fn preview(
         if let Some(b) = bindings.get(&key) {
             return Ok(b.clone());
         }
-        let b = mapping.bind_for(&r.header)?;
+        let b = if lenient {
+            mapping.bind_lenient(&r.header)
+        } else {
+            mapping.bind_for(&r.header)?
+        };
         bindings.insert(key, b.clone());
         Ok(b)
     };
