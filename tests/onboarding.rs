@@ -186,9 +186,15 @@ fields:
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.starts_with("DRAFT  "), "{text}");
     assert!(text.contains("unknown transform `mony`"), "{text}");
-    assert!(text.contains("`key` must name at least one field"), "{text}");
+    assert!(
+        text.contains("`key` must name at least one field"),
+        "{text}"
+    );
     assert!(text.contains("2 record(s) shown, 0 ok, 2 failed"), "{text}");
-    assert!(text.contains("\"Kestrel Bridge Highways Services Ltd\""), "{text}");
+    assert!(
+        text.contains("\"Kestrel Bridge Highways Services Ltd\""),
+        "{text}"
+    );
     assert!(text.contains("✗ invoice_id required"), "{text}");
     assert!(
         !text.contains("not valid under any of the schemas"),
@@ -204,7 +210,9 @@ fields:
         "1",
     ]);
     assert!(
-        json["draft_problems"].as_array().is_some_and(|p| p.len() >= 3),
+        json["draft_problems"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 3),
         "{json}"
     );
     assert_eq!(json["records"].as_array().map(Vec::len), Some(1), "{json}");

@@ -88,7 +88,11 @@ fn feed_counts(run: &Run, council: &str, feed: Option<&str>) -> (u64, u64, u64) 
         .find(|r| r.council == council && feed.is_none_or(|f| r.feed == f))
         .unwrap_or_else(|| panic!("{council} {feed:?} ran"));
     assert!(r.error.is_none(), "{council}: {:?}", r.error);
-    assert_eq!(r.files.len(), 1, "{council}: one file read from ../shared/data/real");
+    assert_eq!(
+        r.files.len(),
+        1,
+        "{council}: one file read from ../shared/data/real"
+    );
     let f = &r.files[0];
     (f.read, f.valid, f.rejected)
 }
@@ -308,7 +312,8 @@ fn a_missing_real_file_is_not_run_here_and_a_failure_where_required() {
     );
     let err = real_data::locate(nowhere.path(), "lambeth.csv", true).unwrap_err();
     assert!(
-        err.contains("lambeth.csv is missing") && err.contains("COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1"),
+        err.contains("lambeth.csv is missing")
+            && err.contains("COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1"),
         "{err}"
     );
 }
@@ -346,7 +351,10 @@ fn a_period_instead_of_a_day_and_withheld_payees_with_their_reason() {
     );
     assert!(g.get("supplier_name").is_none());
     assert_eq!(g["null_reasons"]["supplier_name"], "redacted");
-    assert!(g.get("payment_period_source").is_none(), "read from the row");
+    assert!(
+        g.get("payment_period_source").is_none(),
+        "read from the row"
+    );
     // Oxford: every Paid Date is 00:00:00; the quarter comes from the file name, and says so.
     let o = run.bodies["oxford"]
         .iter()
@@ -378,9 +386,17 @@ fn snapshots_as_at_a_date_from_the_file_name_and_the_reporting_line() {
             dpo["fte"].as_f64(),
             dpo["minimum_salary_pence"].as_i64()
         ),
-        (Some("2011-09-30"), Some("file_name"), Some(0.4), Some(12000000))
+        (
+            Some("2011-09-30"),
+            Some("file_name"),
+            Some(0.4),
+            Some(12000000)
+        )
     );
-    assert_eq!(dpo["null_reasons"]["reports_to_post_reference"], "not_applicable");
+    assert_eq!(
+        dpo["null_reasons"]["reports_to_post_reference"],
+        "not_applicable"
+    );
     let top = po.iter().find(|b| b["post_reference"] == "PO").unwrap();
     assert_eq!(top["salary_cost_of_reports_pence"], 127345550);
     let junior = po
@@ -388,7 +404,10 @@ fn snapshots_as_at_a_date_from_the_file_name_and_the_reporting_line() {
         .find(|b| b["job_title"] == "Casework Director")
         .unwrap();
     assert_eq!(
-        (junior["reports_to_post_reference"].as_str(), junior["number_of_posts"].as_f64()),
+        (
+            junior["reports_to_post_reference"].as_str(),
+            junior["number_of_posts"].as_f64()
+        ),
         (Some("PO"), Some(0.8))
     );
     let ox = run.bodies["oxford"]
@@ -399,7 +418,10 @@ fn snapshots_as_at_a_date_from_the_file_name_and_the_reporting_line() {
         ox["effective_period"],
         serde_json::json!({"start": "2012-04-01", "end": "2012-04-30", "precision": "month"})
     );
-    assert!(ox.get("effective_date").is_none(), "April 2012, not an invented day");
+    assert!(
+        ox.get("effective_date").is_none(),
+        "April 2012, not an invented day"
+    );
     assert_eq!(ox["as_at_source"], "file_name");
 }
 
@@ -422,18 +444,30 @@ fn procurement_cards_without_a_transaction_id_and_bare_cr_lines() {
     assert!(
         cards
             .iter()
-            .any(|b| b.get("transaction_id").is_none() && b["merchant_name"] == "LINKEDIN-377 5007763")
+            .any(|b| b.get("transaction_id").is_none()
+                && b["merchant_name"] == "LINKEDIN-377 5007763")
     );
     // Hyndburn 2017: bare CR line ends, two date formats, one line repeated.
     let h: Vec<&Value> = run.bodies["hyndburn"]
         .iter()
-        .filter(|b| b["source_reference"].as_str().unwrap().starts_with("hyndburn_2017"))
+        .filter(|b| {
+            b["source_reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("hyndburn_2017")
+        })
         .collect();
     assert_eq!(h.len(), 178);
-    assert!(h.iter().any(|b| b["payment_date"] == "2017-04-20"), "`20-Apr-17`");
+    assert!(
+        h.iter().any(|b| b["payment_date"] == "2017-04-20"),
+        "`20-Apr-17`"
+    );
     let eps = &run.bodies["hmrc-eps-example"][0];
     assert_eq!(
-        (eps["tax_year"].as_str(), eps["smp_recovered_pence"].as_i64()),
+        (
+            eps["tax_year"].as_str(),
+            eps["smp_recovered_pence"].as_i64()
+        ),
         (Some("2014-15"), Some(25746))
     );
     assert!(eps.get("account").is_none(), "the bank block is not mapped");

@@ -124,7 +124,9 @@ mod toolkit {
                 a == b || a.ends_with(&format!("/{b}")) || b.ends_with(&format!("/{a}"))
             };
             let hit = match (drafted(s, field), expected) {
-                (Some(Source::Column(c)), Source::Several(list)) => list.iter().any(|l| same(&c, l)),
+                (Some(Source::Column(c)), Source::Several(list)) => {
+                    list.iter().any(|l| same(&c, l))
+                }
                 (Some(Source::Column(c)), Source::Column(e)) => same(&c, e),
                 (d, e) => d.as_ref() == Some(e),
             };
@@ -361,10 +363,7 @@ mod toolkit {
         assert_eq!(lambeth.source.title_rows, 9);
         assert!(lambeth.yaml.contains("header_match: \"^Supplier Name$\""));
 
-        let Some(leeds) = draft(
-            "leeds_2011-04_spend_HEAD.csv",
-            "finance.supplier_payment",
-        ) else {
+        let Some(leeds) = draft("leeds_2011-04_spend_HEAD.csv", "finance.supplier_payment") else {
             return;
         };
         assert_eq!(leeds.key, ["transaction_id"]);
@@ -384,7 +383,6 @@ mod toolkit {
         };
         // One transaction number covers several lines: the line is the key, as in the answer key.
         assert_eq!(harrogate.key, ["source_reference"]);
-
     }
 
     #[test]
@@ -421,12 +419,7 @@ mod toolkit {
 
         // Leeds' spend file as a purchase invoice: most required fields have no column.
         let entity = registry.get("finance.purchase_invoice").unwrap();
-        let s = scaffold(
-            &real[1],
-            entity,
-            "leeds",
-        )
-        .unwrap();
+        let s = scaffold(&real[1], entity, "leeds").unwrap();
         serde_saphyr::from_str::<Value>(&s.yaml).unwrap_or_else(|e| panic!("{e}\n{}", s.yaml));
         assert!(!s.missing_required.is_empty());
         for field in &s.missing_required {
@@ -488,28 +481,138 @@ mod toolkit {
 
     /// Every real file of ../shared/data/real: (file, entity, council, answer key).
     const REAL: &[(&str, &str, &str, &str)] = &[
-        ("lambeth_2012-06_invoices_over_500_HEAD.csv", "finance.supplier_payment", "lambeth", "lambeth/invoices_over_500.yaml"),
-        ("windsor_maidenhead_openlylocal_fixture_title_row.csv", "finance.supplier_payment", "windsor-maidenhead", "windsor-maidenhead/payments_over_500.yaml"),
-        ("harrogate_2015-04_spend_HEAD.csv", "finance.supplier_payment", "harrogate", "harrogate/spend.yaml"),
-        ("leeds_2011-04_spend_HEAD.csv", "finance.supplier_payment", "leeds", "leeds/spend.yaml"),
-        ("trafford_organisation_structure_2024-07.csv", "hr.post", "trafford", "trafford/organisation_structure.yaml"),
-        ("peppol_bis3_ubl_invoice_base-example.xml", "finance.purchase_invoice", "peppol-example", "peppol-example/ubl_invoice.yaml"),
-        ("hmrc_rti_fps_sample_2014-15.xml", "payroll.pay_result", "hmrc-fps-example", "hmrc-fps-example/fps_payment.yaml"),
-        ("wakefield_2018-q2_supplier_spend_HEAD.csv", "finance.supplier_payment", "wakefield", "wakefield/supplier_spend.yaml"),
-        ("gateshead_2015-02_redacted_spend_gzip.csv", "finance.supplier_payment", "gateshead", "gateshead/spend.yaml"),
-        ("north_tyneside_2014-04_spend_HEAD.csv", "finance.supplier_payment", "north-tyneside", "north-tyneside/spend.yaml"),
-        ("tfl_2018-19_spend_HEAD.csv", "finance.supplier_payment", "tfl", "tfl/spend.yaml"),
-        ("oxford_2014-apr-jun_spend_over_500_HEAD.csv", "finance.supplier_payment", "oxford", "oxford/spend_over_500.yaml"),
-        ("hyndburn_2017-05_spend_over_250_CR.csv", "finance.supplier_payment", "hyndburn", "hyndburn/spend_2017.yaml"),
-        ("hyndburn_2024-10_spend_over_250_blank_columns_HEAD.csv", "finance.supplier_payment", "hyndburn", "hyndburn/spend_2024.yaml"),
-        ("oxford_2012-04_senior_salaries.csv", "hr.post", "oxford", "oxford/senior_salaries_2012.yaml"),
-        ("oxford_2015-04_senior_salaries_blank_column.csv", "hr.post", "oxford", "oxford/senior_salaries_2015.yaml"),
-        ("oxford_2017-jan-mar_procurement_card_HEAD.csv", "finance.procurement_card_transaction", "oxford", "oxford/procurement_card_gpc.yaml"),
-        ("oxford_2017-oct-nov_procurement_card_HEAD.csv", "finance.procurement_card_transaction", "oxford", "oxford/procurement_card_fin.yaml"),
-        ("pensions_ombudsman_2011-09-30_organogram_senior.csv", "hr.post", "pensions-ombudsman", "pensions-ombudsman/organogram_senior.yaml"),
-        ("pensions_ombudsman_2011-09-30_organogram_junior.csv", "hr.post", "pensions-ombudsman", "pensions-ombudsman/organogram_junior.yaml"),
-        ("hmrc_rti_eps_sample_2014-15.xml", "payroll.employer_payment_summary", "hmrc-eps-example", "hmrc-eps-example/eps.yaml"),
-        ("peppol_bis3_ubl_creditnote_base-creditnote-correction.xml", "finance.credit_note", "peppol-example", "peppol-example/ubl_credit_note.yaml"),
+        (
+            "lambeth_2012-06_invoices_over_500_HEAD.csv",
+            "finance.supplier_payment",
+            "lambeth",
+            "lambeth/invoices_over_500.yaml",
+        ),
+        (
+            "windsor_maidenhead_openlylocal_fixture_title_row.csv",
+            "finance.supplier_payment",
+            "windsor-maidenhead",
+            "windsor-maidenhead/payments_over_500.yaml",
+        ),
+        (
+            "harrogate_2015-04_spend_HEAD.csv",
+            "finance.supplier_payment",
+            "harrogate",
+            "harrogate/spend.yaml",
+        ),
+        (
+            "leeds_2011-04_spend_HEAD.csv",
+            "finance.supplier_payment",
+            "leeds",
+            "leeds/spend.yaml",
+        ),
+        (
+            "trafford_organisation_structure_2024-07.csv",
+            "hr.post",
+            "trafford",
+            "trafford/organisation_structure.yaml",
+        ),
+        (
+            "peppol_bis3_ubl_invoice_base-example.xml",
+            "finance.purchase_invoice",
+            "peppol-example",
+            "peppol-example/ubl_invoice.yaml",
+        ),
+        (
+            "hmrc_rti_fps_sample_2014-15.xml",
+            "payroll.pay_result",
+            "hmrc-fps-example",
+            "hmrc-fps-example/fps_payment.yaml",
+        ),
+        (
+            "wakefield_2018-q2_supplier_spend_HEAD.csv",
+            "finance.supplier_payment",
+            "wakefield",
+            "wakefield/supplier_spend.yaml",
+        ),
+        (
+            "gateshead_2015-02_redacted_spend_gzip.csv",
+            "finance.supplier_payment",
+            "gateshead",
+            "gateshead/spend.yaml",
+        ),
+        (
+            "north_tyneside_2014-04_spend_HEAD.csv",
+            "finance.supplier_payment",
+            "north-tyneside",
+            "north-tyneside/spend.yaml",
+        ),
+        (
+            "tfl_2018-19_spend_HEAD.csv",
+            "finance.supplier_payment",
+            "tfl",
+            "tfl/spend.yaml",
+        ),
+        (
+            "oxford_2014-apr-jun_spend_over_500_HEAD.csv",
+            "finance.supplier_payment",
+            "oxford",
+            "oxford/spend_over_500.yaml",
+        ),
+        (
+            "hyndburn_2017-05_spend_over_250_CR.csv",
+            "finance.supplier_payment",
+            "hyndburn",
+            "hyndburn/spend_2017.yaml",
+        ),
+        (
+            "hyndburn_2024-10_spend_over_250_blank_columns_HEAD.csv",
+            "finance.supplier_payment",
+            "hyndburn",
+            "hyndburn/spend_2024.yaml",
+        ),
+        (
+            "oxford_2012-04_senior_salaries.csv",
+            "hr.post",
+            "oxford",
+            "oxford/senior_salaries_2012.yaml",
+        ),
+        (
+            "oxford_2015-04_senior_salaries_blank_column.csv",
+            "hr.post",
+            "oxford",
+            "oxford/senior_salaries_2015.yaml",
+        ),
+        (
+            "oxford_2017-jan-mar_procurement_card_HEAD.csv",
+            "finance.procurement_card_transaction",
+            "oxford",
+            "oxford/procurement_card_gpc.yaml",
+        ),
+        (
+            "oxford_2017-oct-nov_procurement_card_HEAD.csv",
+            "finance.procurement_card_transaction",
+            "oxford",
+            "oxford/procurement_card_fin.yaml",
+        ),
+        (
+            "pensions_ombudsman_2011-09-30_organogram_senior.csv",
+            "hr.post",
+            "pensions-ombudsman",
+            "pensions-ombudsman/organogram_senior.yaml",
+        ),
+        (
+            "pensions_ombudsman_2011-09-30_organogram_junior.csv",
+            "hr.post",
+            "pensions-ombudsman",
+            "pensions-ombudsman/organogram_junior.yaml",
+        ),
+        (
+            "hmrc_rti_eps_sample_2014-15.xml",
+            "payroll.employer_payment_summary",
+            "hmrc-eps-example",
+            "hmrc-eps-example/eps.yaml",
+        ),
+        (
+            "peppol_bis3_ubl_creditnote_base-creditnote-correction.xml",
+            "finance.credit_note",
+            "peppol-example",
+            "peppol-example/ubl_credit_note.yaml",
+        ),
     ];
 
     /// The figures of docs/real-files.md: per real file, the rows the unedited scaffold draft
@@ -539,10 +642,12 @@ mod toolkit {
             let (draft_ok, why) = match compile_str("draft.yaml", &s.yaml, &registry) {
                 Ok(m) => {
                     let bytes = std::fs::read(&path).unwrap();
-                    let p = preview(&m, entity, file, std::io::Cursor::new(bytes), 100_000).unwrap();
-                    let first = p.records.iter().find(|r| !r.ok).map(|r| {
-                        format!("first failure: {:?} {:?}", r.errors, r.decode_failure)
-                    });
+                    let p =
+                        preview(&m, entity, file, std::io::Cursor::new(bytes), 100_000).unwrap();
+                    let first =
+                        p.records.iter().find(|r| !r.ok).map(|r| {
+                            format!("first failure: {:?} {:?}", r.errors, r.decode_failure)
+                        });
                     (rows(&m).0, first.unwrap_or_default())
                 }
                 Err(e) => (0, format!("does not compile: {e}")),
@@ -586,7 +691,10 @@ mod toolkit {
     /// fields the answer keys fill (party tax ids, references, the EPS's unmapped amounts).
     const OVER_FIVE_EDITS: &[(&str, usize)] = &[
         ("peppol_bis3_ubl_invoice_base-example.xml", 9),
-        ("peppol_bis3_ubl_creditnote_base-creditnote-correction.xml", 8),
+        (
+            "peppol_bis3_ubl_creditnote_base-creditnote-correction.xml",
+            8,
+        ),
         ("hmrc_rti_eps_sample_2014-15.xml", 10),
     ];
 }

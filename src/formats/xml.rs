@@ -693,7 +693,10 @@ mod tests {
                 panic!("real data file {} cannot be read: {e}", path.display())
             }
             Err(e) => {
-                eprintln!("NOT RUN: real data file {} cannot be read ({e})", path.display());
+                eprintln!(
+                    "NOT RUN: real data file {} cannot be read ({e})",
+                    path.display()
+                );
                 None
             }
         }

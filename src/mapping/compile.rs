@@ -185,8 +185,9 @@ impl Transform {
 }
 
 const TRANSFORMS: &[&str] = &[
-    "trim", "upper", "lower", "compact", "digits", "date", "period", "money", "pence", "integer", "decimal",
-    "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map", "expr",
+    "trim", "upper", "lower", "compact", "digits", "date", "period", "money", "pence", "integer",
+    "decimal", "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map",
+    "expr",
 ];
 
 #[derive(Debug, Clone)]
@@ -476,7 +477,10 @@ fn compile_inner(
                     .keys()
                     .any(|k| k == alt || k.starts_with(&format!("{alt}.")))
                     || (alt == "null_reasons"
-                        && spec.fields.values().any(|f| !f.value.null_reasons.is_empty()))
+                        && spec
+                            .fields
+                            .values()
+                            .any(|f| !f.value.null_reasons.is_empty()))
             });
             if !filled {
                 let names = group.join(", ");
@@ -1503,7 +1507,8 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             }
         },
         (
-            "date" | "period" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round" | "lookup",
+            "date" | "period" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round"
+            | "lookup",
             _,
         ) => {
             cx.at(

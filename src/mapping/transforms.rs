@@ -407,7 +407,9 @@ impl PeriodFormat {
         let (mut years, mut months, mut period) = (Vec::new(), Vec::new(), None);
         let digits = |rest: &str, n: usize| -> Option<u32> {
             let d = rest.get(..n)?;
-            d.bytes().all(|b| b.is_ascii_digit()).then(|| d.parse().ok())?
+            d.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| d.parse().ok())?
         };
         for t in &self.tokens {
             match t {
@@ -515,17 +517,38 @@ mod period_tests {
     #[test]
     fn months_quarters_ranges_and_financial_periods() {
         let s = |a: &str, b: &str, c| Some((a.to_string(), b.to_string(), c));
-        assert_eq!(p("yyyy-mm", "2015-02"), s("2015-02-01", "2015-02-28", "month"));
-        assert_eq!(p("MMMM yyyy", "February 2016"), s("2016-02-01", "2016-02-29", "month"));
-        assert_eq!(p("MMM-MMM-yyyy", "apr-jun-2014"), s("2014-04-01", "2014-06-30", "quarter"));
-        assert_eq!(p("MMM-MMM-yyyy", "oct-nov-2017"), s("2017-10-01", "2017-11-30", "range"));
-        assert_eq!(p("MMM-MMM-yyyy", "nov-jan-2018"), s("2017-11-01", "2018-01-31", "quarter"));
+        assert_eq!(
+            p("yyyy-mm", "2015-02"),
+            s("2015-02-01", "2015-02-28", "month")
+        );
+        assert_eq!(
+            p("MMMM yyyy", "February 2016"),
+            s("2016-02-01", "2016-02-29", "month")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "apr-jun-2014"),
+            s("2014-04-01", "2014-06-30", "quarter")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "oct-nov-2017"),
+            s("2017-10-01", "2017-11-30", "range")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "nov-jan-2018"),
+            s("2017-11-01", "2018-01-31", "quarter")
+        );
         assert_eq!(
             p("MMMM yyyy-MMMM yyyy", "July 2010-September 2010"),
             s("2010-07-01", "2010-09-30", "quarter")
         );
-        assert_eq!(p("yyyypp", "201411"), s("2015-02-01", "2015-02-28", "month"));
-        assert_eq!(p("yyyypp", "201401"), s("2014-04-01", "2014-04-30", "month"));
+        assert_eq!(
+            p("yyyypp", "201411"),
+            s("2015-02-01", "2015-02-28", "month")
+        );
+        assert_eq!(
+            p("yyyypp", "201401"),
+            s("2014-04-01", "2014-04-30", "month")
+        );
         assert_eq!(p("yyyypp", "201413"), None);
         assert_eq!(p("yyyy-mm", "2015-13"), None);
         assert_eq!(p("yyyy-mm", "2015-02x"), None);

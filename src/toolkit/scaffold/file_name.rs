@@ -30,8 +30,16 @@ const GROUPS: &[(&str, &str, &str)] = &[
 /// (pattern, transform, is a whole date): the first that matches the file name wins.
 const PATTERNS: &[(&str, &str, bool)] = &[
     (r"(\d{4}-\d{2}-\d{2})", "{ date: yyyy-mm-dd }", true),
-    (r"(\d{4}-[a-zA-Z]{3}-[a-zA-Z]{3})(?:[^a-zA-Z]|$)", "{ period: yyyy-MMM-MMM }", false),
-    (r"([a-zA-Z]{3}-[a-zA-Z]{3}-\d{4})", "{ period: MMM-MMM-yyyy }", false),
+    (
+        r"(\d{4}-[a-zA-Z]{3}-[a-zA-Z]{3})(?:[^a-zA-Z]|$)",
+        "{ period: yyyy-MMM-MMM }",
+        false,
+    ),
+    (
+        r"([a-zA-Z]{3}-[a-zA-Z]{3}-\d{4})",
+        "{ period: MMM-MMM-yyyy }",
+        false,
+    ),
     (r"(\d{4}-\d{2})(?:[^-\d]|$)", "{ period: yyyy-mm }", false),
 ];
 

@@ -1772,7 +1772,13 @@ const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
     ("supplier_name", &["name", "supplier id t"]),
     (
         "merchant_name",
-        &["merchant", "merchant name", "beneficiary", "beneficiary name", "mch merchant name"],
+        &[
+            "merchant",
+            "merchant name",
+            "beneficiary",
+            "beneficiary name",
+            "mch merchant name",
+        ],
     ),
     ("transaction_date", &["date", "fin transaction date"]),
     ("amount_pence", &["fin transaction amount"]),
@@ -1781,39 +1787,88 @@ const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
     ("document_reference", &["hbc ref no", "voucher"]),
     (
         "directorate",
-        &["department area", "entity", "strgrpcc t", "parent department"],
+        &[
+            "department area",
+            "entity",
+            "strgrpcc t",
+            "parent department",
+        ],
     ),
-    ("service_area", &["organisational unit", "service sercop", "service cost centre"]),
+    (
+        "service_area",
+        &[
+            "organisational unit",
+            "service sercop",
+            "service cost centre",
+        ],
+    ),
     (
         "expense_type",
-        &["expenditure account", "account detail", "cipfsubs t", "expenditure code", "transaction description"],
+        &[
+            "expenditure account",
+            "account detail",
+            "cipfsubs t",
+            "expenditure code",
+            "transaction description",
+        ],
     ),
     (
         "expense_category",
-        &["sercop expenditure category", "cipfsubj t", "expenditure category"],
+        &[
+            "sercop expenditure category",
+            "cipfsubj t",
+            "expenditure category",
+        ],
     ),
     ("capital_or_revenue", &["type", "capital revenue"]),
     ("org_unit", &["transaction description 2"]),
     ("payment_period", &["period"]),
     (
         "reports_to_post_reference",
-        &["reports to senior post", "reporting senior post", "reports to"],
+        &[
+            "reports to senior post",
+            "reporting senior post",
+            "reports to",
+        ],
     ),
     (
         "minimum_salary_pence",
-        &["payscale minimum", "actual pay floor", "pay floor", "salary minimum"],
+        &[
+            "payscale minimum",
+            "actual pay floor",
+            "pay floor",
+            "salary minimum",
+        ],
     ),
     (
         "maximum_salary_pence",
-        &["payscale maximum", "actual pay ceiling", "pay ceiling", "salary maximum"],
+        &[
+            "payscale maximum",
+            "actual pay ceiling",
+            "pay ceiling",
+            "salary maximum",
+        ],
     ),
-    ("profession", &["professional occupational group", "occupational group"]),
+    (
+        "profession",
+        &["professional occupational group", "occupational group"],
+    ),
     ("fte", &["fte", "fte of minimum contracted hours"]),
-    ("number_of_posts", &["number of posts in fte", "number of posts"]),
-    ("actual_salary_pence", &["fte salary", "niable pay", "actual salary"]),
+    (
+        "number_of_posts",
+        &["number of posts in fte", "number of posts"],
+    ),
+    (
+        "actual_salary_pence",
+        &["fte salary", "niable pay", "actual salary"],
+    ),
     (
         "employer_pension_pence",
-        &["ers pension contribution", "ers pension", "employer pension contribution"],
+        &[
+            "ers pension contribution",
+            "ers pension",
+            "employer pension contribution",
+        ],
     ),
     ("grade", &["grade or equivalent"]),
     ("service", &["unit", "service area"]),
