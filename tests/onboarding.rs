@@ -237,3 +237,70 @@ fn preview_of_a_draft_that_is_not_yaml_says_where() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("draft.yaml:"), "{err}");
 }
+
+/// Two records of a sample with one key are named with their lines, saying whether one would
+/// overwrite the other (different content) or they are a repeated line.
+#[test]
+fn preview_names_duplicate_keys_with_their_lines() {
+    let sandbox = Sandbox::new();
+    let sample = sandbox.path("cards.csv");
+    std::fs::write(
+        &sample,
+        "Date,Reference,Value,Merchant\n\
+         03/01/2017,733949554,38.90,rs components\n\
+         03/01/2017,733949554,38.90,rs components\n\
+         04/01/2017,733950000,12.00,insightly crm\n\
+         05/01/2017,733950000,99.00,amazon\n\
+         06/01/2017,733950001,5.00,amazon\n",
+    )
+    .unwrap();
+    let mapping = sandbox.path("mappings/northshire/cards.yaml");
+    std::fs::write(
+        &mapping,
+        r#"mapping: cards
+version: 1
+entity: finance.procurement_card_transaction
+source:
+  format: csv
+key: [transaction_id]
+fields:
+  transaction_id: { from: Reference }
+  transaction_date: { from: Date, transforms: [{ date: dd/mm/yyyy }] }
+  amount_pence: { from: Value, transforms: [money] }
+  merchant_name: { from: Merchant }
+  currency: { value: GBP }
+"#,
+    )
+    .unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["mapping", "preview"])
+        .arg(&mapping)
+        .arg("--sample")
+        .arg(&sample)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("! duplicate key 733949554 on lines 2, 3 (identical records)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("! duplicate key 733950000 on lines 4, 5 (different content)"),
+        "{text}"
+    );
+    let json = sandbox.json(&[
+        "mapping",
+        "preview",
+        mapping.to_str().unwrap(),
+        "--sample",
+        sample.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        json["duplicate_keys"],
+        serde_json::json!([
+            {"key": "733949554", "lines": [2, 3], "same_content": true},
+            {"key": "733950000", "lines": [4, 5], "same_content": false}
+        ])
+    );
+}
