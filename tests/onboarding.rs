@@ -304,3 +304,80 @@ fields:
         ])
     );
 }
+
+/// A run names the keys several records of a batch share, with their lines, in its report and
+/// the batch summary; `duplicate_keys: hold` holds a batch whose duplicates differ.
+#[test]
+fn a_run_reports_duplicate_keys_and_holds_them_by_policy() {
+    let sandbox = Sandbox::new();
+    let dir = sandbox.path("mappings/dupes");
+    std::fs::create_dir_all(dir.join("in")).unwrap();
+    std::fs::write(
+        dir.join("cards.yaml"),
+        r#"mapping: dupes-cards
+version: 1
+entity: finance.procurement_card_transaction
+source:
+  format: csv
+key: [transaction_id]
+fields:
+  transaction_id: { from: Reference }
+  transaction_date: { from: Date, transforms: [{ date: dd/mm/yyyy }] }
+  amount_pence: { from: Value, transforms: [money] }
+  merchant_name: { from: Merchant }
+  currency: { value: GBP }
+"#,
+    )
+    .unwrap();
+    let council = |policy: &str| {
+        format!(
+            "council: dupes\nname: Duplicate Keys Borough\nfeeds:\n  cards:\n    mapping: cards.yaml\n    input: in/*.csv\n    settle_seconds: 0\n    duplicate_keys: {policy}\n"
+        )
+    };
+    std::fs::write(dir.join("council.yaml"), council("warn")).unwrap();
+    std::fs::write(
+        dir.join("in/cards_1.csv"),
+        "Date,Reference,Value,Merchant\n\
+         03/01/2017,733949554,38.90,rs components\n\
+         03/01/2017,733949554,38.90,rs components\n\
+         04/01/2017,733950000,12.00,insightly crm\n\
+         05/01/2017,733950000,99.00,amazon\n",
+    )
+    .unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--council", "dupes"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("duplicate key 733949554 on lines 2, 3 (identical records)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("duplicate key 733950000 on lines 4, 5 (different content"),
+        "{text}"
+    );
+    assert!(text.contains("processed"), "warn publishes: {text}");
+
+    std::fs::write(dir.join("council.yaml"), council("hold")).unwrap();
+    std::fs::write(
+        dir.join("in/cards_2.csv"),
+        "Date,Reference,Value,Merchant\n\
+         06/01/2017,1,12.00,insightly crm\n\
+         07/01/2017,1,99.00,amazon\n",
+    )
+    .unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["run", "--council", "dupes"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("cards_2.csv  held"), "{text}");
+    assert!(
+        text.contains("duplicate keys (duplicate_keys: hold): 1 record key(s)")
+            && text.contains("1 (lines 2, 3)"),
+        "{text}"
+    );
+}
