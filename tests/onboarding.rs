@@ -88,7 +88,8 @@ fn scaffold_check_and_preview_a_real_file() {
         .output()
         .unwrap();
     assert_eq!(preview.status.code(), Some(0), "{}", stdout(&preview));
-    let table = stdout(&preview);
+    // The summary wraps at the table's width.
+    let table = stdout(&preview).replace('\n', " ");
     assert!(
         table.contains("3 record(s) shown, 3 ok")
             && table.contains("\"A & A Electrical Distributors Ltd\""),
@@ -380,4 +381,56 @@ fields:
             && text.contains("1 (lines 2, 3)"),
         "{text}"
     );
+}
+
+/// `mapping check` refuses two mapping files with one id (it names the mapping in every
+/// message's provenance), naming both files.
+#[test]
+fn check_refuses_two_mappings_with_one_id() {
+    let sandbox = Sandbox::new();
+    let a = sandbox.path("mappings/northshire/supplier_payment.yaml");
+    let b = sandbox.path("mappings/northshire/supplier_payment_copy.yaml");
+    std::fs::copy(&a, &b).unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["mapping", "check"])
+        .arg(&a)
+        .arg(&b)
+        .arg(&a)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the repeated path is checked once: {text}"
+    );
+    assert!(
+        text.contains("supplier_payment_copy.yaml: mapping id `")
+            && text.contains("is already the id of ")
+            && text.contains("supplier_payment.yaml"),
+        "{text}"
+    );
+}
+
+/// A missing file is said once, not "No such file or directory: No such file or directory".
+#[test]
+fn a_missing_file_is_said_once() {
+    let sandbox = Sandbox::new();
+    let out = sandbox
+        .cli(None)
+        .args([
+            "mapping",
+            "preview",
+            "nowhere.yaml",
+            "--sample",
+            "nowhere.csv",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read mapping nowhere.yaml"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }

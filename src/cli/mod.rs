@@ -341,10 +341,28 @@ pub fn main() -> ExitCode {
     match runtime.block_on(execute(&cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined with ": ", leaving out a cause whose text the message
+/// before it already says (typed errors often name their source in their own message, which
+/// `{:#}` would print twice: "No such file or directory (os error 2): No such file ...").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 struct Env {
@@ -682,16 +700,37 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 paths.clone()
             };
             let mut bad = 0;
+            // Feeds may share a mapping file; two files may not share a mapping id (it names
+            // the mapping in every message's provenance).
+            let mut seen_files = std::collections::HashSet::new();
+            let mut ids: std::collections::HashMap<String, PathBuf> = Default::default();
             for p in &paths {
+                if !seen_files.insert(p.clone()) {
+                    continue;
+                }
                 match crate::mapping::load(p, &registry) {
-                    Ok(m) => println!(
-                        "ok    {} ({} v{} → {}, {} fields)",
-                        p.display(),
-                        m.id,
-                        m.version,
-                        m.entity,
-                        m.field_paths().count()
-                    ),
+                    Ok(m) => match ids.get(&m.id) {
+                        Some(first) => {
+                            bad += 1;
+                            println!(
+                                "FAIL  {}: mapping id `{}` is already the id of {}; give each mapping its own `mapping:` id",
+                                p.display(),
+                                m.id,
+                                first.display()
+                            );
+                        }
+                        None => {
+                            ids.insert(m.id.clone(), p.clone());
+                            println!(
+                                "ok    {} ({} v{} → {}, {} fields)",
+                                p.display(),
+                                m.id,
+                                m.version,
+                                m.entity,
+                                m.field_paths().count()
+                            );
+                        }
+                    },
                     Err(e) => {
                         bad += 1;
                         println!("FAIL  {e}");

@@ -343,7 +343,7 @@ pub fn scaffold_bytes(
     let fields = entity_fields(entity);
     let groups = any_of_groups(&entity.schema);
     let proposal = propose(&fields, &groups, &columns, &sample);
-    let mapping_id = format!("{}-{}", slug(council), entity.short_name.replace('_', "-"));
+    let mapping_id = draft_id(council, &entity.short_name, file);
     let mut yaml = render(&RenderInput {
         file,
         mapping_id: &mapping_id,
@@ -3634,6 +3634,61 @@ fn wrap(text: &str, width: usize) -> String {
 }
 
 /// A council name as part of an id: lower case, runs of other characters as one `-`.
+/// A draft's mapping id: council, entity and what the file's name says it is, without its
+/// dates, so that each export of a council gets its own id and next month's file the same one
+/// (`oxford_2014-apr-jun_spend_over_500.csv` → `oxford-supplier-payment-spend-over`).
+fn draft_id(council: &str, entity_short: &str, file: &str) -> String {
+    const MONTHS: &[&str] = &[
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+    ];
+    let council = slug(council);
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let words: Vec<String> = slug(stem)
+        .split('-')
+        .filter(|w| {
+            !w.is_empty()
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !MONTHS.contains(w)
+                && !council.split('-').any(|c| c == *w)
+        })
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    let mut id = format!("{council}-{}", entity_short.replace('_', "-"));
+    if !words.is_empty() {
+        id.push('-');
+        id.push_str(&words.join("-"));
+    }
+    id
+}
+
 fn slug(s: &str) -> String {
     let mut out = String::new();
     for c in s.trim().chars() {
@@ -3650,6 +3705,32 @@ fn slug(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::canonical::Registry;
+
+    #[test]
+    fn each_export_of_a_council_gets_its_own_id_and_each_month_the_same() {
+        let id = |f| draft_id("Oxford", "post", f);
+        assert_eq!(
+            id("oxford_2012-04_senior_salaries.csv"),
+            "oxford-post-senior-salaries"
+        );
+        assert_eq!(
+            id("oxford_2015-04_senior_salaries_blank_column.csv"),
+            "oxford-post-senior-salaries-blank"
+        );
+        assert_eq!(
+            draft_id(
+                "oxford",
+                "supplier_payment",
+                "oxford_2014-apr-jun_spend_over_500.csv"
+            ),
+            draft_id(
+                "oxford",
+                "supplier_payment",
+                "oxford_2014-jul-sep_spend_over_500.csv"
+            )
+        );
+        assert_eq!(id("2026-11.csv"), "oxford-post");
+    }
     use crate::mapping::compile_str;
 
     fn registry() -> Registry {
@@ -3875,7 +3956,7 @@ mod tests {
     #[test]
     fn a_clean_export_gives_a_draft_that_compiles() {
         let (s, r) = draft(PAYMENTS.as_bytes(), "finance.supplier_payment");
-        assert_eq!(s.mapping_id, "test-council-supplier-payment");
+        assert_eq!(s.mapping_id, "test-council-supplier-payment-sample");
         assert_eq!(column(&s, "transaction_id"), Some("Trans No"));
         assert_eq!(column(&s, "supplier_name"), Some("Supplier Name"));
         assert_eq!(column(&s, "payment_date"), Some("Date Paid"));
@@ -3885,7 +3966,7 @@ mod tests {
         assert_eq!(column(&s, "cost_centre"), Some("Cost Centre"));
         assert_eq!(s.key, ["transaction_id"]);
         let yaml = &s.yaml;
-        assert!(yaml.contains("mapping: test-council-supplier-payment\nversion: 1\nentity: finance.supplier_payment\n"), "{yaml}");
+        assert!(yaml.contains("mapping: test-council-supplier-payment-sample\nversion: 1\nentity: finance.supplier_payment\n"), "{yaml}");
         assert!(yaml.contains("  supplier_name:  # header \"Supplier Name\" (similarity 1.00), text\n    from: \"Supplier Name\"\n    transforms: [trim]\n    required: true\n"), "{yaml}");
         assert!(
             yaml.contains("transforms: [{ date: \"dd/mm/yyyy\" }]"),
