@@ -160,3 +160,24 @@ fn an_any_of_failure_names_the_group_the_record_misses() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_spend_aggregate_states_its_period_not_a_day() {
+    let registry = Registry::load(&root().join("schemas")).unwrap();
+    let agg = registry.get("finance.spend_aggregate").unwrap();
+    for example in agg.schema["examples"].as_array().unwrap() {
+        agg.validate(example).unwrap();
+    }
+    let errors = agg
+        .validate(&serde_json::json!({
+            "supplier_name": "Acme Ltd",
+            "amount_pence": 100,
+            "payment_date": "2019-03-31",
+            "currency": "GBP"
+        }))
+        .unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.field == "period" && e.rule == "required"),
+        "{errors:?}"
+    );
+}
