@@ -383,6 +383,42 @@ mod toolkit {
         };
         // One transaction number covers several lines: the line is the key, as in the answer key.
         assert_eq!(harrogate.key, ["source_reference"]);
+
+        // A withheld payee is a reason, not a name; a quarter only the file name states is a
+        // period supplied from the file name, never a day.
+        let Some(gateshead) = draft(
+            "gateshead_2015-02_redacted_spend_gzip.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        assert!(
+            gateshead
+                .yaml
+                .contains("null_reasons: { \"REDACTED - Personal Information\": redacted }"),
+            "{}",
+            gateshead.yaml
+        );
+        let Some(oxford) = draft(
+            "oxford_2014-apr-jun_spend_over_500_HEAD.csv",
+            "finance.supplier_payment",
+        ) else {
+            return;
+        };
+        assert!(
+            oxford.yaml.contains("{ period: yyyy-MMM-MMM }")
+                && oxford.yaml.contains("  payment_period_source:")
+                && !oxford.yaml.contains("  payment_date:"),
+            "{}",
+            oxford.yaml
+        );
+        assert!(
+            oxford
+                .yaml
+                .contains("\"Redacted\": redacted, \"Redacted personal information\": redacted }"),
+            "{}",
+            oxford.yaml
+        );
     }
 
     #[test]

@@ -177,7 +177,9 @@ fn a_spend_aggregate_states_its_period_not_a_day() {
         }))
         .unwrap_err();
     assert!(
-        errors.iter().any(|e| e.field == "period" && e.rule == "required"),
+        errors
+            .iter()
+            .any(|e| e.field == "period" && e.rule == "required"),
         "{errors:?}"
     );
 }

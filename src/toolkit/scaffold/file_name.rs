@@ -99,8 +99,16 @@ pub(super) fn supply(
             continue;
         };
         let mut block = format!(
-            "  {}:  # no column gives it: \"{}\" in the file name; check it is the date the file is as at\n    from: $file\n    transforms: [{{ regex: {{ pattern: '{}', group: 1 }} }}, {}]\n    required: true\n",
-            found.field, found.text, found.pattern, found.transform
+            "  {}:  # no column gives it: \"{}\" in the file name; check it is {}\n    from: $file\n    transforms: [{{ regex: {{ pattern: '{}', group: 1 }} }}, {}]\n    required: true\n",
+            found.field,
+            found.text,
+            if found.field.ends_with("_date") {
+                "the date the file is as at"
+            } else {
+                "the period the file covers"
+            },
+            found.pattern,
+            found.transform
         );
         let why = format!("\"{}\" in the file name", found.text);
         matches.push(FieldMatch {

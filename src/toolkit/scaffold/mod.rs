@@ -22,6 +22,7 @@
 //!    chosen, and every required field without a column a commented-out `TODO` block.
 
 mod file_name;
+mod null_reasons;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -364,6 +365,7 @@ pub fn scaffold_bytes(
         &mut missing_required,
         &mut notes,
     );
+    null_reasons::supply(entity, &sample.table.rows, &matches, &mut yaml, &mut notes);
     Ok(Scaffold {
         mapping_id,
         entity: entity.name.clone(),
