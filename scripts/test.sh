@@ -13,6 +13,10 @@
 #   FUZZ_SECONDS         when set (e.g. 15) and cargo-fuzz is installed, also run each fuzz
 #                        target that long after the tests (7 targets; keep the total to a
 #                        minute or two). See docs/fuzzing.md.
+#   COUNCIL_BRIDGE_REQUIRE_REAL_DATA
+#                        1: the public real council files (../shared/data/real beside the
+#                        repository) must be there, their absence fails the tests (.ci/run sets
+#                        it); unset: tests that need them print that they were not run and why
 set -euo pipefail
 
 REPO_ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -197,6 +201,14 @@ main() {
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found on PATH"
 
+    if [ "${COUNCIL_BRIDGE_REQUIRE_REAL_DATA:-}" = "1" ]; then
+        [ -d ../shared/data/real ] || die "COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 but ../shared/data/real is missing beside $REPO_ROOT"
+        log "real council files required: $(cd ../shared/data/real && pwd)"
+    elif [ -d ../shared/data/real ]; then
+        log "real council files found in ../shared/data/real (set COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 to require them)"
+    else
+        log "../shared/data/real is missing: the tests on real council files will print NOT RUN"
+    fi
     log "running: cargo test --all-targets --locked${*:+ $*}"
     local out rc=0
     out="$(mktemp)"

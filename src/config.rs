@@ -248,6 +248,20 @@ struct FeedFile {
     reject_threshold_percent: Option<f64>,
     #[serde(default)]
     drift: DriftPolicy,
+    #[serde(default)]
+    duplicate_keys: DuplicateKeyPolicy,
+}
+
+/// What to do when two records of one batch have the same key and different content (published
+/// as upserts, a consumer keyed on it would keep only the last).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateKeyPolicy {
+    /// Publish both, and name the key and its lines in the batch report and the log.
+    #[default]
+    Warn,
+    /// Hold the batch for an operator.
+    Hold,
 }
 
 /// How a feed's files are read: each row an event (today's behaviour), or each file a full
@@ -291,6 +305,9 @@ pub struct FeedPolicy {
     /// `drift`: header set, column order or value shapes changed against the last accepted
     /// batch (default hold).
     pub drift: DriftPolicy,
+    /// `duplicate_keys`: two records of a batch with one key and different content: `warn`
+    /// (default: both published, named in the batch report) or `hold`.
+    pub duplicate_keys: DuplicateKeyPolicy,
 }
 
 impl Default for FeedPolicy {
@@ -300,6 +317,7 @@ impl Default for FeedPolicy {
             max_delete_percent: default_max_delete(),
             reject_threshold_percent: None,
             drift: DriftPolicy::Hold,
+            duplicate_keys: DuplicateKeyPolicy::Warn,
         }
     }
 }
@@ -877,6 +895,7 @@ impl Config {
                             max_delete_percent: f.max_delete_percent,
                             reject_threshold_percent: f.reject_threshold_percent,
                             drift: f.drift,
+                            duplicate_keys: f.duplicate_keys,
                         },
                         sftp: f.sftp,
                         limits: f.limits,

@@ -98,7 +98,10 @@ fn check_messages(sandbox: &Sandbox, got: &[common::Received], with_api: bool) {
         let entity = registry.get(&format!("{}.{}", parts[0], parts[1])).unwrap();
         assert_eq!(
             h["cloudEvents:type"],
-            format!("uk.gov.council.{}.{}.upserted.v1", parts[0], parts[1])
+            format!(
+                "uk.gov.council.{}.{}.upserted.v{}",
+                parts[0], parts[1], entity.version
+            )
         );
         assert_eq!(h["cloudEvents:dataschema"], entity.id);
         assert!(!h["cloudEvents:subject"].is_empty());

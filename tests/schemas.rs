@@ -122,3 +122,64 @@ fn every_property_is_described_and_every_schema_has_an_id_and_a_valid_example() 
         }
     }
 }
+
+#[test]
+fn an_any_of_failure_names_the_group_the_record_misses() {
+    let registry = Registry::load(&root().join("schemas")).unwrap();
+    let payment = registry.get("finance.supplier_payment").unwrap();
+    let errors = payment
+        .validate(&serde_json::json!({
+            "source_reference": "f.csv:2",
+            "supplier_name": "Acme Ltd",
+            "amount_pence": 100,
+            "currency": "GBP"
+        }))
+        .unwrap_err();
+    let said: Vec<(String, String, String)> = errors
+        .iter()
+        .map(|e| (e.field.clone(), e.rule.clone(), e.message.clone()))
+        .collect();
+    assert_eq!(
+        said,
+        [(
+            "payment_date".to_string(),
+            "required".to_string(),
+            "needs one of payment_date, payment_period".to_string()
+        )]
+    );
+    // A period instead of a day passes; so does a withheld payee with its reason.
+    assert!(
+        payment
+            .validate(&serde_json::json!({
+                "source_reference": "f.csv:2",
+                "null_reasons": { "supplier_name": "redacted" },
+                "payment_period": { "start": "2015-02-01", "end": "2015-02-28", "precision": "month" },
+                "amount_pence": 100,
+                "currency": "GBP"
+            }))
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_spend_aggregate_states_its_period_not_a_day() {
+    let registry = Registry::load(&root().join("schemas")).unwrap();
+    let agg = registry.get("finance.spend_aggregate").unwrap();
+    for example in agg.schema["examples"].as_array().unwrap() {
+        agg.validate(example).unwrap();
+    }
+    let errors = agg
+        .validate(&serde_json::json!({
+            "supplier_name": "Acme Ltd",
+            "amount_pence": 100,
+            "payment_date": "2019-03-31",
+            "currency": "GBP"
+        }))
+        .unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "period" && e.rule == "required"),
+        "{errors:?}"
+    );
+}

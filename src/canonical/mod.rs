@@ -70,10 +70,40 @@ impl Entity {
         let errors: Vec<FieldError> = self
             .validator
             .iter_errors(record)
-            .map(|e| {
+            .flat_map(|e| {
                 let pointer = e.instance_path().to_string();
                 let field = pointer.trim_start_matches('/').replace('/', ".");
-                FieldError {
+                // "Not valid under any of the schemas listed in the anyOf keyword" says nothing
+                // an officer can act on: name the "at least one of" groups the record misses.
+                if field.is_empty()
+                    && matches!(
+                        e.kind(),
+                        jsonschema::error::ValidationErrorKind::AnyOf { .. }
+                    )
+                {
+                    let missing = missing_any_of(&self.schema, record);
+                    if !missing.is_empty() {
+                        return missing;
+                    }
+                }
+                // A missing required property: name it (the caret of a preview points at it).
+                if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+                    && let Some(name) = property.as_str()
+                {
+                    let path = if field.is_empty() {
+                        name.to_string()
+                    } else {
+                        format!("{field}.{name}")
+                    };
+                    return vec![FieldError {
+                        field: path,
+                        column: None,
+                        rule: "required".into(),
+                        message: "is required but the record has no value for it".into(),
+                        value: None,
+                    }];
+                }
+                vec![FieldError {
                     field: if field.is_empty() {
                         "(record)".into()
                     } else {
@@ -83,7 +113,7 @@ impl Entity {
                     rule: "schema".into(),
                     message: e.masked().to_string(),
                     value: None,
-                }
+                }]
             })
             .collect();
         let mut errors = errors;
@@ -101,6 +131,42 @@ impl Entity {
     pub fn pii(&self, path: &str) -> Option<PiiClass> {
         self.fields.get(path).and_then(|f| f.pii)
     }
+}
+
+/// The "at least one of" groups (`anyOf` of `required` lists, at the top or under `allOf`) of
+/// which `record` has no field, as errors naming the first field and the whole group.
+fn missing_any_of(schema: &Value, record: &Value) -> Vec<FieldError> {
+    any_of_groups(schema)
+        .into_iter()
+        .filter(|g| !g.iter().any(|f| record.get(f).is_some()))
+        .map(|g| FieldError {
+            field: g[0].clone(),
+            column: None,
+            rule: "required".into(),
+            message: format!("needs one of {}", g.join(", ")),
+            value: None,
+        })
+        .collect()
+}
+
+/// The "at least one of" groups of a schema: `anyOf` lists of single `required` fields, at the
+/// top or under `allOf`.
+fn any_of_groups(schema: &Value) -> Vec<Vec<String>> {
+    let group = |any_of: &Value| -> Option<Vec<String>> {
+        any_of
+            .as_array()?
+            .iter()
+            .map(|alt| match alt.get("required")?.as_array()?.as_slice() {
+                [one] => one.as_str().map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut groups: Vec<Vec<String>> = schema.get("anyOf").and_then(group).into_iter().collect();
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        groups.extend(all.iter().filter_map(|p| p.get("anyOf").and_then(group)));
+    }
+    groups
 }
 
 /// Checks every object holding both `sort_code` and `account_number` (the canonical names of
@@ -149,6 +215,9 @@ impl TargetSchema for Entity {
     }
     fn required(&self) -> Vec<String> {
         self.required.clone()
+    }
+    fn one_of_groups(&self) -> Vec<Vec<String>> {
+        any_of_groups(&self.schema)
     }
 }
 

@@ -1048,16 +1048,37 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 paths.clone()
             };
             let mut bad = 0;
+            // Feeds may share a mapping file; two files may not share a mapping id (it names
+            // the mapping in every message's provenance).
+            let mut seen_files = std::collections::HashSet::new();
+            let mut ids: std::collections::HashMap<String, PathBuf> = Default::default();
             for p in &paths {
+                if !seen_files.insert(p.clone()) {
+                    continue;
+                }
                 match crate::mapping::load(p, &registry) {
-                    Ok(m) => println!(
-                        "ok    {} ({} v{} → {}, {} fields)",
-                        p.display(),
-                        m.id,
-                        m.version,
-                        m.entity,
-                        m.field_paths().count()
-                    ),
+                    Ok(m) => match ids.get(&m.id) {
+                        Some(first) => {
+                            bad += 1;
+                            println!(
+                                "FAIL  {}: mapping id `{}` is already the id of {}; give each mapping its own `mapping:` id",
+                                p.display(),
+                                m.id,
+                                first.display()
+                            );
+                        }
+                        None => {
+                            ids.insert(m.id.clone(), p.clone());
+                            println!(
+                                "ok    {} ({} v{} → {}, {} fields)",
+                                p.display(),
+                                m.id,
+                                m.version,
+                                m.entity,
+                                m.field_paths().count()
+                            );
+                        }
+                    },
                     Err(e) => {
                         bad += 1;
                         println!("FAIL  {e}");
@@ -1119,7 +1140,15 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 },
         } => {
             let registry = registry(&env)?;
-            let m = crate::mapping::load(mapping, &registry)?;
+            // A draft that does not compile yet is previewed with the fields that do, after
+            // its problems: a preview never refuses a draft whose YAML reads.
+            let (m, problems) = match crate::mapping::load(mapping, &registry) {
+                Ok(m) => (m, Vec::new()),
+                Err(crate::mapping::MappingError::Invalid { .. }) => {
+                    crate::mapping::load_draft(mapping, &registry)?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let e = registry
                 .get(&m.entity)
                 .with_context(|| format!("no schema for {}", m.entity))?;
@@ -1129,17 +1158,37 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let preview = crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&preview.to_json())?);
+            let preview = if problems.is_empty() {
+                crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?
             } else {
+                crate::toolkit::preview::preview_draft(&m, e, &name, bytes, *rows)?
+            };
+            if cli.json {
+                let mut json = preview.to_json();
+                if let Some(o) = json.as_object_mut() {
+                    o.insert("draft_problems".into(), serde_json::to_value(&problems)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            } else {
+                if !problems.is_empty() {
+                    println!(
+                        "DRAFT  {} problem(s) to fix before `mapping check` passes; previewing the fields that compile:",
+                        problems.len()
+                    );
+                    for p in &problems {
+                        println!("  {p}");
+                    }
+                    println!();
+                }
                 print!("{}", preview.render_table(120));
             }
-            Ok(if preview.records.iter().all(|r| r.ok) {
-                0
-            } else {
-                1
-            })
+            Ok(
+                if problems.is_empty() && preview.records.iter().all(|r| r.ok) {
+                    0
+                } else {
+                    1
+                },
+            )
         }
         Command::Council {
             action: CouncilCmd::Init { id, name },

@@ -490,6 +490,19 @@ fn file_lines(f: &FileReport) {
                     .collect();
                 println!("      money totals (pence): {}", totals.join(", "));
             }
+            for d in &f.duplicate_keys {
+                let lines: Vec<String> = d.lines.iter().map(u64::to_string).collect();
+                println!(
+                    "      duplicate key {} on lines {} ({})",
+                    d.key,
+                    lines.join(", "),
+                    if d.same_content {
+                        "identical records"
+                    } else {
+                        "different content: a consumer keeps only the last"
+                    }
+                );
+            }
             if let Some(reason) = &f.reason {
                 println!("      CONTROL MISMATCH: {reason}");
             }

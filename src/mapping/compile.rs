@@ -8,7 +8,7 @@ use serde_saphyr::{Location, Spanned};
 
 use super::expr::Expr;
 use super::spec::{ColumnSpec, FieldSpec, MappingSpec, SourceSpec, TrailerSpec};
-use super::transforms::DateFormat;
+use super::transforms::{DateFormat, PeriodFormat};
 use super::{JsonType, MappingDiagnostic, MappingError, SchemaLookup, TargetSchema, did_you_mean};
 use crate::formats::csv::{ControlMatch, CsvOptions};
 use crate::formats::encoding::Encoding;
@@ -126,6 +126,8 @@ pub(super) enum Transform {
     Compact,
     Digits,
     Date(Vec<DateFormat>),
+    /// A month, quarter, range or financial period: `{start, end, precision}`.
+    Period(Vec<PeriodFormat>),
     Money,
     Pence,
     Integer,
@@ -164,6 +166,7 @@ impl Transform {
             Transform::Compact => "compact",
             Transform::Digits => "digits",
             Transform::Date(_) => "date",
+            Transform::Period(_) => "period",
             Transform::Money => "money",
             Transform::Pence => "pence",
             Transform::Integer => "integer",
@@ -182,8 +185,9 @@ impl Transform {
 }
 
 const TRANSFORMS: &[&str] = &[
-    "trim", "upper", "lower", "compact", "digits", "date", "money", "pence", "integer", "decimal",
-    "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map", "expr",
+    "trim", "upper", "lower", "compact", "digits", "date", "period", "money", "pence", "integer",
+    "decimal", "split", "pad", "regex", "multiply", "divide", "round", "lookup", "boolean", "map",
+    "expr",
 ];
 
 #[derive(Debug, Clone)]
@@ -387,6 +391,28 @@ pub(super) fn compile(
     schemas: &dyn SchemaLookup,
     tables: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Mapping, MappingError> {
+    compile_inner(file, text, schemas, tables, false).map(|(m, _)| m)
+}
+
+/// As [`compile`], but for a draft being previewed: when the YAML reads, the entity exists and
+/// the source options compile, the fields that compile make a mapping, returned with the
+/// problems of the rest (missing required fields, a bad transform, an empty key).
+pub(super) fn compile_draft(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
+    compile_inner(file, text, schemas, tables, true)
+}
+
+fn compile_inner(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+    tables: &dyn Fn(&str) -> Result<String, String>,
+    lenient: bool,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
     let spec: MappingSpec = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -449,9 +475,29 @@ pub(super) fn compile(
                 );
             }
         }
+        for group in target.one_of_groups() {
+            let filled = group.iter().any(|alt| {
+                spec.fields
+                    .keys()
+                    .any(|k| k == alt || k.starts_with(&format!("{alt}.")))
+                    || (alt == "null_reasons"
+                        && spec
+                            .fields
+                            .values()
+                            .any(|f| !f.value.null_reasons.is_empty()))
+            });
+            if !filled {
+                let names = group.join(", ");
+                cx.at(
+                    &spec.entity.referenced,
+                    Some(&format!("one of {names}")),
+                    format!("`{entity}` needs one of {names} in every record, and the mapping fills none of them; add one under `fields:`"),
+                );
+            }
+        }
     }
     for k in &spec.key.value {
-        match fields.iter().find(|f| &f.path == k) {
+        match fields.iter_mut().find(|f| &f.path == k) {
             None => cx.at(
                 &spec.key.referenced,
                 Some(k),
@@ -461,16 +507,9 @@ pub(super) fn compile(
                 if f.pii.is_some() {
                     cx.at(&spec.key.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
                 }
-                if !f.required
-                    && !matches!(f.source, FieldSource::Literal(_))
-                    && f.default.is_none()
-                {
-                    cx.at(
-                        &spec.key.referenced,
-                        Some(k),
-                        "a key field must be `required: true` (or have a default)",
-                    );
-                }
+                // A key field is required whether or not it says so: a record without its key
+                // cannot be published.
+                f.required = true;
             }
         }
     }
@@ -507,21 +546,33 @@ pub(super) fn compile(
                 .and_then(|i| lines.get(i))
                 .map(|l| l.to_string());
         }
-        return Err(MappingError::Invalid {
-            file: file.to_string(),
-            diagnostics: cx.diagnostics,
-        });
+        if !(lenient && target.is_some() && source.is_some()) {
+            return Err(MappingError::Invalid {
+                file: file.to_string(),
+                diagnostics: cx.diagnostics,
+            });
+        }
     }
-    Ok(Mapping {
-        id: spec.mapping.value,
-        version: spec.version,
-        entity,
-        action,
-        file: file.to_string(),
-        source: source.expect("no diagnostics means source compiled"),
-        key: spec.key.value,
-        fields,
-    })
+    // A draft's key keeps only the fields that compiled.
+    let key = spec
+        .key
+        .value
+        .into_iter()
+        .filter(|k| fields.iter().any(|f| &f.path == k))
+        .collect();
+    Ok((
+        Mapping {
+            id: spec.mapping.value,
+            version: spec.version,
+            entity,
+            action,
+            file: file.to_string(),
+            source: source.expect("no diagnostics (or a lenient draft) means source compiled"),
+            key,
+            fields,
+        },
+        cx.diagnostics,
+    ))
 }
 
 fn first_line(s: &str) -> String {
@@ -1113,6 +1164,7 @@ fn compile_field(
             Transform::Money | Transform::Pence | Transform::Integer => JsonType::Integer,
             Transform::Decimal => JsonType::Number,
             Transform::Boolean => JsonType::Boolean,
+            Transform::Period(_) => JsonType::Object,
             Transform::Map { values, .. } => {
                 let types: Vec<JsonType> = values.values().map(type_of).collect();
                 types
@@ -1255,6 +1307,25 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
                 return None;
             }
             Some(Transform::Date(formats))
+        }
+        ("period", Some(arg)) => {
+            let list: Vec<&Value> = match arg {
+                Value::Array(a) => a.iter().collect(),
+                v => vec![v],
+            };
+            let mut formats = Vec::new();
+            for v in list {
+                match v.as_str().map(PeriodFormat::new) {
+                    Some(Ok(f)) => formats.push(f),
+                    Some(Err(e)) => cx.at(&loc, Some(path), e),
+                    None => cx.at(&loc, Some(path), "`period` takes a format or a list of formats, e.g. `period: [MMMM yyyy, yyyy-mm]`"),
+                }
+            }
+            if formats.is_empty() {
+                cx.at(&loc, Some(path), "`period` needs at least one format");
+                return None;
+            }
+            Some(Transform::Period(formats))
         }
         ("map", Some(Value::Object(o))) => {
             let mut values = HashMap::new();
@@ -1440,7 +1511,8 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             }
         },
         (
-            "date" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round" | "lookup",
+            "date" | "period" | "map" | "split" | "pad" | "regex" | "multiply" | "divide" | "round"
+            | "lookup",
             _,
         ) => {
             cx.at(

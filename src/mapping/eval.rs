@@ -309,6 +309,14 @@ fn field_value(
                 Ok(d) => Value::String(d.format("%Y-%m-%d").to_string()),
                 Err(m) => return Err(error("date", m, Some(s.clone()))),
             },
+            Transform::Period(formats) => match transforms::parse_period(s, formats) {
+                Ok(p) => serde_json::json!({
+                    "start": p.start.format("%Y-%m-%d").to_string(),
+                    "end": p.end.format("%Y-%m-%d").to_string(),
+                    "precision": p.precision,
+                }),
+                Err(m) => return Err(error("period", m, Some(s.clone()))),
+            },
             Transform::Money => match transforms::parse_money(s) {
                 Ok(p) => Value::from(p),
                 Err(m) => return Err(error("money", m, Some(s.clone()))),

@@ -56,6 +56,10 @@ pub trait TargetSchema {
     fn fields(&self) -> Vec<String>;
     /// Dotted paths of the fields every record must have.
     fn required(&self) -> Vec<String>;
+    /// "At least one of" groups (`anyOf` of `required`): a record needs one field of each.
+    fn one_of_groups(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
 }
 
 /// Finds canonical entities by name (`payroll.pay_result`).
@@ -177,6 +181,39 @@ pub fn load(path: &Path, schemas: &dyn SchemaLookup) -> Result<Mapping, MappingE
         std::fs::read_to_string(&table).map_err(|e| format!("cannot read {}: {e}", table.display()))
     };
     compile::compile(&path.display().to_string(), &text, schemas, &tables)
+}
+
+/// Reads a mapping being drafted for a preview: the fields that compile make a mapping, returned
+/// with the problems of the rest. `Err` only when the YAML does not read, the entity is unknown
+/// or the source options are wrong (nothing can be decoded then).
+pub fn load_draft(
+    path: &Path,
+    schemas: &dyn SchemaLookup,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
+    let text = std::fs::read_to_string(path).map_err(|source| MappingError::Io {
+        file: path.display().to_string(),
+        source,
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tables = move |name: &str| {
+        let table = dir.join(name);
+        std::fs::read_to_string(&table).map_err(|e| format!("cannot read {}: {e}", table.display()))
+    };
+    compile::compile_draft(&path.display().to_string(), &text, schemas, &tables)
+}
+
+/// Compiles a draft's text as [`load_draft`] does (no reference tables).
+pub fn compile_draft_str(
+    file: &str,
+    text: &str,
+    schemas: &dyn SchemaLookup,
+) -> Result<(Mapping, Vec<MappingDiagnostic>), MappingError> {
+    let no_tables = |name: &str| -> Result<String, String> {
+        Err(format!(
+            "reference table {name}: tables are read next to a mapping file (mapping::load)"
+        ))
+    };
+    compile::compile_draft(file, text, schemas, &no_tables)
 }
 
 /// Compiles mapping text (named `file` in diagnostics) against the canonical model.

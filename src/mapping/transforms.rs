@@ -297,3 +297,262 @@ mod tests {
         assert_eq!(digits("40-12-76"), "401276");
     }
 }
+
+/// A period format (`yyyy-mm`, `MMMM yyyy`, `MMM-MMM-yyyy`, `MMMM yyyy-MMMM yyyy`, `yyyypp`):
+/// the tokens `yyyy`/`yy` (year), `MMMM` (full month name), `MMM` (`Apr`), `mm` (two-digit
+/// month), `pp` (financial-year period, April = 01, with the year the financial year starts
+/// in); anything else matches itself, ignoring case. A second month (and year) makes a range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodFormat {
+    /// As written in the mapping.
+    pub written: String,
+    tokens: Vec<PeriodToken>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PeriodToken {
+    Year4,
+    Year2,
+    MonthName,
+    MonthAbbr,
+    Month2,
+    FinancialPeriod,
+    Literal(char),
+}
+
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+
+/// A period of whole days a source states instead of a day: `{start, end, precision}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// First day.
+    pub start: NaiveDate,
+    /// Last day.
+    pub end: NaiveDate,
+    /// `month`, `quarter`, `year` or `range`.
+    pub precision: &'static str,
+}
+
+impl PeriodFormat {
+    /// Compiles a format, checking it names a month (or a financial period) and a year.
+    pub fn new(written: &str) -> Result<Self, String> {
+        let mut tokens = Vec::new();
+        let mut rest = written;
+        while !rest.is_empty() {
+            let found = [
+                ("yyyy", PeriodToken::Year4),
+                ("MMMM", PeriodToken::MonthName),
+                ("MMM", PeriodToken::MonthAbbr),
+                ("yy", PeriodToken::Year2),
+                ("mm", PeriodToken::Month2),
+                ("pp", PeriodToken::FinancialPeriod),
+            ]
+            .into_iter()
+            .find(|(t, _)| rest.starts_with(t));
+            match found {
+                Some((t, token)) => {
+                    tokens.push(token);
+                    rest = &rest[t.len()..];
+                }
+                None => {
+                    let c = rest.chars().next().expect("not empty");
+                    tokens.push(PeriodToken::Literal(c));
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+        let count = |f: fn(&PeriodToken) -> bool| tokens.iter().filter(|t| f(t)).count();
+        let years = count(|t| matches!(t, PeriodToken::Year4 | PeriodToken::Year2));
+        let months = count(|t| {
+            matches!(
+                t,
+                PeriodToken::MonthName | PeriodToken::MonthAbbr | PeriodToken::Month2
+            )
+        });
+        let periods = count(|t| matches!(t, PeriodToken::FinancialPeriod));
+        let ok = match periods {
+            0 => (1..=2).contains(&years) && (1..=2).contains(&months) && years <= months,
+            1 => years == 1 && months == 0,
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "period format \"{written}\" must have a year (yyyy or yy) and one or two months \
+                 (MMMM, MMM or mm), or a year and a financial period (yyyypp)"
+            ));
+        }
+        Ok(Self {
+            written: written.to_string(),
+            tokens,
+        })
+    }
+
+    /// Reads `raw` as a period, or `None` when it does not fit this format.
+    pub fn parse(&self, raw: &str) -> Option<Period> {
+        let text = raw.trim().to_lowercase();
+        let mut rest = text.as_str();
+        let (mut years, mut months, mut period) = (Vec::new(), Vec::new(), None);
+        let digits = |rest: &str, n: usize| -> Option<u32> {
+            let d = rest.get(..n)?;
+            d.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| d.parse().ok())?
+        };
+        for t in &self.tokens {
+            match t {
+                PeriodToken::Year4 => {
+                    years.push(digits(rest, 4)? as i32);
+                    rest = &rest[4..];
+                }
+                PeriodToken::Year2 => {
+                    years.push(2000 + digits(rest, 2)? as i32);
+                    rest = &rest[2..];
+                }
+                PeriodToken::Month2 => {
+                    months.push(digits(rest, 2)?);
+                    rest = &rest[2..];
+                }
+                PeriodToken::FinancialPeriod => {
+                    period = Some(digits(rest, 2)?);
+                    rest = &rest[2..];
+                }
+                PeriodToken::MonthName => {
+                    let (i, name) = MONTHS
+                        .iter()
+                        .enumerate()
+                        .find(|(_, m)| rest.starts_with(*m))?;
+                    months.push(i as u32 + 1);
+                    rest = &rest[name.len()..];
+                }
+                PeriodToken::MonthAbbr => {
+                    let i = MONTHS.iter().position(|m| rest.get(..3) == Some(&m[..3]))?;
+                    months.push(i as u32 + 1);
+                    rest = &rest[3..];
+                }
+                PeriodToken::Literal(c) => {
+                    let c = c.to_lowercase().next().unwrap_or(*c);
+                    rest = rest.strip_prefix(c)?;
+                }
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        let (first, last) = match period {
+            Some(p) if (1..=12).contains(&p) => {
+                let month = (p + 2) % 12 + 1;
+                let year = years[0] + i32::from(p >= 10);
+                ((year, month), (year, month))
+            }
+            Some(_) => return None,
+            None => {
+                let m1 = months[0];
+                let m2 = *months.last().expect("a month");
+                let (y1, y2) = match years.as_slice() {
+                    [y] if months.len() == 2 && m2 < m1 => (y - 1, *y),
+                    [y] => (*y, *y),
+                    [a, b] => (*a, *b),
+                    _ => return None,
+                };
+                ((y1, m1), (y2, m2))
+            }
+        };
+        let start = NaiveDate::from_ymd_opt(first.0, first.1, 1)?;
+        let after = if last.1 == 12 {
+            NaiveDate::from_ymd_opt(last.0 + 1, 1, 1)?
+        } else {
+            NaiveDate::from_ymd_opt(last.0, last.1 + 1, 1)?
+        };
+        let end = after.pred_opt()?;
+        if end < start {
+            return None;
+        }
+        let span = (last.0 - first.0) * 12 + last.1 as i32 - first.1 as i32 + 1;
+        let precision = match span {
+            1 => "month",
+            3 => "quarter",
+            12 => "year",
+            _ => "range",
+        };
+        Some(Period {
+            start,
+            end,
+            precision,
+        })
+    }
+}
+
+/// Reads a period with the first of `formats` that fits.
+pub fn parse_period(raw: &str, formats: &[PeriodFormat]) -> Result<Period, String> {
+    formats.iter().find_map(|f| f.parse(raw)).ok_or_else(|| {
+        let list: Vec<&str> = formats.iter().map(|f| f.written.as_str()).collect();
+        format!("is not a period in the format {}", list.join(" or "))
+    })
+}
+
+#[cfg(test)]
+mod period_tests {
+    use super::*;
+
+    fn p(format: &str, raw: &str) -> Option<(String, String, &'static str)> {
+        PeriodFormat::new(format)
+            .unwrap()
+            .parse(raw)
+            .map(|p| (p.start.to_string(), p.end.to_string(), p.precision))
+    }
+
+    #[test]
+    fn months_quarters_ranges_and_financial_periods() {
+        let s = |a: &str, b: &str, c| Some((a.to_string(), b.to_string(), c));
+        assert_eq!(
+            p("yyyy-mm", "2015-02"),
+            s("2015-02-01", "2015-02-28", "month")
+        );
+        assert_eq!(
+            p("MMMM yyyy", "February 2016"),
+            s("2016-02-01", "2016-02-29", "month")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "apr-jun-2014"),
+            s("2014-04-01", "2014-06-30", "quarter")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "oct-nov-2017"),
+            s("2017-10-01", "2017-11-30", "range")
+        );
+        assert_eq!(
+            p("MMM-MMM-yyyy", "nov-jan-2018"),
+            s("2017-11-01", "2018-01-31", "quarter")
+        );
+        assert_eq!(
+            p("MMMM yyyy-MMMM yyyy", "July 2010-September 2010"),
+            s("2010-07-01", "2010-09-30", "quarter")
+        );
+        assert_eq!(
+            p("yyyypp", "201411"),
+            s("2015-02-01", "2015-02-28", "month")
+        );
+        assert_eq!(
+            p("yyyypp", "201401"),
+            s("2014-04-01", "2014-04-30", "month")
+        );
+        assert_eq!(p("yyyypp", "201413"), None);
+        assert_eq!(p("yyyy-mm", "2015-13"), None);
+        assert_eq!(p("yyyy-mm", "2015-02x"), None);
+        assert!(PeriodFormat::new("dd/mm").is_err());
+        assert!(PeriodFormat::new("yyyy").is_err());
+    }
+}

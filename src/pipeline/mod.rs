@@ -6,6 +6,7 @@
 //! without a broker, a broker outage or a crash leaves messages waiting, never lost.
 
 pub mod delta;
+pub mod duplicates;
 pub mod flush;
 mod profile;
 pub mod progress;
@@ -117,6 +118,9 @@ pub struct FileReport {
     pub delta: Option<delta::DeltaCounts>,
     /// Control totals: the sum of each money (`_pence`) field over the valid records.
     pub money_totals: BTreeMap<String, i64>,
+    /// Record keys several valid records of the batch share, with their lines (events mode).
+    #[serde(default)]
+    pub duplicate_keys: Vec<duplicates::DuplicateKey>,
 }
 
 impl FileReport {
@@ -140,6 +144,7 @@ impl FileReport {
             drift: Vec::new(),
             delta: None,
             money_totals: BTreeMap::new(),
+            duplicate_keys: Vec::new(),
         }
     }
 }
@@ -636,6 +641,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         Ok(())
     };
 
+    let mut keys_seen = duplicates::Tracker::default();
     for item in decoder {
         let item = item.map_err(|e| ReadError::File(e.to_string()))?;
         match item {
@@ -714,6 +720,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                         }
                     }
                     (Ok((key, body)), None) => {
+                        keys_seen.record(&key, rec.locator.line, &body);
                         messages.push(envelope::record_message(
                             entity,
                             &mapping.action,
@@ -757,6 +764,15 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         }
     }
     let mut held_reasons = Vec::new();
+    report.duplicate_keys = std::mem::take(&mut keys_seen).finish();
+    if !report.duplicate_keys.is_empty() {
+        tracing::warn!(council, feed, file = %raw.name, batch = batch_id, duplicates = ?report.duplicate_keys, "records of the batch share a key");
+        if policy.duplicate_keys == crate::config::DuplicateKeyPolicy::Hold
+            && let Some(r) = duplicates::hold_reason(&report.duplicate_keys)
+        {
+            held_reasons.push(r);
+        }
+    }
     if let Some(d) = delta.as_mut() {
         let locator = delta::no_row(&raw.name);
         let provenance = Provenance {
@@ -860,6 +876,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         "mode": policy.mode,
         "delta": report.delta,
         "held_reasons": report.held_reasons,
+        "duplicate_keys": report.duplicate_keys,
         "drift": report.drift,
         "profile": profile,
     });

@@ -51,6 +51,48 @@ pub struct Preview {
     pub controls: Vec<Locator>,
     /// The sample has more records than were previewed.
     pub more: bool,
+    /// Record keys that more than one previewed record has: published as upserts, a consumer
+    /// keyed on them keeps only the last.
+    pub duplicate_keys: Vec<DuplicateKey>,
+}
+
+/// One key that several records of the sample share.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// The record key.
+    pub key: String,
+    /// The physical lines of the records that have it, in file order.
+    pub lines: Vec<u64>,
+    /// Whether the records are identical (a repeated line) or differ (one would be lost).
+    pub same_content: bool,
+}
+
+/// The keys several of `records` share, with their lines.
+pub fn duplicate_keys(records: &[PreviewRecord]) -> Vec<DuplicateKey> {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&PreviewRecord>> = Default::default();
+    for r in records {
+        if let Some(k) = &r.key {
+            by_key.entry(k.as_str()).or_default().push(r);
+        }
+    }
+    let mut out: Vec<DuplicateKey> = by_key
+        .into_iter()
+        .filter(|(_, rs)| rs.len() > 1)
+        .map(|(key, rs)| {
+            let canonical = |r: &PreviewRecord| {
+                serde_json::to_string(&r.fields.iter().map(|f| &f.outcome).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            let first = canonical(rs[0]);
+            DuplicateKey {
+                key: key.to_string(),
+                lines: rs.iter().map(|r| r.locator.line).collect(),
+                same_content: rs.iter().all(|r| canonical(r) == first),
+            }
+        })
+        .collect();
+    out.sort_by_key(|d| d.lines[0]);
+    out
 }
 
 /// One record of the preview.
@@ -127,9 +169,32 @@ pub fn preview(
     bytes: impl Read + 'static,
     rows: usize,
 ) -> Result<Preview, ToolkitError> {
+    preview_inner(mapping, entity, sample_name, bytes, rows, false)
+}
+
+/// As [`preview`], for a draft ([`crate::mapping::load_draft`]): a mapped column the sample
+/// lacks reads as empty instead of refusing the sample, so the rows show what does map.
+pub fn preview_draft(
+    mapping: &Mapping,
+    entity: &Entity,
+    sample_name: &str,
+    bytes: impl Read + 'static,
+    rows: usize,
+) -> Result<Preview, ToolkitError> {
+    preview_inner(mapping, entity, sample_name, bytes, rows, true)
+}
+
+fn preview_inner(
+    mapping: &Mapping,
+    entity: &Entity,
+    sample_name: &str,
+    bytes: impl Read + 'static,
+    rows: usize,
+    lenient: bool,
+) -> Result<Preview, ToolkitError> {
     let decoder = formats::open(sample_name, bytes, &mapping.source.format)?;
     let tabular = !mapping.source.format.per_record_header();
-    if tabular {
+    if tabular && !lenient {
         mapping.bind_for(&decoder.header())?;
     }
     let mut items: Vec<Result<SourceRecord, formats::DecodeFailure>> = Vec::new();
@@ -153,7 +218,11 @@ pub fn preview(
         if let Some(b) = bindings.get(&key) {
             return Ok(b.clone());
         }
-        let b = mapping.bind_for(&r.header)?;
+        let b = if lenient {
+            mapping.bind_lenient(&r.header)
+        } else {
+            mapping.bind_for(&r.header)?
+        };
         bindings.insert(key, b.clone());
         Ok(b)
     };
@@ -187,6 +256,7 @@ pub fn preview(
             },
         });
     }
+    let duplicate_keys = duplicate_keys(&records);
     Ok(Preview {
         mapping: mapping.id.clone(),
         version: mapping.version,
@@ -196,6 +266,7 @@ pub fn preview(
         records,
         controls,
         more,
+        duplicate_keys,
     })
 }
 
@@ -523,6 +594,20 @@ impl Preview {
             }
         );
         push_wrapped(&mut out, &summary, width, "");
+        for d in &self.duplicate_keys {
+            let lines: Vec<String> = d.lines.iter().map(u64::to_string).collect();
+            let line = format!(
+                "! duplicate key {} on lines {} ({}): a consumer keyed on it keeps only the last",
+                d.key,
+                lines.join(", "),
+                if d.same_content {
+                    "identical records"
+                } else {
+                    "different content"
+                }
+            );
+            push_wrapped(&mut out, &line, width, "  ");
+        }
         let field_w = self
             .fields
             .iter()

@@ -21,6 +21,9 @@
 //! 5. the draft, in the format of `docs/mapping-format.md`, every entry commented with why it was
 //!    chosen, and every required field without a column a commented-out `TODO` block.
 
+mod file_name;
+mod null_reasons;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -298,6 +301,12 @@ pub enum MatchedSource {
     },
     /// The record's place: `concat: {from: [$file, $line]}`.
     FileLine,
+    /// The file's name, by pattern (`from: $file` with a `regex`): an "as at" date or a period
+    /// the rows do not state.
+    FileName {
+        /// The regular expression whose group 1 is the value.
+        pattern: String,
+    },
 }
 
 /// Reads `sample` and drafts a mapping of it to `entity` for `council`.
@@ -335,8 +344,8 @@ pub fn scaffold_bytes(
     let fields = entity_fields(entity);
     let groups = any_of_groups(&entity.schema);
     let proposal = propose(&fields, &groups, &columns, &sample);
-    let mapping_id = format!("{}-{}", slug(council), entity.short_name.replace('_', "-"));
-    let yaml = render(&RenderInput {
+    let mapping_id = draft_id(council, &entity.short_name, file);
+    let mut yaml = render(&RenderInput {
         file,
         mapping_id: &mapping_id,
         entity: &entity.name,
@@ -346,16 +355,27 @@ pub fn scaffold_bytes(
     });
     let mut notes = sample.notes.clone();
     notes.extend(proposal.notes.iter().cloned());
+    let mut missing_required = proposal.missing_required.clone();
+    let mut matches = proposal.matches.clone();
+    file_name::supply(
+        file,
+        entity,
+        &mut yaml,
+        &mut matches,
+        &mut missing_required,
+        &mut notes,
+    );
+    null_reasons::supply(entity, &sample.table.rows, &matches, &mut yaml, &mut notes);
     Ok(Scaffold {
         mapping_id,
         entity: entity.name.clone(),
         file: file.to_string(),
         source: sample.guess.clone(),
         columns,
-        fields: proposal.matches.clone(),
+        fields: matches,
         key: proposal.key.clone(),
         key_reason: proposal.key_reason.clone(),
-        missing_required: proposal.missing_required.clone(),
+        missing_required,
         unmatched_optional: proposal.unmatched_optional.clone(),
         unused_columns: proposal.unused_columns.clone(),
         notes,
@@ -663,6 +683,12 @@ pub fn find_header(rows: &[Vec<String>]) -> Option<usize> {
     let data_width = mode(widths.iter().copied().filter(|w| *w >= 2))
         .map(|(w, _)| w)
         .unwrap_or(1);
+    // How many cells a data row fills: a merged-cell export leaves blank columns between the
+    // named ones, in the header and the rows alike.
+    let filled_of = |r: &Vec<String>| r.iter().filter(|c| !c.trim().is_empty()).count();
+    let data_filled = mode(rows.iter().map(filled_of).filter(|n| *n >= 2))
+        .map(|(n, _)| n)
+        .unwrap_or(1);
     for (i, row) in rows.iter().enumerate().take(50) {
         let cells: Vec<&str> = row
             .iter()
@@ -675,7 +701,9 @@ pub fn find_header(rows: &[Vec<String>]) -> Option<usize> {
         let w = widths[i] as f64;
         let filled = cells.len() as f64;
         if data_width >= 2
-            && (cells.len() < 2 || filled < 0.5 * data_width as f64 || w < 0.6 * data_width as f64)
+            && (cells.len() < 2
+                || (filled < 0.5 * data_width as f64 && filled < 0.8 * data_filled as f64)
+                || w < 0.6 * data_width as f64)
         {
             continue;
         }
@@ -1219,6 +1247,9 @@ fn tree_sample(mut guess: SourceGuess, records: Vec<Vec<(String, String)>>) -> S
     }
 }
 
+/// The namespace prefix of every OASIS UBL 2.x document.
+const UBL_NAMESPACE: &str = "urn:oasis:names:specification:ubl:schema:xsd:";
+
 /// The element path of one record and how many there are: the outermost repeated element
 /// that has child elements (the most frequent, then the shallowest), else the root.
 pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
@@ -1229,6 +1260,7 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut parents: HashSet<String> = HashSet::new();
     let mut order: Vec<String> = Vec::new();
+    let mut ubl = false;
     loop {
         let event = reader.read_event_into(&mut buf).ok()?;
         let (start, empty) = match &event {
@@ -1237,6 +1269,12 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
             _ => (None, false),
         };
         if let Some(e) = start {
+            if stack.is_empty() && order.is_empty() {
+                ubl = e
+                    .attributes()
+                    .flatten()
+                    .any(|a| a.value.contains(UBL_NAMESPACE));
+            }
             if !stack.is_empty() {
                 parents.insert(stack.join("/"));
             }
@@ -1262,6 +1300,11 @@ pub fn guess_record_path(bytes: &[u8]) -> Option<(String, usize)> {
             _ => {}
         }
         buf.clear();
+    }
+    // A UBL document (invoice, credit note, order) is one record per file, whatever repeats
+    // inside it (its lines, tax subtotals, allowances).
+    if ubl {
+        return order.first().map(|root| (root.clone(), 1));
     }
     // The outermost repeated element with children: records repeat, and what repeats inside
     // a record (its lines, its NI letters) is part of it.
@@ -1678,6 +1721,7 @@ fn entity_fields(entity: &Entity) -> Vec<FieldInfo> {
             .iter()
             .filter(|(k, _)| *k == path)
             .chain(SYNONYMS.iter().filter(|(k, _)| *k == leaf && *k != path))
+            .chain(TRANSPARENCY_SYNONYMS.iter().filter(|(k, _)| *k == path))
             .flat_map(|(_, list)| list.iter())
             .map(|s| tokens(s))
             .collect();
@@ -1724,6 +1768,117 @@ fn any_of_groups(schema: &Value) -> Vec<Vec<String>> {
 }
 
 /// Synonyms of canonical fields (by dotted path or by leaf name), as headers write them.
+/// Header names the Local Government Transparency Code files (spend, procurement cards, senior
+/// salaries, organograms) use, seen in the real files of ../shared/data/real; after [`SYNONYMS`].
+const TRANSPARENCY_SYNONYMS: &[(&str, &[&str])] = &[
+    ("supplier_name", &["name", "supplier id t"]),
+    (
+        "merchant_name",
+        &[
+            "merchant",
+            "merchant name",
+            "beneficiary",
+            "beneficiary name",
+            "mch merchant name",
+        ],
+    ),
+    ("transaction_date", &["date", "fin transaction date"]),
+    ("amount_pence", &["fin transaction amount"]),
+    // Not "document number" or "transaction number": transaction_id takes those, and a
+    // document reference is not unique, so it must not become the key.
+    ("document_reference", &["hbc ref no", "voucher"]),
+    (
+        "directorate",
+        &[
+            "department area",
+            "entity",
+            "strgrpcc t",
+            "parent department",
+        ],
+    ),
+    (
+        "service_area",
+        &[
+            "organisational unit",
+            "service sercop",
+            "service cost centre",
+        ],
+    ),
+    (
+        "expense_type",
+        &[
+            "expenditure account",
+            "account detail",
+            "cipfsubs t",
+            "expenditure code",
+            "transaction description",
+        ],
+    ),
+    (
+        "expense_category",
+        &[
+            "sercop expenditure category",
+            "cipfsubj t",
+            "expenditure category",
+        ],
+    ),
+    ("capital_or_revenue", &["type", "capital revenue"]),
+    ("org_unit", &["transaction description 2"]),
+    ("payment_period", &["period"]),
+    (
+        "reports_to_post_reference",
+        &[
+            "reports to senior post",
+            "reporting senior post",
+            "reports to",
+        ],
+    ),
+    (
+        "minimum_salary_pence",
+        &[
+            "payscale minimum",
+            "actual pay floor",
+            "pay floor",
+            "salary minimum",
+        ],
+    ),
+    (
+        "maximum_salary_pence",
+        &[
+            "payscale maximum",
+            "actual pay ceiling",
+            "pay ceiling",
+            "salary maximum",
+        ],
+    ),
+    (
+        "profession",
+        &["professional occupational group", "occupational group"],
+    ),
+    ("fte", &["fte", "fte of minimum contracted hours"]),
+    (
+        "number_of_posts",
+        &["number of posts in fte", "number of posts"],
+    ),
+    (
+        "actual_salary_pence",
+        &["fte salary", "niable pay", "actual salary"],
+    ),
+    (
+        "employer_pension_pence",
+        &[
+            "ers pension contribution",
+            "ers pension",
+            "employer pension contribution",
+        ],
+    ),
+    ("grade", &["grade or equivalent"]),
+    ("service", &["unit", "service area"]),
+    ("organisation_uri", &["body"]),
+    ("organisation_name", &["body name", "organisation"]),
+    ("post_reference", &["post unique reference"]),
+];
+
 const SYNONYMS: &[(&str, &[&str])] = &[
     (
         "transaction_id",
@@ -2650,6 +2805,11 @@ struct Candidate {
     by_values: bool,
 }
 
+/// A column of a one-record sample (an XML or JSON document), filled: it cannot repeat there.
+fn one_record(col: &ColumnProfile) -> bool {
+    col.rows == 1 && col.empty == 0
+}
+
 fn propose(
     fields: &[FieldInfo],
     groups: &[Vec<String>],
@@ -2764,7 +2924,7 @@ fn propose(
             !f.pii
                 && matches!(f.kind, Kind::Text | Kind::Integer | Kind::OtherFormat(_))
                 && f.id_like()
-                && columns[c.column].unique
+                && (columns[c.column].unique || one_record(&columns[c.column]))
         })
         .collect();
     // The schema's own identifiers first (required, or one of an "at least one of" group),
@@ -2786,7 +2946,12 @@ fn propose(
     if let Some((fi, c)) = best_key {
         let col = &columns[c.column];
         p.key = vec![fields[*fi].path.clone()];
-        p.key_reason = if col.empty == 0 {
+        p.key_reason = if one_record(col) {
+            format!(
+                "the sample has one record: \"{}\" is taken to identify it; check with a larger sample",
+                col.name
+            )
+        } else if col.empty == 0 {
             format!(
                 "\"{}\" is filled and unique on all {} sample rows",
                 col.name, col.rows
@@ -3376,6 +3541,7 @@ fn render(r: &RenderInput) -> String {
             MatchedSource::FileLine => {
                 y.push_str("    concat: { from: [$file, $line], separator: \":\" }\n");
             }
+            MatchedSource::FileName { .. } => y.push_str("    from: $file\n"),
         }
         if !m.transforms.is_empty() {
             let _ = writeln!(y, "    transforms: [{}]", m.transforms.join(", "));
@@ -3470,6 +3636,61 @@ fn wrap(text: &str, width: usize) -> String {
 }
 
 /// A council name as part of an id: lower case, runs of other characters as one `-`.
+/// A draft's mapping id: council, entity and what the file's name says it is, without its
+/// dates, so that each export of a council gets its own id and next month's file the same one
+/// (`oxford_2014-apr-jun_spend_over_500.csv` → `oxford-supplier-payment-spend-over`).
+fn draft_id(council: &str, entity_short: &str, file: &str) -> String {
+    const MONTHS: &[&str] = &[
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+        "january",
+        "february",
+        "march",
+        "april",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+    ];
+    let council = slug(council);
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let words: Vec<String> = slug(stem)
+        .split('-')
+        .filter(|w| {
+            !w.is_empty()
+                && !w.chars().all(|c| c.is_ascii_digit())
+                && !MONTHS.contains(w)
+                && !council.split('-').any(|c| c == *w)
+        })
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    let mut id = format!("{council}-{}", entity_short.replace('_', "-"));
+    if !words.is_empty() {
+        id.push('-');
+        id.push_str(&words.join("-"));
+    }
+    id
+}
+
 fn slug(s: &str) -> String {
     let mut out = String::new();
     for c in s.trim().chars() {
@@ -3486,6 +3707,32 @@ fn slug(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::canonical::Registry;
+
+    #[test]
+    fn each_export_of_a_council_gets_its_own_id_and_each_month_the_same() {
+        let id = |f| draft_id("Oxford", "post", f);
+        assert_eq!(
+            id("oxford_2012-04_senior_salaries.csv"),
+            "oxford-post-senior-salaries"
+        );
+        assert_eq!(
+            id("oxford_2015-04_senior_salaries_blank_column.csv"),
+            "oxford-post-senior-salaries-blank"
+        );
+        assert_eq!(
+            draft_id(
+                "oxford",
+                "supplier_payment",
+                "oxford_2014-apr-jun_spend_over_500.csv"
+            ),
+            draft_id(
+                "oxford",
+                "supplier_payment",
+                "oxford_2014-jul-sep_spend_over_500.csv"
+            )
+        );
+        assert_eq!(id("2026-11.csv"), "oxford-post");
+    }
     use crate::mapping::compile_str;
 
     fn registry() -> Registry {
@@ -3711,7 +3958,7 @@ mod tests {
     #[test]
     fn a_clean_export_gives_a_draft_that_compiles() {
         let (s, r) = draft(PAYMENTS.as_bytes(), "finance.supplier_payment");
-        assert_eq!(s.mapping_id, "test-council-supplier-payment");
+        assert_eq!(s.mapping_id, "test-council-supplier-payment-sample");
         assert_eq!(column(&s, "transaction_id"), Some("Trans No"));
         assert_eq!(column(&s, "supplier_name"), Some("Supplier Name"));
         assert_eq!(column(&s, "payment_date"), Some("Date Paid"));
@@ -3721,7 +3968,7 @@ mod tests {
         assert_eq!(column(&s, "cost_centre"), Some("Cost Centre"));
         assert_eq!(s.key, ["transaction_id"]);
         let yaml = &s.yaml;
-        assert!(yaml.contains("mapping: test-council-supplier-payment\nversion: 1\nentity: finance.supplier_payment\n"), "{yaml}");
+        assert!(yaml.contains("mapping: test-council-supplier-payment-sample\nversion: 1\nentity: finance.supplier_payment\n"), "{yaml}");
         assert!(yaml.contains("  supplier_name:  # header \"Supplier Name\" (similarity 1.00), text\n    from: \"Supplier Name\"\n    transforms: [trim]\n    required: true\n"), "{yaml}");
         assert!(
             yaml.contains("transforms: [{ date: \"dd/mm/yyyy\" }]"),
@@ -3741,7 +3988,7 @@ mod tests {
         assert!(!yaml.contains("null_if"), "{yaml}");
         assert!(
             yaml.contains(
-                "# Optional fields with no column found: source_reference, supplier_id, net_pence"
+                "# Optional fields with no column found: source_reference, supplier_id, payment_period.start,"
             ),
             "{yaml}"
         );
@@ -3782,8 +4029,11 @@ mod tests {
         assert_eq!(column(&s, "payment_date"), Some("2"));
         assert!(s.yaml.contains("    from: 2\n"), "{}", s.yaml);
         assert!(
+            s.yaml.contains(
+                "# TODO: the schema needs at least one of supplier_name, null_reasons: which column holds one?"
+            ),
+            "{}",
             s.yaml
-                .contains("# TODO: supplier_name is required: which column holds it?")
         );
     }
 
