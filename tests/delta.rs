@@ -437,12 +437,8 @@ async fn three_snapshots_publish_exactly_the_changes_starters_and_leavers() {
     assert_eq!(json["report"]["files"][0]["delta"]["deleted"], 2);
     let list = sandbox.cli(None).args(["runs", "list"]).output().unwrap();
     let text = stdout(&list);
-    assert!(text.lines().next().unwrap().starts_with("id "), "{text}");
-    assert_eq!(
-        text.matches("westmarch    employments").count(),
-        3,
-        "{text}"
-    );
+    assert!(text.lines().next().unwrap().starts_with("ID "), "{text}");
+    assert_eq!(text.matches("westmarch/employments").count(), 3, "{text}");
     consumer.cleanup().await;
 }
 

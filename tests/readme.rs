@@ -10,7 +10,8 @@ const START: &str = "<!-- run-output:start -->\n```\n";
 const END: &str = "```\n<!-- run-output:end -->";
 
 fn normalise(text: &str) -> String {
-    let uuid = regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
+    let uuid =
+        regex::Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap();
     let time = regex::Regex::new(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?Z?").unwrap();
     let text = uuid.replace_all(text, "<id>");
     time.replace_all(&text, "<time>").trim_end().to_string()
