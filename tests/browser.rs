@@ -1,7 +1,8 @@
 //! The web console in headless Chromium (Debian's chromium + chromium-driver, driven over the
 //! W3C WebDriver protocol): sign in with a token, filter the failures, open one, preview its
 //! replay, replay it, see it leave the list and appear in the audit log. Screenshots of the
-//! main pages are written to docs/console/ (used by docs/operators.md).
+//! main pages are written to target/screenshots/, or to docs/console/ (used by
+//! docs/operators.md) with `UPDATE_SCREENSHOTS=1`.
 
 mod common;
 
@@ -205,7 +206,13 @@ impl Browser {
                 .unwrap(),
         );
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-        let dir = repo().join("docs/console");
+        // The runbook's pictures are refreshed on purpose (`UPDATE_SCREENSHOTS=1`); an ordinary
+        // run writes them under target/ so the tree stays clean.
+        let dir = if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
+            repo().join("docs/console")
+        } else {
+            repo().join("target/screenshots")
+        };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), png).unwrap();
     }
