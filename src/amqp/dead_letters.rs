@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, Connection};
 use serde_json::{Map, Value, json};
 
-use super::{AmqpError, BrokerConfig, declare_topology, timed};
+use super::{AmqpError, BrokerConfig, declare_topology, open_connection, timed};
 use crate::store::DeadLetter;
 
 /// A consumer of the dead-letter queue, on its own connection.
@@ -44,27 +44,11 @@ impl Delivered {
 impl DeadLetterConsumer {
     /// Connects, declares the topology and starts consuming the dead-letter queue.
     pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
-        let props = ConnectionProperties::default().with_connection_name(LongString::from(
-            format!("{} (dead letters)", config.connection_name).as_str(),
-        ));
-        let connection =
-            match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props))
-                .await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(AmqpError::Connect {
-                        url: config.redacted_url(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(AmqpError::Connect {
-                        url: config.redacted_url(),
-                        message: format!("no answer within {}s", config.timeout.as_secs()),
-                    });
-                }
-            };
+        let connection = open_connection(
+            config,
+            &format!("{} (dead letters)", config.connection_name),
+        )
+        .await?;
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
         declare_topology(&channel, config).await?;
         timed(

@@ -177,30 +177,31 @@ async fn timed<T>(
     }
 }
 
+/// Opens a connection named `name` (as the broker's connection list shows it), within the
+/// configured timeout; the URL is validated first and only ever shown redacted.
+pub(crate) async fn open_connection(
+    config: &BrokerConfig,
+    name: &str,
+) -> Result<Connection, AmqpError> {
+    validate_url(&config.url)?;
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(AmqpError::Connect {
+            url: config.redacted_url(),
+            message: e.to_string(),
+        }),
+        Err(_) => Err(AmqpError::Connect {
+            url: config.redacted_url(),
+            message: format!("no answer within {}s", config.timeout.as_secs()),
+        }),
+    }
+}
+
 impl Publisher {
     /// Connects, declares the topology and enables publisher confirms.
     pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
-        validate_url(&config.url)?;
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(config.connection_name.as_str()));
-        let connection =
-            match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props))
-                .await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(AmqpError::Connect {
-                        url: config.redacted_url(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(AmqpError::Connect {
-                        url: config.redacted_url(),
-                        message: format!("no answer within {}s", config.timeout.as_secs()),
-                    });
-                }
-            };
+        let connection = open_connection(config, &config.connection_name).await?;
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
         declare_topology(&channel, config).await?;
         timed(

@@ -179,6 +179,35 @@ pub fn record_message(
     }
 }
 
+/// The CloudEvents headers of a message the bridge makes itself (a manifest, an alert).
+fn event_headers(
+    id: &str,
+    council: &str,
+    feed: &str,
+    ce_type: &str,
+    subject: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Map<String, Value> {
+    let mut headers = Map::new();
+    headers.insert("cloudEvents:specversion".into(), json!("1.0"));
+    headers.insert("cloudEvents:id".into(), json!(id));
+    headers.insert(
+        "cloudEvents:source".into(),
+        json!(format!("urn:council:{council}:{feed}")),
+    );
+    headers.insert("cloudEvents:type".into(), json!(ce_type));
+    headers.insert("cloudEvents:subject".into(), json!(subject));
+    headers.insert(
+        "cloudEvents:time".into(),
+        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    );
+    headers.insert(
+        "cloudEvents:datacontenttype".into(),
+        json!("application/json"),
+    );
+    headers
+}
+
 /// Builds the manifest that closes a batch (`<domain>.batch.completed.<council>`), so the
 /// platform can reconcile what it received against what was read.
 pub fn manifest_message(
@@ -190,25 +219,13 @@ pub fn manifest_message(
     now: chrono::DateTime<chrono::Utc>,
 ) -> OutboundMessage {
     let id = Uuid::new_v5(&namespace(), format!("manifest\n{batch_id}").as_bytes()).to_string();
-    let mut headers = Map::new();
-    headers.insert("cloudEvents:specversion".into(), json!("1.0"));
-    headers.insert("cloudEvents:id".into(), json!(id));
-    headers.insert(
-        "cloudEvents:source".into(),
-        json!(format!("urn:council:{council}:{feed}")),
-    );
-    headers.insert(
-        "cloudEvents:type".into(),
-        json!(format!("uk.gov.council.{domain}.batch.completed.v1")),
-    );
-    headers.insert("cloudEvents:subject".into(), json!(batch_id));
-    headers.insert(
-        "cloudEvents:time".into(),
-        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    );
-    headers.insert(
-        "cloudEvents:datacontenttype".into(),
-        json!("application/json"),
+    let headers = event_headers(
+        &id,
+        council,
+        feed,
+        &format!("uk.gov.council.{domain}.batch.completed.v1"),
+        batch_id,
+        now,
     );
     OutboundMessage {
         message_id: id,
@@ -236,28 +253,13 @@ pub fn alert_message(
         format!("alert\n{council}\n{feed}\n{kind}\n{occasion}").as_bytes(),
     )
     .to_string();
-    let mut headers = Map::new();
-    headers.insert("cloudEvents:specversion".into(), json!("1.0"));
-    headers.insert("cloudEvents:id".into(), json!(id));
-    headers.insert(
-        "cloudEvents:source".into(),
-        json!(format!("urn:council:{council}:{feed}")),
-    );
-    headers.insert(
-        "cloudEvents:type".into(),
-        json!(format!("uk.gov.council.ops.feed.{kind}.v1")),
-    );
-    headers.insert(
-        "cloudEvents:subject".into(),
-        json!(format!("{council}/{feed}")),
-    );
-    headers.insert(
-        "cloudEvents:time".into(),
-        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    );
-    headers.insert(
-        "cloudEvents:datacontenttype".into(),
-        json!("application/json"),
+    let headers = event_headers(
+        &id,
+        council,
+        feed,
+        &format!("uk.gov.council.ops.feed.{kind}.v1"),
+        &format!("{council}/{feed}"),
+        now,
     );
     OutboundMessage {
         message_id: id,
