@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::{Consumer, Sandbox, broker_url, sandbox_with_payroll, stdout, write_payroll};
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
-use council_bridge::formats::Item;
 use council_bridge::pipeline::{Operator, flush::Retry};
 use council_bridge::store::{FailureFilter, Store};
 use serde_json::{Value, json};
@@ -126,43 +125,10 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
-/// Raw values of every column the mappings send to a personal-data field (as tests/pii.rs).
-fn personal_values(sandbox: &Sandbox) -> BTreeSet<String> {
-    let config = Config::load(&sandbox.config()).unwrap();
-    let registry = Registry::load(&config.schemas).unwrap();
-    let mut values = BTreeSet::new();
-    let mut public = Vec::new();
-    for council in &config.councils {
-        for feed in &council.feeds {
-            let mapping = council_bridge::mapping::load(&feed.mapping, &registry).unwrap();
-            for path in feed.drop.scan().unwrap().0 {
-                let file = std::fs::File::open(&path).unwrap();
-                let decoder =
-                    council_bridge::formats::open("x", file, &mapping.source.format).unwrap();
-                for item in decoder {
-                    if let Ok(Item::Record(r)) = item {
-                        let binding = mapping.bind_for(&r.header).unwrap();
-                        for (i, v) in r.values.iter().enumerate() {
-                            let v = v.trim();
-                            if binding.is_public_column(i) {
-                                public.push(v.to_string());
-                            } else if v.chars().count() >= 4 {
-                                values.insert(v.to_string());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    values.retain(|v| !public.iter().any(|p| p.contains(v.as_str())));
-    values
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     let sandbox = Sandbox::new();
-    let personal = personal_values(&sandbox);
+    let personal = common::personal_values(&sandbox);
     let run = sandbox.cli(None).arg("run").output().unwrap();
     assert!(run.status.code().is_some());
     let all = sandbox.failures();
