@@ -57,6 +57,32 @@ fn e(s: &str) -> String {
     out
 }
 
+impl Filters {
+    /// The failure filters as hidden form fields, so a bulk action acts on what the list shows.
+    fn hidden_fields(&self) -> String {
+        let mut hidden = String::new();
+        for (k, val) in [
+            ("council", &self.council),
+            ("feed", &self.feed),
+            ("entity", &self.entity),
+            ("kind", &self.kind),
+            ("rule", &self.rule),
+            ("field", &self.field),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("text", &self.text),
+        ] {
+            if let Some(x) = val.as_deref().filter(|x| !x.is_empty()) {
+                hidden.push_str(&format!(
+                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
+                    e(x)
+                ));
+            }
+        }
+        hidden
+    }
+}
+
 fn v(x: &Value) -> String {
     match x {
         Value::Null => String::new(),
@@ -295,25 +321,7 @@ async fn failures(
     }
     b.push_str("</table>");
     if c.can_operate() && data["total"].as_u64().unwrap_or(0) > 0 && status == "open" {
-        let mut hidden = String::new();
-        for (k, val) in [
-            ("council", &q.council),
-            ("feed", &q.feed),
-            ("entity", &q.entity),
-            ("kind", &q.kind),
-            ("rule", &q.rule),
-            ("field", &q.field),
-            ("since", &q.since),
-            ("until", &q.until),
-            ("text", &q.text),
-        ] {
-            if let Some(x) = val.as_deref().filter(|x| !x.is_empty()) {
-                hidden.push_str(&format!(
-                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                    e(x)
-                ));
-            }
-        }
+        let hidden = q.hidden_fields();
         b.push_str(&format!(
             "<form method=\"post\" action=\"/console/replays\">{}{hidden}<input type=\"hidden\" name=\"step\" value=\"preview\">\
              <button type=\"submit\" id=\"preview-bulk\">Preview replay of all {} matching</button></form>",
@@ -798,25 +806,7 @@ async fn bulk(
             Ok(d) => d,
             Err(r) => return error_page(&c, r),
         };
-        let mut hidden = String::new();
-        for (k, val) in [
-            ("council", &filters.council),
-            ("feed", &filters.feed),
-            ("entity", &filters.entity),
-            ("kind", &filters.kind),
-            ("rule", &filters.rule),
-            ("field", &filters.field),
-            ("since", &filters.since),
-            ("until", &filters.until),
-            ("text", &filters.text),
-        ] {
-            if let Some(x) = val.as_deref().filter(|x| !x.is_empty()) {
-                hidden.push_str(&format!(
-                    "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                    e(x)
-                ));
-            }
-        }
+        let hidden = filters.hidden_fields();
         let mut rows = String::new();
         for r in &d.records {
             rows.push_str(&format!(

@@ -85,11 +85,16 @@ enum Trigger {
 }
 
 impl Trigger {
-    fn name(&self) -> &'static str {
+    /// As the pipeline records it in the run report.
+    fn pipeline(&self) -> pipeline::Trigger {
         match self {
-            Trigger::Schedule(_) => "schedule",
-            Trigger::Watch => "watch",
+            Trigger::Schedule(_) => pipeline::Trigger::Schedule,
+            Trigger::Watch => pipeline::Trigger::Watch,
         }
+    }
+
+    fn name(&self) -> &'static str {
+        self.pipeline().as_str()
     }
 }
 
@@ -443,10 +448,7 @@ async fn feed_run(
     }
     let (c, f) = (council.clone(), feed.clone());
     let config_for_cleanup = config.clone();
-    let why = match trigger {
-        Trigger::Schedule(_) => pipeline::Trigger::Schedule,
-        Trigger::Watch => pipeline::Trigger::Watch,
-    };
+    let why = trigger.pipeline();
     let reports = tokio::task::spawn_blocking(move || {
         pipeline::process_with(
             &config,
