@@ -296,7 +296,7 @@ impl Store {
     ) -> Result<i64> {
         let councils = councils.map_or_else(|| "*".to_string(), |c| c.join(","));
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO api_tokens (name, role, councils, secret_sha256, created_by, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -351,7 +351,7 @@ impl Store {
     /// Revokes a token (audited).
     pub fn revoke_token(&self, id: i64, actor: &str) -> Result<()> {
         let n = self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx.execute(
                 "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, now()],
@@ -465,7 +465,7 @@ impl Store {
     /// Audited.
     pub fn discard_failure(&self, id: i64, actor: &str, reason: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let row: Option<(String, String)> = tx
                 .query_row(
                     "SELECT status, council FROM failures WHERE id = ?1",
@@ -506,7 +506,7 @@ impl Store {
     /// Writes one audit entry (and, for a failure, a history event).
     pub fn record_audit(&self, e: &AuditEntry<'_>, failure: Option<i64>) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             write_audit(&tx, e)?;
             if let Some(id) = failure {
                 failure_event(&tx, id, e.actor, e.action, e.outcome, e.detail)?;
@@ -616,7 +616,7 @@ impl Store {
                 .map(|s| s[0].clone())
         });
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO replay_jobs (id, actor, reason, filter, status, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
@@ -658,7 +658,7 @@ impl Store {
     /// Marks a job `done` or `interrupted` and audits the totals.
     pub fn finish_replay_job(&self, id: &str, status: &str) -> Result<ReplayJob> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE replay_jobs SET status = ?2, finished_at = CASE WHEN ?2 = 'done' THEN ?3 END WHERE id = ?1",
                 params![id, status, now()],

@@ -75,7 +75,7 @@ impl Store {
         base: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // Changes left by readings of this feed that failed or never finished: they were
             // never going to be applied.
             tx.execute(
@@ -98,7 +98,7 @@ impl Store {
             return Ok(());
         }
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare_cached(
                     "INSERT OR REPLACE INTO snapshot_changes (batch_id, record_key, action, content_hash, body)
@@ -144,7 +144,7 @@ impl Store {
     /// dropped, so the feed's state stays as it was. Audited. Returns the messages dropped.
     pub fn discard_batch(&self, batch_id: &str, actor: &str, reason: &str) -> Result<u64> {
         let outcome = self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let status: Option<String> = tx
                 .query_row(
                     "SELECT status FROM batches WHERE id = ?1",

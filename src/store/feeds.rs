@@ -144,7 +144,7 @@ impl Store {
         message: &OutboundMessage,
     ) -> Result<bool> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let done: Option<String> = tx
                 .query_row(
                     "SELECT alerted_for FROM feed_schedule WHERE council = ?1 AND feed = ?2",
@@ -187,7 +187,7 @@ impl Store {
     /// Idempotent per message: a second copy of the same dead letter adds no second failure.
     pub fn record_dead_letter(&self, d: &DeadLetter) -> Result<i64> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let existing: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM failures WHERE message_id = ?1 AND stage = 'dead-lettered' AND status = 'open'",

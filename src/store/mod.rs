@@ -4,7 +4,10 @@
 //! written here, in the same transaction as its batch's progress, before anything is sent, and
 //! it is marked sent only after the broker confirms it. Nothing else in the crate opens the
 //! database file. Calls are short and synchronous; the connection sits behind a mutex so the
-//! store can be shared by the async publisher and the pipeline.
+//! store can be shared by the async publisher and the pipeline. Every write transaction takes
+//! the write lock when it begins (`IMMEDIATE`): a deferred one that read first could not upgrade
+//! once another process had written, and would fail with "database is locked" at once instead of
+//! waiting its turn (the busy timeout only covers waiting for the lock).
 
 mod console;
 mod delta;
@@ -284,7 +287,7 @@ impl Store {
     /// a crash neither loses nor duplicates anything.
     pub fn begin_batch(&self, b: &NewBatch<'_>) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for table in ["failures", "outbox"] {
                 tx.execute(
                     &format!(
@@ -322,7 +325,7 @@ impl Store {
         let (batch_id, council, feed) = (batch.id, batch.council, batch.feed);
         let mapping = (batch.mapping_id, batch.mapping_version);
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcome = ChunkOutcome::default();
             {
                 let mut insert = tx.prepare_cached(
@@ -405,7 +408,7 @@ impl Store {
             .unwrap_or_default()
             .to_string();
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
@@ -452,7 +455,7 @@ impl Store {
     /// unprocessed, so the next run reads it again).
     pub fn fail_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
             tx.execute(
@@ -467,7 +470,7 @@ impl Store {
     /// failed one, nothing from it is kept and the file is read again later.
     pub fn abandon_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
             tx.execute(
@@ -481,7 +484,7 @@ impl Store {
     /// Releases a held batch: its messages become publishable. Audited.
     pub fn release_batch(&self, batch_id: &str, actor: &str, reason: &str) -> Result<u64> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let status: Option<String> = tx
                 .query_row(
                     "SELECT status FROM batches WHERE id = ?1",
@@ -560,7 +563,7 @@ impl Store {
     /// Marks messages confirmed by the broker.
     pub fn mark_sent(&self, outbox_ids: &[i64]) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare_cached(
                     "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
@@ -577,7 +580,7 @@ impl Store {
     /// Records a failed attempt; the message stays pending.
     pub fn mark_attempt_failed(&self, outbox_ids: &[i64], error: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut st = tx.prepare_cached(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
@@ -593,7 +596,7 @@ impl Store {
     /// Moves a message the broker could not route (or refused) to the failures, with the reason.
     pub fn mark_undeliverable(&self, outbox_id: i64, stage: &str, reason: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row, raw_record,
                    mapping_id, mapping_version, errors, message_id, status, created_at)
@@ -696,7 +699,7 @@ impl Store {
         audited: bool,
     ) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if replay_in(&tx, id, message, actor, reason, audited)? {
                 tx.commit()?;
             }
@@ -725,7 +728,7 @@ impl Store {
         audited: bool,
     ) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             if requeue_in(&tx, id, message_id, actor, reason, audited)? {
                 tx.commit()?;
             }
@@ -745,7 +748,7 @@ impl Store {
         refused: i64,
     ) -> Result<()> {
         self.with(|c| {
-            let mut tx = c.transaction()?;
+            let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let (mut queued, mut still) = (0i64, 0i64);
             for step in steps {
                 match step {
@@ -800,7 +803,7 @@ impl Store {
     /// Records that a replay was tried and failed again (the failure stays open). Audited.
     pub fn replay_failed(&self, id: i64, errors: &Value, actor: &str) -> Result<()> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE failures SET errors = ?2 WHERE id = ?1",
                 params![id, errors.to_string()],

@@ -43,7 +43,7 @@ impl Store {
         let sent_before = cutoff(now_at, policy.sent_payload_days);
         let runs_before = cutoff(now_at, policy.run_report_days);
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let payloads_dropped = tx.execute(
                 "UPDATE outbox SET content_sha256 = json_extract(headers, '$.\"x-content-sha256\"'),
                    headers = '{}', body = x'', pruned_at = ?2
