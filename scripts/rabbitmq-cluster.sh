@@ -7,6 +7,7 @@
 #   scripts/rabbitmq-cluster.sh status       # each node; exit 0 only when all three run clustered
 #   scripts/rabbitmq-cluster.sh stop-node N  # stop node N (1-3) alone: the failover drill
 #   scripts/rabbitmq-cluster.sh urls         # the nodes' AMQP URLs, comma-separated (AMQP_URL)
+#   scripts/rabbitmq-cluster.sh ctl N ARGS   # rabbitmqctl -n cbN@localhost ARGS (as the rabbitmq user)
 #
 # Nodes cb1@localhost, cb2@localhost, cb3@localhost: AMQP on 127.0.0.1:5681-5683, Erlang
 # distribution on 25681-25683, no plugins (so no management or prometheus listeners), one
@@ -116,16 +117,13 @@ wait_node() {
     fi
 }
 
-# The running nodes of node N's cluster, one per line.
-running_members() {
+# Node N's cluster_status field FIELD (running_nodes, disk_nodes), one node per line.
+cluster_field() {
     ctl -n "$(node_name "$1")" cluster_status --formatter json 2>/dev/null |
-        python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin).get("running_nodes", [])))'
+        tr -d '\n ' | sed -n "s/.*\"$2\":\[\([^]]*\)\].*/\1/p" | tr ',' '\n' | tr -d '"'
 }
-
-disk_members() {
-    ctl -n "$(node_name "$1")" cluster_status --formatter json 2>/dev/null |
-        python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin).get("disk_nodes", [])))'
-}
+running_members() { cluster_field "$1" running_nodes; }
+disk_members() { cluster_field "$1" disk_nodes; }
 
 cmd_start() {
     command -v rabbitmq-server >/dev/null 2>&1 || die "rabbitmq-server is not installed"
@@ -237,8 +235,14 @@ stop) cmd_stop ;;
 status) cmd_status ;;
 stop-node) cmd_stop_node "${2:-}" ;;
 urls) cmd_urls ;;
+ctl)
+    case "${2:-}" in 1 | 2 | 3) ;; *) die "ctl takes a node number (1, 2 or 3) first" ;; esac
+    n="$2"
+    shift 2
+    ctl -n "$(node_name "$n")" "$@"
+    ;;
 *)
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac

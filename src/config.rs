@@ -3,7 +3,8 @@
 //!
 //! Onboarding a council is adding a folder: nothing in the root file lists councils, so a new
 //! partner's mappings, samples and feeds travel together. Secrets never live here: the broker
-//! URL comes from `AMQP_URL` (or `broker.url` for a password-less local broker).
+//! URL comes from `AMQP_URL` (or `broker.url`/`broker.urls` for a password-less local broker);
+//! a cluster's node addresses are `broker.urls`, or comma-separated in `AMQP_URL`.
 
 use std::path::{Path, PathBuf};
 
@@ -156,6 +157,18 @@ pub struct BrokerSettings {
     /// Broker URL; `AMQP_URL` overrides it. None = no broker: messages wait in the outbox.
     #[serde(default)]
     pub url: Option<String>,
+    /// A cluster's node addresses, instead of `url` (`AMQP_URL` overrides them with its own
+    /// comma-separated list); connections try them in turn and move on when a node is down.
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Replicas of each quorum queue (`x-quorum-initial-group-size`); default: the number of
+    /// node addresses when there are several, else the broker decides.
+    #[serde(default)]
+    pub quorum_group_size: Option<u32>,
+    /// Consumer queues `broker setup` declares as quorum queues, each with the routing-key
+    /// patterns it is bound to on the events exchange (`payroll-northshire: ["payroll.#.northshire"]`).
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, Vec<String>>,
     /// Events exchange.
     #[serde(default = "default_exchange")]
     pub exchange: String,
@@ -175,10 +188,24 @@ fn default_retry_seconds() -> u64 {
     150
 }
 
+impl BrokerSettings {
+    /// The configured node addresses as one setting (comma-separated), if any.
+    pub fn url_setting(&self) -> Option<String> {
+        match (&self.url, self.urls.is_empty()) {
+            (Some(u), _) => Some(u.clone()),
+            (None, false) => Some(self.urls.join(",")),
+            (None, true) => None,
+        }
+    }
+}
+
 impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             url: None,
+            urls: Vec::new(),
+            quorum_group_size: None,
+            queues: Default::default(),
             exchange: default_exchange(),
             dead_letter_exchange: default_dlx(),
             dead_letter_queue: default_dlq(),
@@ -748,6 +775,18 @@ impl Config {
     /// Reads `path` and every `<mappings>/<council>/council.yaml`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let root: RootFile = read_yaml(path)?;
+        if root.broker.url.is_some() && !root.broker.urls.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "broker: set either `url` (one broker) or `urls` (a cluster's nodes), not both".into(),
+            });
+        }
+        if root.broker.quorum_group_size == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message: "broker.quorum_group_size must be at least 1".into(),
+            });
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let resolve = |p: &Path| {
             if p.is_absolute() {

@@ -10,7 +10,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 use serde_json::{Map, Value, json};
 
-use super::{AmqpError, BrokerConfig, declare_topology, open_connection, timed};
+use super::{AmqpError, BrokerConfig, declare_on_connect, open_connection, timed};
 use crate::store::DeadLetter;
 
 /// A consumer of the dead-letter queue, on its own connection.
@@ -50,7 +50,7 @@ impl DeadLetterConsumer {
         )
         .await?;
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
-        declare_topology(&channel, config).await?;
+        declare_on_connect(&connection, &channel, config).await?;
         timed(
             config.timeout,
             "basic.qos",

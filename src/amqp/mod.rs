@@ -29,7 +29,9 @@ pub use dead_letters::{DeadLetterConsumer, Delivered};
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `amqp://user:pass@host:port/vhost`.
+    /// `amqp://user:pass@host:port/vhost`, or several such node addresses of one cluster
+    /// separated by commas (a comma in a password is written `%2C`). Connections try the nodes
+    /// in turn, each time starting from the next one.
     pub url: String,
     /// Topic exchange for events.
     pub exchange: String,
@@ -43,6 +45,13 @@ pub struct BrokerConfig {
     pub timeout: Duration,
     /// Most messages published but not yet confirmed.
     pub window: usize,
+    /// Replicas of each quorum queue this bridge declares (`x-quorum-initial-group-size`);
+    /// `None` leaves it to the broker (a member on every cluster node). [`BrokerConfig::new`]
+    /// sets the number of node addresses when there are several.
+    pub quorum_group_size: Option<u32>,
+    /// Consumer queues `broker setup` declares (quorum, dead-lettering to the dead-letter
+    /// exchange), each with the routing-key patterns it is bound to on the events exchange.
+    pub queues: Vec<(String, Vec<String>)>,
 }
 
 impl BrokerConfig {
@@ -56,12 +65,48 @@ impl BrokerConfig {
             connection_name: "council-bridge".into(),
             timeout: Duration::from_secs(30),
             window: 512,
+            quorum_group_size: None,
+            queues: Vec::new(),
         }
+        .with_default_group_size()
     }
 
-    /// The URL with any password hidden, for logs and messages.
+    fn with_default_group_size(mut self) -> Self {
+        let nodes = self.nodes().len();
+        self.quorum_group_size = (nodes > 1).then_some(nodes as u32);
+        self
+    }
+
+    /// The node addresses: the URL, or each of its comma-separated parts.
+    pub fn nodes(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The URL (each node's) with any password hidden, for logs and messages.
     pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
+        self.nodes()
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Checks every node address of a broker setting (one URL, or several separated by commas).
+pub fn validate_urls(urls: &str) -> Result<(), AmqpError> {
+    let mut any = false;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        validate_url(url)?;
+        any = true;
+    }
+    if any {
+        Ok(())
+    } else {
+        validate_url(urls)
     }
 }
 
@@ -93,7 +138,8 @@ pub fn validate_url(url: &str) -> Result<(), AmqpError> {
         url: redact_url(url),
         message: format!(
             "the broker URL is not valid ({why}); write it as amqp://user:password@host:5672/vhost \
-             (vhost `/` is %2f), in AMQP_URL or --amqp-url"
+             (vhost `/` is %2f), in AMQP_URL or --amqp-url; a cluster's nodes are separated by \
+             commas, and a comma in a password is written %2C"
         ),
     };
     let lower = url.to_ascii_lowercase();
@@ -177,25 +223,50 @@ async fn timed<T>(
     }
 }
 
-/// Opens a connection named `name` (as the broker's connection list shows it), within the
-/// configured timeout; the URL is validated first and only ever shown redacted.
+/// The node the next connection tries first (offset by the process id, so that processes
+/// spread over the nodes): each connection starts one node further on, so that after a node
+/// fails the next attempt begins with another node.
+static NEXT_NODE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Opens a connection named `name` (as the broker's connection list shows it) to the first node
+/// that accepts it, trying each configured node in turn (starting from a rotating one) within
+/// the configured timeout each; the URLs are validated first and only ever shown redacted.
 pub(crate) async fn open_connection(
     config: &BrokerConfig,
     name: &str,
 ) -> Result<Connection, AmqpError> {
-    validate_url(&config.url)?;
-    let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    match tokio::time::timeout(config.timeout, Connection::connect(&config.url, props)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(AmqpError::Connect {
-            url: config.redacted_url(),
-            message: e.to_string(),
-        }),
-        Err(_) => Err(AmqpError::Connect {
-            url: config.redacted_url(),
-            message: format!("no answer within {}s", config.timeout.as_secs()),
-        }),
+    validate_urls(&config.url)?;
+    let nodes = config.nodes();
+    let start = NEXT_NODE
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_add(std::process::id() as usize);
+    let mut causes = Vec::new();
+    for k in 0..nodes.len() {
+        let url = nodes[(start + k) % nodes.len()];
+        let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
+        let cause = match tokio::time::timeout(config.timeout, Connection::connect(url, props))
+            .await
+        {
+            Ok(Ok(c)) => {
+                if nodes.len() > 1 {
+                    tracing::info!(node = %redact_url(url), connection = name, "connected to broker node");
+                }
+                return Ok(c);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {}s", config.timeout.as_secs()),
+        };
+        if nodes.len() > 1 {
+            tracing::warn!(node = %redact_url(url), error = %cause, "broker node unavailable; trying the next one");
+            causes.push(format!("{}: {cause}", redact_url(url)));
+        } else {
+            causes.push(cause);
+        }
     }
+    Err(AmqpError::Connect {
+        url: config.redacted_url(),
+        message: causes.join("; "),
+    })
 }
 
 impl Publisher {
@@ -203,7 +274,7 @@ impl Publisher {
     pub async fn connect(config: &BrokerConfig) -> Result<Self, AmqpError> {
         let connection = open_connection(config, &config.connection_name).await?;
         let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
-        declare_topology(&channel, config).await?;
+        declare_on_connect(&connection, &channel, config).await?;
         timed(
             config.timeout,
             "confirm.select",
@@ -296,8 +367,75 @@ impl Publisher {
 }
 
 /// Declares the exchanges and the dead-letter queue. Idempotent: declaring what exists with
-/// the same settings is a no-op for the broker.
+/// the same settings is a no-op for the broker. A dead-letter queue that exists with other
+/// arguments (another type or replica count) is refused by the broker, which closes `channel`.
 pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Result<(), AmqpError> {
+    declare_exchanges(channel, config).await?;
+    timed(
+        config.timeout,
+        "queue.declare (dead letters)",
+        channel.queue_declare(
+            ShortString::from(config.dead_letter_queue.as_str()),
+            durable_queue(),
+            quorum_args(config, false),
+        ),
+    )
+    .await?;
+    bind_dead_letters(channel, config).await
+}
+
+/// What every connection declares before use: as [`declare_topology`], but a dead-letter queue
+/// that already exists with other arguments (declared before the cluster, say) is used as it is.
+async fn declare_on_connect(
+    connection: &Connection,
+    channel: &Channel,
+    config: &BrokerConfig,
+) -> Result<(), AmqpError> {
+    declare_exchanges(channel, config).await?;
+    if let QueueState::Differs(why) = declare_queue(
+        connection,
+        config,
+        &config.dead_letter_queue,
+        quorum_args(config, false),
+    )
+    .await?
+    {
+        tracing::warn!(queue = %config.dead_letter_queue, reason = %why, "the dead-letter queue exists with other arguments; using it as it is");
+    }
+    bind_dead_letters(channel, config).await
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// A quorum queue's arguments: its type, the replica count when configured, and for a consumer
+/// queue the dead-letter exchange its rejected messages go to.
+fn quorum_args(config: &BrokerConfig, consumer: bool) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-queue-type"),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    if let Some(n) = config.quorum_group_size {
+        args.insert(
+            ShortString::from("x-quorum-initial-group-size"),
+            AMQPValue::LongLongInt(i64::from(n)),
+        );
+    }
+    if consumer {
+        args.insert(
+            ShortString::from("x-dead-letter-exchange"),
+            AMQPValue::LongString(LongString::from(config.dead_letter_exchange.as_str())),
+        );
+    }
+    args
+}
+
+async fn declare_exchanges(channel: &Channel, config: &BrokerConfig) -> Result<(), AmqpError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -325,26 +463,12 @@ pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Resul
         ),
     )
     .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-queue-type"),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
+    Ok(())
+}
+
+async fn bind_dead_letters(channel: &Channel, config: &BrokerConfig) -> Result<(), AmqpError> {
     timed(
-        t,
-        "queue.declare (dead letters)",
-        channel.queue_declare(
-            ShortString::from(config.dead_letter_queue.as_str()),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        ),
-    )
-    .await?;
-    timed(
-        t,
+        config.timeout,
         "queue.bind (dead letters)",
         channel.queue_bind(
             ShortString::from(config.dead_letter_queue.as_str()),
@@ -358,11 +482,99 @@ pub async fn declare_topology(channel: &Channel, config: &BrokerConfig) -> Resul
     Ok(())
 }
 
-/// Connects once to declare the topology (`council-bridge broker setup`).
-pub async fn setup(config: &BrokerConfig) -> Result<(), AmqpError> {
-    let publisher = Publisher::connect(config).await?;
-    publisher.close().await;
-    Ok(())
+/// What became of a queue declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueState {
+    /// Created, or it existed with the same arguments.
+    Declared,
+    /// It exists with other arguments (a classic queue, another replica count): left as it is.
+    Differs(String),
+}
+
+/// Declares a durable queue on a channel of its own, so that the broker's refusal of a queue
+/// that exists with other arguments (PRECONDITION_FAILED, which closes the channel) is reported
+/// as [`QueueState::Differs`] and costs nothing else.
+async fn declare_queue(
+    connection: &Connection,
+    config: &BrokerConfig,
+    name: &str,
+    args: FieldTable,
+) -> Result<QueueState, AmqpError> {
+    let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
+    let declared = tokio::time::timeout(
+        config.timeout,
+        channel.queue_declare(ShortString::from(name), durable_queue(), args),
+    )
+    .await;
+    match declared {
+        Ok(Ok(_)) => {
+            let _ = tokio::time::timeout(
+                config.timeout,
+                channel.close(200, ShortString::from("declared")),
+            )
+            .await;
+            Ok(QueueState::Declared)
+        }
+        Ok(Err(e)) if e.to_string().contains("PRECONDITION") => {
+            Ok(QueueState::Differs(e.to_string()))
+        }
+        Ok(Err(e)) => Err(protocol(&format!("queue.declare ({name})"))(e)),
+        Err(_) => Err(AmqpError::Protocol {
+            what: format!("queue.declare ({name})"),
+            message: format!("no answer within {}s", config.timeout.as_secs()),
+        }),
+    }
+}
+
+/// What `broker setup` declared.
+#[derive(Debug, Clone)]
+pub struct SetupReport {
+    /// The dead-letter queue and each consumer queue, in that order, with what became of it.
+    pub queues: Vec<(String, QueueState)>,
+}
+
+/// `council-bridge broker setup`: declares the exchanges, the dead-letter queue and the
+/// configured consumer queues, all quorum queues (with `quorum_group_size` replicas when set),
+/// and binds each consumer queue to its routing-key patterns. A queue that already exists with
+/// other arguments is left as it is and reported; nothing is ever deleted or converted.
+pub async fn setup(config: &BrokerConfig) -> Result<SetupReport, AmqpError> {
+    let connection = open_connection(config, &config.connection_name).await?;
+    let channel = timed(config.timeout, "channel.open", connection.create_channel()).await?;
+    declare_exchanges(&channel, config).await?;
+    let mut queues = Vec::new();
+    let state = declare_queue(
+        &connection,
+        config,
+        &config.dead_letter_queue,
+        quorum_args(config, false),
+    )
+    .await?;
+    queues.push((config.dead_letter_queue.clone(), state));
+    bind_dead_letters(&channel, config).await?;
+    for (name, patterns) in &config.queues {
+        let state = declare_queue(&connection, config, name, quorum_args(config, true)).await?;
+        for pattern in patterns {
+            timed(
+                config.timeout,
+                &format!("queue.bind ({name} to {pattern})"),
+                channel.queue_bind(
+                    ShortString::from(name.as_str()),
+                    ShortString::from(config.exchange.as_str()),
+                    ShortString::from(pattern.as_str()),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        }
+        queues.push((name.clone(), state));
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        connection.close(200, ShortString::from("bye")),
+    )
+    .await;
+    Ok(SetupReport { queues })
 }
 
 /// The AMQP properties and headers of a message, as the publisher sends it.

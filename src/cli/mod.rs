@@ -34,7 +34,8 @@ pub struct Cli {
         default_value = "council-bridge.yaml"
     )]
     pub config: PathBuf,
-    /// Broker URL (overrides `broker.url`); without one, messages wait in the outbox.
+    /// Broker URL, or a cluster's node URLs separated by commas (overrides `broker.url` and
+    /// `broker.urls`); without one, messages wait in the outbox.
     #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
     /// SQLite store file (overrides `store`).
@@ -474,7 +475,8 @@ pub enum SchemaCmd {
 /// `broker` actions.
 #[derive(Debug, Subcommand)]
 pub enum BrokerCmd {
-    /// Declare the exchanges and the dead-letter queue (idempotent).
+    /// Declare the exchanges, the dead-letter queue and the configured consumer queues
+    /// (`broker.queues`), all quorum queues (idempotent; an existing queue is never changed).
     Setup,
 }
 
@@ -562,17 +564,26 @@ fn env(cli: &Cli) -> Result<Env> {
         .amqp_url
         .clone()
         .filter(|u| !u.trim().is_empty())
-        .or_else(|| config.broker.url.clone());
+        .or_else(|| config.broker.url_setting());
     if let Some(url) = &url {
         // Before the URL is printed, logged or sent anywhere (a malformed one would otherwise
         // reach the broker as a vhost name, or an error message, with its password).
-        crate::amqp::validate_url(url)?;
+        crate::amqp::validate_urls(url)?;
     }
     let broker = url.map(|url| {
         let mut b = BrokerConfig::new(url);
         b.exchange = config.broker.exchange.clone();
         b.dead_letter_exchange = config.broker.dead_letter_exchange.clone();
         b.dead_letter_queue = config.broker.dead_letter_queue.clone();
+        if config.broker.quorum_group_size.is_some() {
+            b.quorum_group_size = config.broker.quorum_group_size;
+        }
+        b.queues = config
+            .broker
+            .queues
+            .iter()
+            .map(|(name, patterns)| (name.clone(), patterns.clone()))
+            .collect();
         b.connection_name = format!("council-bridge pid {}", std::process::id());
         b.timeout = Duration::from_secs(30);
         b
@@ -1303,14 +1314,26 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     "no broker is configured: set AMQP_URL (or --amqp-url, or broker.url in the configuration)"
                 );
             };
-            crate::amqp::setup(broker).await?;
+            let report = crate::amqp::setup(broker).await?;
             println!(
-                "topology declared on {}: exchange {}, dead-letter exchange {}, queue {}",
+                "topology declared on {}: exchange {}, dead-letter exchange {}",
                 broker.redacted_url(),
                 broker.exchange,
                 broker.dead_letter_exchange,
-                broker.dead_letter_queue
             );
+            let replicas = broker
+                .quorum_group_size
+                .map_or_else(|| "a replica on every node".to_string(), |n| format!("{n} replicas"));
+            for (name, state) in &report.queues {
+                match state {
+                    crate::amqp::QueueState::Declared => {
+                        println!("queue {name}: quorum, {replicas}")
+                    }
+                    crate::amqp::QueueState::Differs(why) => eprintln!(
+                        "queue {name}: exists with other arguments and was left as it is ({why}); to make it a quorum queue, move its consumers and messages to a new queue name (or delete it once empty) and run `broker setup` again"
+                    ),
+                }
+            }
             Ok(0)
         }
     }
