@@ -6,6 +6,7 @@
 #   scripts/rabbitmq-cluster.sh stop         # stop all three nodes and delete their state
 #   scripts/rabbitmq-cluster.sh status       # each node; exit 0 only when all three run clustered
 #   scripts/rabbitmq-cluster.sh stop-node N  # stop node N (1-3) alone: the failover drill
+#   scripts/rabbitmq-cluster.sh kill-node N  # SIGKILL node N's Erlang VM: a node that crashes
 #   scripts/rabbitmq-cluster.sh urls         # the nodes' AMQP URLs, comma-separated (AMQP_URL)
 #   scripts/rabbitmq-cluster.sh ctl N ARGS   # rabbitmqctl -n cbN@localhost ARGS (as the rabbitmq user)
 #
@@ -196,6 +197,15 @@ cmd_stop_node() {
     stop_node "$n"
 }
 
+cmd_kill_node() {
+    local n="${1:-}" pid_file
+    case "$n" in 1 | 2 | 3) ;; *) die "kill-node takes 1, 2 or 3" ;; esac
+    pid_file="$(node_dir "$n")/pid"
+    [ -s "$pid_file" ] || die "$(node_name "$n") has no pid file ($pid_file): is it running?"
+    log "killing $(node_name "$n") (SIGKILL to pid $(cat "$pid_file"))"
+    as_rabbitmq kill -KILL "$(cat "$pid_file")"
+}
+
 cmd_status() {
     local n all=0
     for n in "${NODES[@]}"; do
@@ -234,6 +244,7 @@ start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 stop-node) cmd_stop_node "${2:-}" ;;
+kill-node) cmd_kill_node "${2:-}" ;;
 urls) cmd_urls ;;
 ctl)
     case "${2:-}" in 1 | 2 | 3) ;; *) die "ctl takes a node number (1, 2 or 3) first" ;; esac
@@ -242,7 +253,7 @@ ctl)
     ctl -n "$(node_name "$n")" "$@"
     ;;
 *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,12p' "$0" >&2
     exit 2
     ;;
 esac

@@ -1,10 +1,10 @@
 //! Failover on a real three-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh, nodes
 //! cb1-cb3@localhost on 127.0.0.1:5681-5683, beside the broker on 5672): `broker setup` declares
-//! quorum queues with three replicas, and the node the publisher is connected to is stopped in
+//! quorum queues with three replicas, and the node the publisher is connected to is killed in
 //! the middle of a 50,000-record flush. The publisher moves to another node, every record
 //! reaches the quorum consumer queue (a resent message only ever under its own id), and the
 //! quorum dead-letter queue keeps what it held. The test starts the cluster when it is not
-//! running (and fails when it cannot) and stops it at the end.
+//! running (and fails when it cannot) and stops it at the end (unless `CB_CLUSTER_KEEP` is set).
 
 mod common;
 
@@ -60,6 +60,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::env::var_os("CB_CLUSTER_KEEP").is_some() {
+            return;
+        }
         let out = script(&["stop"]);
         if !out.status.success() {
             eprintln!(
@@ -227,7 +230,11 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         100_000,
         FILES,
     );
-    let run = sandbox.cli(None).args(["run"]).output().unwrap();
+    let run = sandbox
+        .cli(None)
+        .args(["run", "--council", "northshire", "--feed", "payroll"])
+        .output()
+        .unwrap();
     assert!(
         run.status.code() == Some(0),
         "run: {}\n{}",
@@ -257,43 +264,55 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let name = format!("council-bridge pid {}", flush.id());
-
-    // Find the node its connection is on (by the port it connected to).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let node = loop {
-        let conns = rabbitmqctl(1, &["list_connections", "name", "port"]);
-        if let Some(c) = conns
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name.as_str())
-        {
-            break c["port"].as_u64().unwrap() as usize - 5680;
+    // The node it connected to, from its log line (which names the node, never a password).
+    let stderr = flush.stderr.take().unwrap();
+    let (first_node, node_seen) = std::sync::mpsc::channel();
+    let logs = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("connected to broker node")
+                && let Some(at) = line.find("127.0.0.1:")
+            {
+                let port: String = line[at + 10..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let _ = first_node.send(port.parse::<usize>().unwrap() - 5680);
+            }
+            all.push_str(&line);
+            all.push('\n');
         }
-        assert!(
-            flush.try_wait().unwrap().is_none(),
-            "the flush ended before its connection was seen"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no connection named {name:?} appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        all
+    });
+    let node = node_seen
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the flush logs the node it connected to");
     let other = if node == 1 { 2 } else { 1 };
     eprintln!(
         "the publisher is connected to {}; watching from {}",
         node_name(node),
         node_name(other)
     );
+    let conns = rabbitmqctl(other, &["list_connections", "client_properties", "port"]);
+    let name = format!("council-bridge pid {}", flush.id());
+    assert!(
+        conns.as_array().unwrap().iter().any(|c| c["client_properties"]
+            .to_string()
+            .contains(&name)
+            && c["port"] == 5680 + node as u64),
+        "the broker lists the publisher's connection on {}: {conns}",
+        node_name(node)
+    );
 
-    // Stop that node once a fifth of the messages reached the queue, while the flush goes on.
+    // Kill that node (SIGKILL: a crash) once a tenth of the messages reached the queue, while
+    // the flush goes on.
     let watch = connect(other).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let before_stop = loop {
         let d = depth(&watch, &queue).await.unwrap_or(0);
-        if d as usize >= records / 5 {
+        if d as usize >= records / 10 {
             break d;
         }
         assert!(
@@ -304,16 +323,16 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
             Instant::now() < deadline,
             "the flush did not get going: {d} messages in the queue"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let stop = script(&["stop-node", &node.to_string()]);
+    let stop = script(&["kill-node", &node.to_string()]);
     assert!(
         stop.status.success(),
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
     eprintln!(
-        "stopped {} with {before_stop} of {} messages in the queue",
+        "killed {} with {before_stop} of {} messages in the queue",
         node_name(node),
         expected.len()
     );
@@ -322,17 +341,18 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         "the flush was still running when its node stopped"
     );
 
-    let out = tokio::task::spawn_blocking(move || flush.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "outbox flush: {}\n{logs}",
-        common::stdout(&out)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = flush.wait().unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut flush.stdout.take().unwrap(), &mut stdout).unwrap();
+        (status, stdout)
+    })
+    .await
+    .unwrap();
+    let logs = logs.join().unwrap();
+    let (status, stdout) = status;
+    assert!(status.success(), "outbox flush: {stdout}\n{logs}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["still_pending"], 0, "{report}");
     assert!(report["error"].is_null(), "{report}");
     assert!(
