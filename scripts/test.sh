@@ -3,6 +3,9 @@
 # openssh-server is installed, for tests/sftp.rs, and chromium + chromium-driver, for
 # tests/browser.rs), then run
 # `cargo test --all-targets --locked` from the repository root. Extra arguments go to cargo test.
+# tests/cluster.rs starts its own three-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh, ports
+# 5681-5683, as the rabbitmq user) from the same installed RabbitMQ and stops it at the end; a
+# cluster left behind by an interrupted run is stopped here afterwards.
 #
 #   scripts/test.sh                        # broker + whole test suite
 #   scripts/test.sh -- --nocapture         # extra arguments are passed to cargo test
@@ -213,6 +216,10 @@ main() {
     local out rc=0
     out="$(mktemp)"
     cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
+    if bash scripts/rabbitmq-cluster.sh status >/dev/null 2>&1; then
+        log "stopping the three-node cluster an interrupted tests/cluster.rs left running"
+        bash scripts/rabbitmq-cluster.sh stop || true
+    fi
     # One closing line for the whole suite (the bench targets print last otherwise).
     local passed failed
     passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')
