@@ -216,7 +216,7 @@ main() {
     local out rc=0
     out="$(mktemp)"
     cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
-    if bash scripts/rabbitmq-cluster.sh status >/dev/null 2>&1; then
+    if [ -d "${CB_CLUSTER_DIR:-${TMPDIR:-/tmp}/council-bridge-rabbitmq-cluster}" ]; then
         log "stopping the three-node cluster an interrupted tests/cluster.rs left running"
         bash scripts/rabbitmq-cluster.sh stop || true
     fi
