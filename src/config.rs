@@ -778,7 +778,9 @@ impl Config {
         if root.broker.url.is_some() && !root.broker.urls.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
-                message: "broker: set either `url` (one broker) or `urls` (a cluster's nodes), not both".into(),
+                message:
+                    "broker: set either `url` (one broker) or `urls` (a cluster's nodes), not both"
+                        .into(),
             });
         }
         if root.broker.quorum_group_size == Some(0) {
@@ -1038,4 +1040,37 @@ pub fn confined(path: &Path, council_dir: &Path, allowed_roots: &[PathBuf]) -> b
     std::iter::once(council_dir)
         .chain(allowed_roots.iter().map(PathBuf::as_path))
         .any(|root| path.starts_with(normalise_path(root)))
+}
+
+#[cfg(test)]
+mod broker_tests {
+    use super::*;
+
+    fn load(broker: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+        let path = dir.path().join("council-bridge.yaml");
+        std::fs::write(&path, format!("broker:\n{broker}")).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_urls_and_never_also_a_url() {
+        let c = load("  urls: [\"amqp://a:5681/%2f\", \"amqp://b:5682/%2f\"]\n  queues:\n    platform: [\"payroll.#\"]\n").unwrap();
+        assert_eq!(
+            c.broker.url_setting().as_deref(),
+            Some("amqp://a:5681/%2f,amqp://b:5682/%2f")
+        );
+        assert_eq!(c.broker.queues["platform"], vec!["payroll.#".to_string()]);
+        let one = load("  url: amqp://a:5672/%2f\n").unwrap();
+        assert_eq!(
+            one.broker.url_setting().as_deref(),
+            Some("amqp://a:5672/%2f")
+        );
+        let both = load("  url: amqp://a/%2f\n  urls: [\"amqp://b/%2f\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("not both"), "{both}");
+        assert!(load("  quorum_group_size: 0\n").is_err());
+    }
 }

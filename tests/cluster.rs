@@ -169,7 +169,10 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         "broker setup: {said}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains(&format!("queue {queue}: quorum, 3 replicas")), "{said}");
+    assert!(
+        said.contains(&format!("queue {queue}: quorum, 3 replicas")),
+        "{said}"
+    );
     let queues = rabbitmqctl(1, &["list_queues", "name", "type", "members", "arguments"]);
     for name in [&queue, &sandbox.dlq] {
         let q = queues
@@ -181,7 +184,9 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         assert_eq!(q["type"], "quorum", "{q}");
         assert_eq!(q["members"].as_array().map(Vec::len), Some(3), "{q}");
         assert!(
-            q["arguments"].to_string().contains("x-quorum-initial-group-size"),
+            q["arguments"]
+                .to_string()
+                .contains("x-quorum-initial-group-size"),
             "{q}"
         );
     }
@@ -298,10 +303,12 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
     let conns = rabbitmqctl(other, &["list_connections", "client_properties", "port"]);
     let name = format!("council-bridge pid {}", flush.id());
     assert!(
-        conns.as_array().unwrap().iter().any(|c| c["client_properties"]
-            .to_string()
-            .contains(&name)
-            && c["port"] == 5680 + node as u64),
+        conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_properties"].to_string().contains(&name)
+                && c["port"] == 5680 + node as u64),
         "the broker lists the publisher's connection on {}: {conns}",
         node_name(node)
     );
@@ -369,7 +376,9 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
 
     // Every message is in the quorum queue, a resent one only ever under its own id.
     let ch = watch.create_channel().await.unwrap();
-    ch.basic_qos(2000, BasicQosOptions::default()).await.unwrap();
+    ch.basic_qos(2000, BasicQosOptions::default())
+        .await
+        .unwrap();
     let mut consumer = ch
         .basic_consume(
             ShortString::from(queue.as_str()),

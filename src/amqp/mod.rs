@@ -103,11 +103,7 @@ pub fn validate_urls(urls: &str) -> Result<(), AmqpError> {
         validate_url(url)?;
         any = true;
     }
-    if any {
-        Ok(())
-    } else {
-        validate_url(urls)
-    }
+    if any { Ok(()) } else { validate_url(urls) }
 }
 
 /// Hides the password of an AMQP URL, also of a malformed one (`amqp:/user:pw@host`,
@@ -640,5 +636,54 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn several_node_addresses_are_validated_redacted_and_size_the_quorum_queues() {
+        let b = BrokerConfig::new(
+            "amqp://guest:S3cret@127.0.0.1:5681/%2f, amqp://guest:S3cret@127.0.0.1:5682/%2f,amqp://guest:S3cret@127.0.0.1:5683/%2f",
+        );
+        assert_eq!(b.nodes().len(), 3);
+        assert_eq!(b.quorum_group_size, Some(3));
+        assert!(!b.redacted_url().contains("S3cret"), "{}", b.redacted_url());
+        assert_eq!(b.redacted_url().matches("guest:***@").count(), 3);
+        assert!(validate_urls(&b.url).is_ok());
+        assert_eq!(
+            BrokerConfig::new("amqp://127.0.0.1:5672/%2f").quorum_group_size,
+            None
+        );
+        let bad = validate_urls("amqp://guest:S3cret@h1/%2f,guest:S3cret@h2")
+            .unwrap_err()
+            .to_string();
+        assert!(!bad.contains("S3cret"), "{bad}");
+        assert!(validate_urls("").is_err());
+    }
+
+    #[test]
+    fn consumer_queues_dead_letter_to_the_dead_letter_exchange() {
+        let b = BrokerConfig::new("amqp://a/%2f,amqp://b/%2f,amqp://c/%2f");
+        let args = quorum_args(&b, true);
+        let inner = args.inner();
+        assert_eq!(
+            inner.get(&ShortString::from("x-quorum-initial-group-size")),
+            Some(&AMQPValue::LongLongInt(3))
+        );
+        assert_eq!(
+            inner.get(&ShortString::from("x-dead-letter-exchange")),
+            Some(&AMQPValue::LongString(LongString::from(
+                "council-bridge.dlx"
+            )))
+        );
+        assert!(
+            quorum_args(&b, false)
+                .inner()
+                .get(&ShortString::from("x-dead-letter-exchange"))
+                .is_none()
+        );
     }
 }

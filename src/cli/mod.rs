@@ -1321,9 +1321,10 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 broker.exchange,
                 broker.dead_letter_exchange,
             );
-            let replicas = broker
-                .quorum_group_size
-                .map_or_else(|| "a replica on every node".to_string(), |n| format!("{n} replicas"));
+            let replicas = broker.quorum_group_size.map_or_else(
+                || "a replica on every node".to_string(),
+                |n| format!("{n} replicas"),
+            );
             for (name, state) in &report.queues {
                 match state {
                     crate::amqp::QueueState::Declared => {
