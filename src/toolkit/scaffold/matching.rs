@@ -98,6 +98,29 @@ pub(super) struct FieldInfo {
     pub(super) phrases: Vec<Vec<String>>,
     /// Normalised synonyms, best first.
     pub(super) synonyms: Vec<Vec<String>>,
+    /// The source element its description names (`(cac:OrderReference/cbc:ID)`), in lower
+    /// case, and those its objects' descriptions name, outermost first ([`described_elements`]).
+    pub(super) elements: Described,
+    /// What marks its own objects and the entity's other objects in a column's path
+    /// ([`object_scope`]).
+    pub(super) scope: Scope,
+}
+
+/// Source elements named in the schema's descriptions, as lower-case path segments.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Described {
+    /// The field's own (`["partytaxscheme", "companyid"]`); empty when the description names none.
+    pub(super) own: Vec<String>,
+    /// Its objects', outermost first (`["accountingsupplierparty"]`).
+    pub(super) objects: Vec<String>,
+}
+
+/// Marks of objects in a column path: a segment containing one of `own` is under the field's
+/// own object, one containing one of `other` under another object of the entity.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scope {
+    pub(super) own: Vec<String>,
+    pub(super) other: Vec<String>,
 }
 
 impl FieldInfo {
@@ -139,6 +162,17 @@ pub(super) fn entity_fields(entity: &Entity) -> Vec<FieldInfo> {
     let required: HashSet<String> = entity.required().into_iter().collect();
     let mut nodes = Vec::new();
     schema_nodes(&entity.schema, "", &mut nodes);
+    // Objects, with the elements their descriptions name.
+    let object_nodes: Vec<(String, Vec<Vec<String>>)> = nodes
+        .iter()
+        .filter(|(p, n, _)| {
+            p != "null_reasons" && n.get("properties").is_some_and(Value::is_object)
+        })
+        .map(|(p, n, _)| {
+            let described = description_of(n).map(described_elements);
+            (p.clone(), described.unwrap_or_default())
+        })
+        .collect();
     let mut out = Vec::new();
     for (path, node, required_in_parent) in nodes {
         if path == "null_reasons" || path.starts_with("null_reasons.") {
@@ -210,7 +244,21 @@ pub(super) fn entity_fields(entity: &Entity) -> Vec<FieldInfo> {
             .flat_map(|(_, list)| list.iter())
             .map(|s| tokens(s))
             .collect();
+        let objects = ancestors(&path)
+            .filter_map(|a| object_nodes.iter().find(|(p, _)| *p == a))
+            .filter_map(|(_, d)| d.first().cloned())
+            .flatten()
+            .collect();
+        let elements = Described {
+            own: description_of(node)
+                .and_then(|d| described_elements(d).into_iter().next())
+                .unwrap_or_default(),
+            objects,
+        };
+        let scope = object_scope(&path, &object_nodes);
         out.push(FieldInfo {
+            elements,
+            scope,
             required: required.contains(&path),
             required_in_parent,
             pii: target.pii.is_some(),
@@ -222,6 +270,135 @@ pub(super) fn entity_fields(entity: &Entity) -> Vec<FieldInfo> {
         });
     }
     out
+}
+
+fn description_of(node: &Value) -> Option<&str> {
+    node.get("description").and_then(Value::as_str)
+}
+
+/// The objects a dotted path is inside, outermost first (`a.b.c`: `a`, `a.b`).
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('.').map(|(i, _)| &path[..i])
+}
+
+/// Source elements a schema description names in parentheses, as exports write them:
+/// `(cac:OrderReference/cbc:ID)`, `(PartyTaxScheme/CompanyID)`, `(RTI EmpAllceInd)`. A name
+/// counts when it has a namespace prefix, a `/`, or is CamelCase with two capitals; plain words,
+/// acronyms (`ISO`, `RTI`) and numbers do not. Each is a list of lower-case segments without
+/// prefixes.
+pub(super) fn described_elements(description: &str) -> Vec<Vec<String>> {
+    static PAREN: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\(([^()]*)\)").expect("valid regex"));
+    static ELEMENT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?:[a-z]{2,4}:)?[A-Z][A-Za-z0-9]*(?:/(?:[a-z]{2,4}:)?[A-Z][A-Za-z0-9]*)*",
+        )
+        .expect("valid regex")
+    });
+    let mut out = Vec::new();
+    for inside in PAREN.captures_iter(description) {
+        for m in ELEMENT.find_iter(&inside[1]) {
+            let text = m.as_str();
+            let end_ok = inside[1][m.end()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-');
+            let camel = |w: &str| {
+                w.chars().filter(char::is_ascii_uppercase).count() >= 2
+                    && w.chars().any(|c| c.is_ascii_lowercase())
+            };
+            if !end_ok || !(text.contains(':') || text.contains('/') || camel(text)) {
+                continue;
+            }
+            let segments: Vec<String> = text
+                .split('/')
+                .map(|seg| seg.rsplit(':').next().unwrap_or(seg).to_lowercase())
+                .collect();
+            out.push(segments);
+        }
+    }
+    out
+}
+
+/// The marks of a field's own objects and of the entity's other objects (see [`Scope`]): an
+/// object's name without underscores (`supplier`, `creditedinvoice`) and the last element its
+/// description names (`accountingsupplierparty`); marks shorter than 4 letters are left out.
+fn object_scope(path: &str, objects: &[(String, Vec<Vec<String>>)]) -> Scope {
+    let own_objects: Vec<&str> = ancestors(path).collect();
+    if own_objects.is_empty() {
+        return Scope::default();
+    }
+    let marks = |object: &str, described: &[Vec<String>]| -> Vec<String> {
+        let name = object.rsplit('.').next().unwrap_or(object).replace('_', "");
+        std::iter::once(name)
+            .chain(described.iter().filter_map(|d| d.last().cloned()))
+            .filter(|m| m.len() >= 4)
+            .collect()
+    };
+    let mut scope = Scope::default();
+    for (object, described) in objects {
+        if own_objects.contains(&object.as_str()) {
+            scope.own.extend(marks(object, described));
+        } else if !object.starts_with(&format!("{path}.")) {
+            scope.other.extend(marks(object, described));
+        }
+    }
+    scope.other.retain(|m| !scope.own.contains(m));
+    scope
+}
+
+/// A column path's segments as [`Described`] writes them: lower case, no namespace prefix,
+/// index or `@`.
+fn path_segments(column: &str) -> Vec<String> {
+    column
+        .split('/')
+        .map(|seg| {
+            let seg = seg.trim_start_matches('@');
+            let seg = seg.split('[').next().unwrap_or(seg);
+            seg.rsplit(':').next().unwrap_or(seg).to_lowercase()
+        })
+        .collect()
+}
+
+/// How well a column's path is the element the field's description names: 0.97 when it ends
+/// with that element, inside its objects' elements when those are named (top-level fields: with
+/// nothing before it); 0.8 when a top-level field's element is nested deeper; 0 otherwise.
+pub(super) fn described_score(field: &FieldInfo, column: &str) -> f64 {
+    let own = &field.elements.own;
+    let segments = path_segments(column);
+    if own.is_empty() || segments.len() < own.len() || !segments.ends_with(own) {
+        return 0.0;
+    }
+    let rest = &segments[..segments.len() - own.len()];
+    let objects = &field.elements.objects;
+    if objects.is_empty() {
+        return if rest.is_empty() { 0.97 } else { 0.8 };
+    }
+    let inside = rest.windows(objects.len()).any(|w| w == objects.as_slice());
+    if inside { 0.97 } else { 0.0 }
+}
+
+/// Whether a column's path is under another object of the entity than the field's own (a
+/// customer's address for `supplier.city`): then the column is not the field's. `Some(true)`
+/// when it is under the field's own object, `None` when the path says neither.
+pub(super) fn in_own_object(field: &FieldInfo, column: &str) -> Option<bool> {
+    let segments = path_segments(column);
+    if segments.len() < 2 || field.scope.own.is_empty() {
+        return None;
+    }
+    let parents = &segments[..segments.len() - 1];
+    let has = |marks: &[String]| {
+        parents
+            .iter()
+            .any(|seg| marks.iter().any(|m| seg.contains(m.as_str())))
+    };
+    if has(&field.scope.own) {
+        Some(true)
+    } else if has(&field.scope.other) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// "At least one of" groups: `allOf[*].anyOf[*].required` and `anyOf[*].required`.
@@ -381,7 +558,23 @@ pub(super) fn header_variants(name: &str) -> Vec<(Vec<String>, f64)> {
 
 /// How well a column's name names a field, and how (for the draft's comment).
 pub(super) fn name_score(field: &FieldInfo, header: &str) -> (f64, String) {
-    let (score, how) = name_score_inner(field, header);
+    let (mut score, mut how) = name_score_inner(field, header);
+    let described = described_score(field, header);
+    if described > score {
+        score = described;
+        how = format!(
+            "the element the schema's description names ({})",
+            field.elements.own.join("/")
+        );
+    }
+    match in_own_object(field, header) {
+        Some(false) => return (0.0, format!("{how}, but under another object")),
+        Some(true) if score > 0.0 => {
+            score = (score + 0.04).min(1.0);
+            how = format!("{how}, under its object");
+        }
+        _ => {}
+    }
     let squashed: String = header
         .to_lowercase()
         .chars()

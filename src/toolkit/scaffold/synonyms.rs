@@ -327,7 +327,20 @@ pub(super) const SYNONYMS: &[(&str, &[&str])] = &[
         ],
     ),
     ("date_of_birth", &["birth date", "birthdate", "born"]),
-    ("postcode", &["post code", "postal code", "zip"]),
+    // UBL writes PostalZone, CityName and Country/IdentificationCode.
+    (
+        "postcode",
+        &["post code", "postal code", "zip", "postal zone"],
+    ),
+    ("city", &["town", "city name", "post town"]),
+    (
+        "country",
+        &[
+            "country code",
+            "country identification code",
+            "country name",
+        ],
+    ),
     (
         "line1",
         &[
@@ -536,6 +549,7 @@ pub(super) const ABBREVIATIONS: &[(&str, &str)] = &[
     ("nbr", "number"),
     ("nr", "number"),
     ("ref", "reference"),
+    ("ao", "accounts office"),
     ("dob", "date birth"),
     ("emp", "employee"),
     ("ee", "employee"),

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::matching::{entity_fields, map_code, name_score, tokens};
+use super::matching::{described_elements, entity_fields, map_code, name_score, tokens};
 use super::profile::records;
 use super::write::draft_id;
 use super::*;
@@ -426,4 +426,110 @@ fn an_empty_sample_is_an_error_that_says_so() {
     let r = registry();
     let err = scaffold_bytes("e.csv", b"\n \n", r.get("hr.post").unwrap(), "x").unwrap_err();
     assert!(err.to_string().contains("is empty"), "{err}");
+}
+
+#[test]
+fn elements_named_in_schema_descriptions_are_read_as_paths() {
+    let seg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        described_elements("The buyer's purchase order number (cac:OrderReference/cbc:ID)."),
+        vec![seg(&["orderreference", "id"])]
+    );
+    assert_eq!(
+        described_elements("VAT number (PartyTaxScheme/CompanyID), country prefix included"),
+        vec![seg(&["partytaxscheme", "companyid"])]
+    );
+    assert_eq!(
+        described_elements("True when claimed (RTI EmpAllceInd)."),
+        vec![seg(&["empallceind"])]
+    );
+    assert_eq!(
+        described_elements("The supplier (UBL cac:AccountingSupplierParty): an organisation"),
+        vec![seg(&["accountingsupplierparty"])]
+    );
+    // Words, acronyms and numbers are not elements.
+    assert!(
+        described_elements("Date of issue (ISO 8601), as written (Companies House)").is_empty()
+    );
+    assert!(described_elements("No parentheses: PartyName/Name").is_empty());
+}
+
+#[test]
+fn abbreviations_of_hmrc_element_names_are_expanded() {
+    assert_eq!(tokens("AORef"), vec!["accounts", "office", "reference"]);
+}
+
+/// A fictional UBL-like invoice: two parties with the same inner elements, a VAT number and a
+/// company number both written `CompanyID`, an order reference written `ID`.
+const TWO_PARTIES: &[u8] = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+ xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+ xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+ <cbc:ID>T-1</cbc:ID>
+ <cbc:IssueDate>2026-11-01</cbc:IssueDate>
+ <cbc:DocumentCurrencyCode>GBP</cbc:DocumentCurrencyCode>
+ <cac:OrderReference><cbc:ID>PO-9</cbc:ID></cac:OrderReference>
+ <cac:AccountingCustomerParty><cac:Party>
+  <cac:PostalAddress><cbc:CityName>Testborough</cbc:CityName><cbc:PostalZone>QQ1 1QQ</cbc:PostalZone>
+   <cac:Country><cbc:IdentificationCode>GB</cbc:IdentificationCode></cac:Country></cac:PostalAddress>
+  <cac:PartyTaxScheme><cbc:CompanyID>GB000000001</cbc:CompanyID></cac:PartyTaxScheme>
+  <cac:PartyLegalEntity><cbc:RegistrationName>Test Council</cbc:RegistrationName><cbc:CompanyID>00000001</cbc:CompanyID></cac:PartyLegalEntity>
+ </cac:Party></cac:AccountingCustomerParty>
+ <cac:AccountingSupplierParty><cac:Party>
+  <cac:PartyName><cbc:Name>Example Supplies</cbc:Name></cac:PartyName>
+  <cac:PostalAddress><cbc:CityName>Sampleton</cbc:CityName><cbc:PostalZone>1000</cbc:PostalZone>
+   <cac:Country><cbc:IdentificationCode>NO</cbc:IdentificationCode></cac:Country></cac:PostalAddress>
+  <cac:PartyTaxScheme><cbc:CompanyID>NO000000002MVA</cbc:CompanyID></cac:PartyTaxScheme>
+  <cac:PartyLegalEntity><cbc:RegistrationName>Example Supplies AS</cbc:RegistrationName><cbc:CompanyID>000000002</cbc:CompanyID></cac:PartyLegalEntity>
+ </cac:Party></cac:AccountingSupplierParty>
+ <cac:LegalMonetaryTotal><cbc:LineExtensionAmount currencyID="GBP">10.00</cbc:LineExtensionAmount>
+  <cbc:PayableAmount currencyID="GBP">12.00</cbc:PayableAmount></cac:LegalMonetaryTotal>
+</Invoice>"#;
+
+#[test]
+fn a_described_element_is_matched_by_its_path() {
+    let r = registry();
+    let e = r.get("finance.purchase_invoice").unwrap();
+    let s = scaffold_bytes("t.xml", TWO_PARTIES, e, "x").unwrap();
+    // "(cac:OrderReference/cbc:ID)": the nested ID, not the invoice's own.
+    assert_eq!(column(&s, "order_reference"), Some("OrderReference/ID"));
+    assert_eq!(column(&s, "invoice_id"), Some("ID"));
+    // "(PartyTaxScheme/CompanyID)" and "(PartyLegalEntity/CompanyID)": the same leaf, told apart.
+    assert_eq!(
+        column(&s, "supplier.vat_number"),
+        Some("AccountingSupplierParty/Party/PartyTaxScheme/CompanyID")
+    );
+    assert_eq!(
+        column(&s, "supplier.company_id"),
+        Some("AccountingSupplierParty/Party/PartyLegalEntity/CompanyID")
+    );
+}
+
+#[test]
+fn a_nested_field_takes_the_column_under_its_own_object() {
+    let r = registry();
+    let e = r.get("finance.purchase_invoice").unwrap();
+    let s = scaffold_bytes("t.xml", TWO_PARTIES, e, "x").unwrap();
+    for (party, element) in [
+        ("supplier", "AccountingSupplierParty"),
+        ("customer", "AccountingCustomerParty"),
+    ] {
+        let at = |inner: &str| format!("{element}/Party/{inner}");
+        assert_eq!(
+            column(&s, &format!("{party}.city")).map(str::to_owned),
+            Some(at("PostalAddress/CityName"))
+        );
+        assert_eq!(
+            column(&s, &format!("{party}.postcode")).map(str::to_owned),
+            Some(at("PostalAddress/PostalZone"))
+        );
+        assert_eq!(
+            column(&s, &format!("{party}.country")).map(str::to_owned),
+            Some(at("PostalAddress/Country/IdentificationCode"))
+        );
+        assert_eq!(
+            column(&s, &format!("{party}.registration_name")).map(str::to_owned),
+            Some(at("PartyLegalEntity/RegistrationName"))
+        );
+    }
 }
