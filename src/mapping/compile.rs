@@ -116,6 +116,34 @@ pub(super) enum FieldSource {
     Concat(Vec<SourceRef>, String),
     Coalesce(Vec<SourceRef>),
     Literal(Value),
+    /// `each:`: an array of objects, one per occurrence of a repeated element.
+    Each(std::sync::Arc<Each>),
+}
+
+/// An `each:` field: the repeated element's path and the mapping of one element (its fields,
+/// with no key), applied to each occurrence as a record of the paths below the element.
+#[derive(Debug)]
+pub(super) struct Each {
+    pub element: String,
+    pub mapping: Mapping,
+}
+
+/// The fields of one element of an array of objects, as a target for the element's fields.
+struct ItemTarget<'a> {
+    target: &'a dyn TargetSchema,
+    array: &'a str,
+}
+
+impl TargetSchema for ItemTarget<'_> {
+    fn field(&self, path: &str) -> Option<super::TargetField> {
+        self.target.item_field(self.array, path)
+    }
+    fn fields(&self) -> Vec<String> {
+        self.target.item_fields(self.array).unwrap_or_default()
+    }
+    fn required(&self) -> Vec<String> {
+        self.target.item_required(self.array)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -280,7 +308,7 @@ impl Mapping {
             let mut refs: Vec<&SourceRef> = match &field.source {
                 FieldSource::Column(c) => vec![c],
                 FieldSource::Concat(cs, _) | FieldSource::Coalesce(cs) => cs.iter().collect(),
-                FieldSource::Literal(_) => vec![],
+                FieldSource::Literal(_) | FieldSource::Each(_) => vec![],
             };
             // The condition's column is resolved with the others, then taken off the end.
             if let Some(w) = &field.when {
@@ -1032,28 +1060,11 @@ fn compile_field(
             format!("the canonical entity has no such field.{hint}"),
         );
     }
-    let when = spec.when.as_ref().and_then(|w| {
-        check_meta(cx, &loc, path, &w.column);
-        let tests = [w.equals.is_some(), w.in_.is_some(), w.matches.is_some()];
-        if tests.iter().filter(|t| **t).count() != 1 {
-            cx.at(&loc, Some(path), "`when` takes `column` and one of `equals`, `in` or `matches` (and optionally `not: true`)");
-            return None;
-        }
-        let test = if let Some(e) = &w.equals {
-            ConditionTest::Equals(e.trim().to_lowercase())
-        } else if let Some(list) = &w.in_ {
-            ConditionTest::In(list.iter().map(|v| v.trim().to_lowercase()).collect())
-        } else {
-            match Regex::new(w.matches.as_deref().unwrap_or_default()) {
-                Ok(r) => ConditionTest::Matches(r),
-                Err(e) => {
-                    cx.at(&loc, Some(path), format!("`when.matches` is not a valid regular expression: {}", first_line(&e.to_string())));
-                    return None;
-                }
-            }
-        };
-        Some(Condition { source: source_ref(&w.column), test, negate: w.not })
-    });
+    let when = compile_when(cx, path, fs);
+    if spec.each.is_some() || spec.fields.is_some() {
+        return compile_each(cx, path, fs, target, target_field, when);
+    }
+
     const REASONS: [&str; 4] = ["redacted", "not_available", "not_applicable", "vacant"];
     for (marker, reason) in &spec.null_reasons {
         if !REASONS.contains(&reason.as_str()) {
@@ -1542,4 +1553,146 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             None
         }
     }
+}
+
+fn compile_when(cx: &mut Ctx, path: &str, fs: &Spanned<FieldSpec>) -> Option<Condition> {
+    let loc = fs.referenced;
+    let w = fs.value.when.as_ref()?;
+    check_meta(cx, &loc, path, &w.column);
+    let tests = [w.equals.is_some(), w.in_.is_some(), w.matches.is_some()];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        cx.at(&loc, Some(path), "`when` takes `column` and one of `equals`, `in` or `matches` (and optionally `not: true`)");
+        return None;
+    }
+    let test = if let Some(e) = &w.equals {
+        ConditionTest::Equals(e.trim().to_lowercase())
+    } else if let Some(list) = &w.in_ {
+        ConditionTest::In(list.iter().map(|v| v.trim().to_lowercase()).collect())
+    } else {
+        match Regex::new(w.matches.as_deref().unwrap_or_default()) {
+            Ok(r) => ConditionTest::Matches(r),
+            Err(e) => {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    format!(
+                        "`when.matches` is not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+                return None;
+            }
+        }
+    };
+    Some(Condition {
+        source: source_ref(&w.column),
+        test,
+        negate: w.not,
+    })
+}
+
+/// An `each:` field: checks that it fills an array of objects and compiles the element's
+/// fields against the element's schema (diagnostics name them `lines[].amount_pence`).
+fn compile_each(
+    cx: &mut Ctx,
+    path: &str,
+    fs: &Spanned<FieldSpec>,
+    target: Option<&dyn TargetSchema>,
+    target_field: Option<super::TargetField>,
+    when: Option<Condition>,
+) -> Option<CompiledField> {
+    let loc = fs.referenced;
+    let spec = &fs.value;
+    let Some(element) = spec.each.as_ref() else {
+        cx.at(&loc, Some(path), "`fields:` under a field goes with `each:`, the repeated element whose occurrences fill the array");
+        return None;
+    };
+    let Some(inner) = spec.fields.as_ref().filter(|f| !f.is_empty()) else {
+        cx.at(
+            &loc,
+            Some(path),
+            "`each` needs `fields:`, the fields of one element",
+        );
+        return None;
+    };
+    if spec.from.is_some()
+        || spec.value.is_some()
+        || spec.concat.is_some()
+        || spec.coalesce.is_some()
+        || !spec.transforms.is_empty()
+        || spec.default.is_some()
+        || !spec.null_if.is_empty()
+        || !spec.null_reasons.is_empty()
+    {
+        cx.at(&loc, Some(path), "`each` takes `fields` (and optionally `required` and `when`): sources, transforms and defaults go on the fields of the element");
+    }
+    let element = element.trim().trim_end_matches('/').to_string();
+    if element.is_empty() || element.contains('[') {
+        cx.at(&loc, Some(path), "`each` names the repeated element by its path in the record, without an index (`Employment/NIlettersAndValues`)");
+    }
+    let scoped = match (target, &target_field) {
+        (Some(t), Some(tf)) => {
+            match t.item_fields(path) {
+                Some(_) => Some(ItemTarget {
+                    target: t,
+                    array: path,
+                }),
+                None => {
+                    let types: Vec<&str> = tf.types.iter().map(|t| type_name(*t)).collect();
+                    cx.at(&loc, Some(path), format!("`each` fills an array of objects, but the canonical model wants {} here", types.join(" or ")));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let before = cx.diagnostics.len();
+    let mut fields = Vec::new();
+    for (p, f) in inner {
+        let t = scoped.as_ref().map(|s| s as &dyn TargetSchema);
+        if let Some(c) = compile_field(cx, p, f, t) {
+            fields.push(c);
+        }
+    }
+    if let Some(s) = &scoped {
+        for req in s.required() {
+            if !inner.contains_key(&req) && !inner.keys().any(|k| k.starts_with(&format!("{req}.")))
+            {
+                cx.at(&loc, Some(&req), format!("every element of `{path}` needs this field but `each` does not fill it; add it under the element's `fields:`"));
+            }
+        }
+    }
+    for d in &mut cx.diagnostics[before..] {
+        if let Some(f) = &d.field {
+            d.field = Some(format!("{path}[].{f}"));
+        }
+    }
+    let mapping = Mapping {
+        id: String::new(),
+        version: 0,
+        entity: String::new(),
+        action: String::new(),
+        file: cx.file.to_string(),
+        source: SourceOptions {
+            format: FormatOptions::Json(JsonOptions::default()),
+            control: None,
+            on_control_mismatch: ControlPolicy::Hold,
+        },
+        key: Vec::new(),
+        fields,
+    };
+    Some(CompiledField {
+        path: path.to_string(),
+        segments: path.split('.').map(str::to_owned).collect(),
+        source: FieldSource::Each(std::sync::Arc::new(Each { element, mapping })),
+        transforms: Vec::new(),
+        required: spec.required,
+        default: None,
+        null_if: Vec::new(),
+        null_reasons: Vec::new(),
+        pii: target_field.and_then(|f| f.pii),
+        line: loc.line(),
+        column: loc.column(),
+        when,
+    })
 }

@@ -26,6 +26,14 @@ pub(super) fn apply(
         {
             continue;
         }
+        if let FieldSource::Each(each) = &field.source {
+            match super::each::apply(field, each, record) {
+                Ok(Some(v)) => insert(&mut body, &field.segments, v),
+                Ok(None) => {}
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if let Some(reason) = null_reason(field, columns, record) {
             null_reasons.insert(field.path.clone(), Value::String(reason.to_string()));
             continue;
@@ -190,6 +198,7 @@ fn field_value(
     };
     let raw: String = match &field.source {
         FieldSource::Literal(v) => return Ok(Some(v.clone())),
+        FieldSource::Each(_) => return Ok(None),
         FieldSource::Column(_) => columns
             .first()
             .map(|b| value_of(b, record))

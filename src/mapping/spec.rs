@@ -167,6 +167,13 @@ pub struct FieldSpec {
     /// Several columns joined.
     #[serde(default)]
     pub concat: Option<ConcatSpec>,
+    /// An array of objects: one element per occurrence of this repeated element (path in the
+    /// record, `Employment/NIlettersAndValues`), each filled by `fields`.
+    #[serde(default)]
+    pub each: Option<String>,
+    /// With `each`: the fields of one element, their `from` relative to the repeated element.
+    #[serde(default)]
+    pub fields: Option<IndexMap<String, Spanned<FieldSpec>>>,
     /// The first non-empty of several columns.
     #[serde(default)]
     pub coalesce: Option<Vec<ColumnSpec>>,
