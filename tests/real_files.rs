@@ -133,16 +133,22 @@ fn every_row_of_every_real_file_maps() {
     assert_eq!(feed("pensions-ombudsman", "organogram-senior"), (2, 2, 0));
     assert_eq!(feed("pensions-ombudsman", "organogram-junior"), (7, 7, 0));
     assert_eq!(feed("hmrc-fps-example", "fps-tax-ni"), (2, 2, 0));
-    // Every feed read exactly its file, and every file of ../shared/data/real was read.
+    // Every feed read exactly its file, and every file of ../shared/data/real was read (the
+    // FPS by two feeds: pay results, and tax and NI records).
     let read: Vec<&str> = run
         .reports
         .iter()
         .flat_map(|r| r.files.iter().map(|f| f.file.as_str()))
         .collect();
     for name in FILES {
+        let feeds = if *name == "hmrc_rti_fps_sample_2014-15.xml" {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             read.iter().filter(|r| r.ends_with(name)).count(),
-            1,
+            feeds,
             "{name}: {read:?}"
         );
     }

@@ -181,7 +181,8 @@ fn value_of(bound: &Bound, record: &SourceRecord) -> String {
         Bound::Meta(Meta::File) => record.locator.file.clone(),
         Bound::Meta(Meta::Line) => record.locator.line.to_string(),
         Bound::Meta(Meta::Row) => record.locator.row.to_string(),
-        Bound::Missing(_) => String::new(),
+        Bound::Meta(Meta::AsAt | Meta::AsAtSource) | Bound::Missing(_) => String::new(),
+        Bound::Supplied(v) => v.clone(),
     }
 }
 
@@ -193,7 +194,7 @@ fn field_value(
     let column_name = || {
         columns.iter().find_map(|b| match b {
             Bound::Column(_, n) | Bound::Missing(n) => Some(n.clone()),
-            Bound::Meta(_) => None,
+            Bound::Meta(_) | Bound::Supplied(_) => None,
         })
     };
     let raw: String = match &field.source {

@@ -27,6 +27,24 @@ pub struct MappingSpec {
     pub key: Spanned<Vec<String>>,
     /// Canonical field → how to fill it.
     pub fields: IndexMap<String, Spanned<FieldSpec>>,
+    /// Further records each source row makes, each of another entity (person + employment).
+    #[serde(default)]
+    pub also: Vec<Spanned<AlsoSpec>>,
+}
+
+/// One `also:` block: a further record made from the same source row.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlsoSpec {
+    /// Canonical entity, `<domain>.<entity>`.
+    pub entity: Spanned<String>,
+    /// Event action in the routing key.
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
+    /// Canonical fields whose values identify the record.
+    pub key: Spanned<Vec<String>>,
+    /// Canonical field → how to fill it.
+    pub fields: IndexMap<String, Spanned<FieldSpec>>,
 }
 
 /// The `source:` section.
