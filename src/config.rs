@@ -277,6 +277,41 @@ struct FeedFile {
     drift: DriftPolicy,
     #[serde(default)]
     duplicate_keys: DuplicateKeyPolicy,
+    #[serde(default)]
+    as_at: Option<AsAt>,
+}
+
+/// The "as at" date a feed supplies to its mapping (`$as_at`) for snapshots whose rows state
+/// none: a date in the configuration, or the day the file was received. The mapping records the
+/// provenance (`$as_at_source`: `configuration` or `received`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AsAt {
+    /// `as_at: 2024-03-31`.
+    Date(chrono::NaiveDate),
+    /// `as_at: received`: the day (UTC) the file was written to the feed's folder.
+    Received,
+}
+
+impl TryFrom<String> for AsAt {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.trim() == "received" {
+            return Ok(AsAt::Received);
+        }
+        chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+            .map(AsAt::Date)
+            .map_err(|_| format!("`as_at` is a date (`2024-03-31`) or `received`, not `{s}`"))
+    }
+}
+
+impl From<AsAt> for String {
+    fn from(a: AsAt) -> String {
+        match a {
+            AsAt::Date(d) => d.format("%Y-%m-%d").to_string(),
+            AsAt::Received => "received".into(),
+        }
+    }
 }
 
 /// What to do when two records of one batch have the same key and different content (published
@@ -289,6 +324,9 @@ pub enum DuplicateKeyPolicy {
     Warn,
     /// Hold the batch for an operator.
     Hold,
+    /// Reject every record of the key (kept as failures naming the other lines); the rest of
+    /// the batch publishes.
+    Reject,
 }
 
 /// How a feed's files are read: each row an event (today's behaviour), or each file a full
@@ -333,8 +371,10 @@ pub struct FeedPolicy {
     /// batch (default hold).
     pub drift: DriftPolicy,
     /// `duplicate_keys`: two records of a batch with one key and different content: `warn`
-    /// (default: both published, named in the batch report) or `hold`.
+    /// (default: both published, named in the batch report), `hold` or `reject`.
     pub duplicate_keys: DuplicateKeyPolicy,
+    /// `as_at`: the "as at" date the feed supplies to its mapping's `$as_at` (default none).
+    pub as_at: Option<AsAt>,
 }
 
 impl Default for FeedPolicy {
@@ -345,6 +385,7 @@ impl Default for FeedPolicy {
             reject_threshold_percent: None,
             drift: DriftPolicy::Hold,
             duplicate_keys: DuplicateKeyPolicy::Warn,
+            as_at: None,
         }
     }
 }
@@ -937,6 +978,7 @@ impl Config {
                             reject_threshold_percent: f.reject_threshold_percent,
                             drift: f.drift,
                             duplicate_keys: f.duplicate_keys,
+                            as_at: f.as_at,
                         },
                         sftp: f.sftp,
                         limits: f.limits,

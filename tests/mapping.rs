@@ -389,3 +389,97 @@ fn lookups_in_reference_tables_and_conditions() {
         "{err}"
     );
 }
+
+const PO_HEAD: &str = "mapping: po
+version: 1
+entity: finance.purchase_order
+source:
+  format: json
+  records_at: /orders
+key: [po_number]
+fields:
+  po_number: { from: number }
+  supplier.name: { from: supplier }
+  order_date: { from: date, transforms: [{ date: yyyy-mm-dd }] }
+  currency: { value: GBP }
+";
+
+#[test]
+fn each_fills_an_array_of_objects_and_its_mistakes_name_the_element_field() {
+    let d = diagnostics(&format!(
+        "{PO_HEAD}  description:\n    each: lines\n    fields:\n      x: {{ from: z }}\n  lines:\n    each: lines\n    fields:\n      descripton: {{ from: text }}\n      net_pence: {{ from: net }}\n"
+    ));
+    let all = d.join("\n");
+    assert!(
+        all.contains("field `description`: `each` fills an array of objects, but the canonical model wants string here"),
+        "{all}"
+    );
+    assert!(
+        all.contains("field `lines[].descripton`: the canonical entity has no such field. Did you mean `description`?"),
+        "{all}"
+    );
+    assert!(
+        all.contains("field `lines[].net_pence`: the canonical model wants integer here but the mapping produces string. Add the `money` transform."),
+        "{all}"
+    );
+    assert!(
+        all.contains("field `lines[].description`: every element of `lines` needs this field"),
+        "{all}"
+    );
+
+    // JSON arrays flatten like repeated XML elements: `lines/...`, then `lines[2]/...`.
+    let text = format!(
+        "{PO_HEAD}  lines:\n    each: lines\n    fields:\n      line_number: {{ from: num, transforms: [integer] }}\n      description: {{ from: text, required: true }}\n      net_pence: {{ from: net, transforms: [money], required: true }}\n"
+    );
+    let m = compile_str("po.yaml", &text, &registry()).unwrap();
+    let json = r#"{"orders": [
+      {"number": "PO1", "supplier": "Acme", "date": "2026-11-03",
+       "lines": [{"num": "1", "text": "Chairs", "net": "100.00"}, {"num": "2", "text": "Desks", "net": "250.50"}]},
+      {"number": "PO2", "supplier": "Acme", "date": "2026-11-04",
+       "lines": [{"num": "1", "text": "Paper", "net": "9.99"}, {"num": "2", "text": "", "net": "1,0.0.0"}]},
+      {"number": "PO3", "supplier": "Acme", "date": "2026-11-05"}
+    ]}"#;
+    let decoder = council_bridge::formats::open(
+        "orders.json",
+        std::io::Cursor::new(json.as_bytes().to_vec()),
+        &m.source.format,
+    )
+    .unwrap();
+    let mut results = Vec::new();
+    for item in decoder {
+        let council_bridge::formats::Item::Record(rec) = item.unwrap() else {
+            continue;
+        };
+        let binding = m.bind_lenient(&rec.header);
+        results.push(m.apply(&binding, &rec));
+    }
+    let first = results[0].as_ref().unwrap();
+    assert_eq!(
+        serde_json::Value::from(first.body.get("lines").cloned().unwrap()),
+        serde_json::json!([
+            {"line_number": 1, "description": "Chairs", "net_pence": 10000},
+            {"line_number": 2, "description": "Desks", "net_pence": 25050}
+        ])
+    );
+    let errors = results[1].as_ref().unwrap_err();
+    let named: Vec<(&str, &str, Option<&str>)> = errors
+        .iter()
+        .map(|e| (e.field.as_str(), e.rule.as_str(), e.column.as_deref()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("lines[2].description", "required", Some("lines[2]/text")),
+            ("lines[2].net_pence", "money", Some("lines[2]/net")),
+        ]
+    );
+    assert!(
+        errors[1].message.starts_with("element 2 of `lines`: "),
+        "{}",
+        errors[1].message
+    );
+    assert!(
+        results[2].as_ref().unwrap().body.get("lines").is_none(),
+        "no element: the array is left out"
+    );
+}

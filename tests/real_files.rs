@@ -132,16 +132,23 @@ fn every_row_of_every_real_file_maps() {
     assert_eq!(feed("hyndburn", "spend-2024"), (59, 59, 0));
     assert_eq!(feed("pensions-ombudsman", "organogram-senior"), (2, 2, 0));
     assert_eq!(feed("pensions-ombudsman", "organogram-junior"), (7, 7, 0));
-    // Every feed read exactly its file, and every file of ../shared/data/real was read.
+    assert_eq!(feed("hmrc-fps-example", "fps-tax-ni"), (2, 2, 0));
+    // Every feed read exactly its file, and every file of ../shared/data/real was read (the
+    // FPS by two feeds: pay results, and tax and NI records).
     let read: Vec<&str> = run
         .reports
         .iter()
         .flat_map(|r| r.files.iter().map(|f| f.file.as_str()))
         .collect();
     for name in FILES {
+        let feeds = if *name == "hmrc_rti_fps_sample_2014-15.xml" {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             read.iter().filter(|r| r.ends_with(name)).count(),
-            1,
+            feeds,
             "{name}: {read:?}"
         );
     }
@@ -300,6 +307,36 @@ fn hmrc_fps_employees_with_repeated_ni_letters() {
             .iter()
             .all(|b| b.get("nino").is_none()),
         "pay results carry no NINO"
+    );
+    // The tax and NI records carry every NI letter group, in document order (`each:`).
+    let tax_ni: Vec<&Value> = run.bodies["hmrc-fps-example"]
+        .iter()
+        .filter(|b| b.get("ni_letters").is_some())
+        .collect();
+    assert_eq!(tax_ni.len(), 2, "one tax and NI record per employee");
+    let second = tax_ni
+        .iter()
+        .find(|b| b["employee_number"] == "123-A02")
+        .unwrap();
+    let letters: Vec<(&str, i64, i64)> = second["ni_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["letter"].as_str().unwrap(),
+                l["gross_earnings_for_nics_in_period_pence"]
+                    .as_i64()
+                    .unwrap(),
+                l["employer_nics_in_period_pence"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(letters, [("A", 0, 0), ("D", 125000, 5763)]);
+    assert_eq!(second["tax_period"]["tax_year"], "2014-15");
+    assert_eq!(
+        second["ni_letters"][0]["earnings_bands_ytd"]["pt_to_uap_pence"],
+        120800
     );
 }
 
@@ -497,11 +534,12 @@ fn the_real_file_mappings_golden_tests_pass() {
         "gateshead/spend.tests.yaml",
         "oxford/spend_over_500.tests.yaml",
         "pensions-ombudsman/organogram_senior.tests.yaml",
+        "hmrc-fps-example/fps_tax_ni.tests.yaml",
     ] {
         assert!(
             text.contains(&format!("ok    tests/fixtures/real/councils/{file}:")),
             "{file} did not run:\n{text}"
         );
     }
-    assert!(text.trim_end().ends_with("4 passed, 0 failed"), "{text}");
+    assert!(text.trim_end().ends_with("5 passed, 0 failed"), "{text}");
 }

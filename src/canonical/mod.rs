@@ -60,7 +60,16 @@ pub struct Entity {
     modulus: Option<std::sync::Arc<modulus::ModulusTable>>,
     fields: BTreeMap<String, TargetField>,
     required: Vec<String>,
+    /// Arrays of objects (dotted path) → the fields and required fields of one element.
+    items: BTreeMap<String, ItemFields>,
     validator: jsonschema::Validator,
+}
+
+/// The fields of one element of an array of objects.
+#[derive(Debug, Default)]
+struct ItemFields {
+    fields: BTreeMap<String, TargetField>,
+    required: Vec<String>,
 }
 
 impl Entity {
@@ -219,6 +228,18 @@ impl TargetSchema for Entity {
     fn one_of_groups(&self) -> Vec<Vec<String>> {
         any_of_groups(&self.schema)
     }
+    fn item_field(&self, array: &str, path: &str) -> Option<TargetField> {
+        self.items.get(array)?.fields.get(path).cloned()
+    }
+    fn item_fields(&self, array: &str) -> Option<Vec<String>> {
+        Some(self.items.get(array)?.fields.keys().cloned().collect())
+    }
+    fn item_required(&self, array: &str) -> Vec<String> {
+        self.items
+            .get(array)
+            .map(|i| i.required.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Every canonical entity, loaded once.
@@ -335,7 +356,16 @@ fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
         .map_err(|e| invalid(format!("not a valid JSON Schema: {e}")))?;
     let mut fields = BTreeMap::new();
     let mut required = Vec::new();
-    collect_fields(&schema, "", None, true, &mut fields, &mut required);
+    let mut items = BTreeMap::new();
+    collect_fields(
+        &schema,
+        "",
+        None,
+        true,
+        &mut fields,
+        &mut required,
+        &mut items,
+    );
     Ok(Entity {
         name: format!("{domain}.{short}"),
         domain: domain.to_string(),
@@ -347,6 +377,7 @@ fn load_entity(path: &Path, domain: &str) -> Result<Entity, SchemaError> {
         modulus: None,
         fields,
         required,
+        items,
         validator,
     })
 }
@@ -431,6 +462,7 @@ fn collect_fields(
     parent_required: bool,
     fields: &mut BTreeMap<String, TargetField>,
     required: &mut Vec<String>,
+    items: &mut BTreeMap<String, ItemFields>,
 ) {
     let Some(Value::Object(props)) = schema.get("properties") else {
         return;
@@ -464,7 +496,30 @@ fn collect_fields(
             },
         );
         if types.contains(&JsonType::Object) {
-            collect_fields(prop, &path, pii, is_required, fields, required);
+            collect_fields(prop, &path, pii, is_required, fields, required, items);
+        }
+        // An array of objects: its element's fields, for `each:` (elements of arrays inside
+        // elements are not mapped).
+        if types.contains(&JsonType::Array)
+            && let Some(element) = prop.get("items")
+            && json_types(element).contains(&JsonType::Object)
+        {
+            let element_pii = element
+                .get("x-pii")
+                .and_then(Value::as_str)
+                .and_then(PiiClass::parse)
+                .or(pii);
+            let mut item = ItemFields::default();
+            collect_fields(
+                element,
+                "",
+                element_pii,
+                true,
+                &mut item.fields,
+                &mut item.required,
+                &mut BTreeMap::new(),
+            );
+            items.insert(path.clone(), item);
         }
     }
 }

@@ -1160,24 +1160,36 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let e = registry
-                .get(&m.entity)
-                .with_context(|| format!("no schema for {}", m.entity))?;
-            let bytes = std::fs::File::open(sample)
-                .with_context(|| format!("cannot open {}", sample.display()))?;
             let name = sample
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let preview = if problems.is_empty() {
-                crate::toolkit::preview::preview(&m, e, &name, bytes, *rows)?
-            } else {
-                crate::toolkit::preview::preview_draft(&m, e, &name, bytes, *rows)?
-            };
+            // One preview per record each row makes: the mapping's own, then those of `also:`.
+            let mut previews = Vec::new();
+            for m in m.records() {
+                let e = registry
+                    .get(&m.entity)
+                    .with_context(|| format!("no schema for {}", m.entity))?;
+                let bytes = std::fs::File::open(sample)
+                    .with_context(|| format!("cannot open {}", sample.display()))?;
+                previews.push(if problems.is_empty() {
+                    crate::toolkit::preview::preview(m, e, &name, bytes, *rows)?
+                } else {
+                    crate::toolkit::preview::preview_draft(m, e, &name, bytes, *rows)?
+                });
+            }
             if cli.json {
-                let mut json = preview.to_json();
+                let mut json = previews[0].to_json();
                 if let Some(o) = json.as_object_mut() {
                     o.insert("draft_problems".into(), serde_json::to_value(&problems)?);
+                    if previews.len() > 1 {
+                        o.insert(
+                            "also".into(),
+                            serde_json::Value::Array(
+                                previews[1..].iter().map(|p| p.to_json()).collect(),
+                            ),
+                        );
+                    }
                 }
                 println!("{}", serde_json::to_string_pretty(&json)?);
             } else {
@@ -1191,10 +1203,23 @@ async fn execute(cli: &Cli) -> Result<u8> {
                     }
                     println!();
                 }
-                print!("{}", preview.render_table(120));
+                for (i, preview) in previews.iter().enumerate() {
+                    if previews.len() > 1 {
+                        if i > 0 {
+                            println!();
+                        }
+                        println!(
+                            "RECORDS OF {} ({} of {} per row)",
+                            preview.entity,
+                            i + 1,
+                            previews.len()
+                        );
+                    }
+                    print!("{}", preview.render_table(120));
+                }
             }
             Ok(
-                if problems.is_empty() && preview.records.iter().all(|r| r.ok) {
+                if problems.is_empty() && previews.iter().all(|p| p.records.iter().all(|r| r.ok)) {
                     0
                 } else {
                     1

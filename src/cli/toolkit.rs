@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::{Env, registry};
-use crate::canonical::{Entity, Registry};
+use crate::canonical::Registry;
 use crate::formats::{self, Header, Item};
 use crate::mapping::golden::{self, Coverage, TestOutcome};
 use crate::mapping::{self, FieldError};
@@ -29,13 +29,22 @@ fn shown(p: &Path) -> String {
 
 /// Validation by the registry, inputs read beside the tests file.
 struct Host<'a> {
-    entity: &'a Entity,
+    registry: &'a Registry,
     dir: PathBuf,
 }
 
 impl golden::Host for Host<'_> {
-    fn validate(&self, body: &Value) -> Result<(), Vec<FieldError>> {
-        self.entity.validate(body)
+    fn validate(&self, entity: &str, body: &Value) -> Result<(), Vec<FieldError>> {
+        match self.registry.get(entity) {
+            Some(e) => e.validate(body),
+            None => Err(vec![FieldError {
+                field: "(record)".into(),
+                column: None,
+                rule: "schema".into(),
+                message: format!("no canonical entity `{entity}`"),
+                value: None,
+            }]),
+        }
     }
     fn read_input(&self, path: &str) -> Result<Vec<u8>, String> {
         std::fs::read(self.dir.join(path)).map_err(|e| e.to_string())
@@ -98,12 +107,8 @@ fn run_file(file: &Path, registry: &Registry) -> FileRun {
             return run;
         }
     };
-    let Some(entity) = registry.get(&compiled.entity) else {
-        run.error = Some(format!("no canonical entity `{}`", compiled.entity));
-        return run;
-    };
     let host = Host {
-        entity,
+        registry,
         dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
     };
     run.outcomes = golden::run(&tests, &compiled, &host);

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use indexmap::IndexMap;
 use regex::Regex;
 use serde_json::Value;
 use serde_saphyr::{Location, Spanned};
@@ -66,12 +67,18 @@ pub(super) enum Meta {
     File,
     Line,
     Row,
+    /// The feed's "as at" date (`as_at:` in council.yaml), empty when it supplies none.
+    AsAt,
+    /// Where `$as_at` came from: `configuration` or `received`.
+    AsAtSource,
 }
 
 const META: &[(&str, Meta)] = &[
     ("$file", Meta::File),
     ("$line", Meta::Line),
     ("$row", Meta::Row),
+    ("$as_at", Meta::AsAt),
+    ("$as_at_source", Meta::AsAtSource),
 ];
 
 /// A source reference resolved against a header.
@@ -81,6 +88,8 @@ pub(super) enum Bound {
     Meta(Meta),
     /// A path the record does not have (tree formats): the value is empty.
     Missing(String),
+    /// A value the feed supplies (`$as_at`), the same for every record of the file.
+    Supplied(String),
 }
 
 /// When a field is filled.
@@ -116,6 +125,34 @@ pub(super) enum FieldSource {
     Concat(Vec<SourceRef>, String),
     Coalesce(Vec<SourceRef>),
     Literal(Value),
+    /// `each:`: an array of objects, one per occurrence of a repeated element.
+    Each(std::sync::Arc<Each>),
+}
+
+/// An `each:` field: the repeated element's path and the mapping of one element (its fields,
+/// with no key), applied to each occurrence as a record of the paths below the element.
+#[derive(Debug)]
+pub(super) struct Each {
+    pub element: String,
+    pub mapping: Mapping,
+}
+
+/// The fields of one element of an array of objects, as a target for the element's fields.
+struct ItemTarget<'a> {
+    target: &'a dyn TargetSchema,
+    array: &'a str,
+}
+
+impl TargetSchema for ItemTarget<'_> {
+    fn field(&self, path: &str) -> Option<super::TargetField> {
+        self.target.item_field(self.array, path)
+    }
+    fn fields(&self) -> Vec<String> {
+        self.target.item_fields(self.array).unwrap_or_default()
+    }
+    fn required(&self) -> Vec<String> {
+        self.target.item_required(self.array)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +263,9 @@ pub struct Mapping {
     /// Key fields, in order.
     pub key: Vec<String>,
     pub(super) fields: Vec<CompiledField>,
+    /// The further records each source row makes (`also:`), each of its own entity, with this
+    /// mapping's id, version and source.
+    pub also: Vec<Mapping>,
 }
 
 /// A mapping's columns resolved against one file's header.
@@ -237,6 +277,27 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Gives `$as_at` the feed's "as at" date (`YYYY-MM-DD`) and `$as_at_source` its
+    /// provenance (`configuration`, `received`); without one they read as empty.
+    pub fn supply_as_at(mut self, as_at: Option<(&str, &str)>) -> Self {
+        let Some((date, source)) = as_at else {
+            return self;
+        };
+        for b in self
+            .columns
+            .iter_mut()
+            .flatten()
+            .chain(self.conditions.iter_mut().flatten())
+        {
+            match b {
+                Bound::Meta(Meta::AsAt) => *b = Bound::Supplied(date.to_string()),
+                Bound::Meta(Meta::AsAtSource) => *b = Bound::Supplied(source.to_string()),
+                _ => {}
+            }
+        }
+        self
+    }
+
     /// Whether the value at a 0-based column may be shown unmasked: true only for columns that
     /// feed canonical fields none of which is classified as personal data. Unmapped columns are
     /// masked too, since nothing says what they hold.
@@ -280,7 +341,7 @@ impl Mapping {
             let mut refs: Vec<&SourceRef> = match &field.source {
                 FieldSource::Column(c) => vec![c],
                 FieldSource::Concat(cs, _) | FieldSource::Coalesce(cs) => cs.iter().collect(),
-                FieldSource::Literal(_) => vec![],
+                FieldSource::Literal(_) | FieldSource::Each(_) => vec![],
             };
             // The condition's column is resolved with the others, then taken off the end.
             if let Some(w) = &field.when {
@@ -358,6 +419,11 @@ impl Mapping {
                 diagnostics,
             })
         }
+    }
+
+    /// The records each source row makes: this mapping's own, then those of `also:`.
+    pub fn records(&self) -> impl Iterator<Item = &Mapping> {
+        std::iter::once(self).chain(self.also.iter())
     }
 
     /// The canonical field paths this mapping fills, in file order.
@@ -439,104 +505,39 @@ fn compile_inner(
         tables,
     };
 
-    let entity = spec.entity.value.clone();
-    let target = schemas.target(&entity);
-    if target.is_none() {
-        let all = schemas.entities();
-        let hint = did_you_mean(&entity, all.iter().map(String::as_str))
-            .map(|s| format!(" Did you mean `{s}`?"))
-            .unwrap_or_else(|| format!(" Known entities: {}.", all.join(", ")));
-        cx.at(
-            &spec.entity.referenced,
-            None,
-            format!("unknown canonical entity `{entity}`.{hint}"),
-        );
-    }
     let source = compile_source(&mut cx, &spec.source);
-
-    let mut fields = Vec::new();
-    for (path, fs) in &spec.fields {
-        if let Some(f) = compile_field(&mut cx, path, fs, target) {
-            fields.push(f);
+    let main = compile_record(
+        &mut cx,
+        schemas,
+        &spec.entity,
+        spec.action.as_ref(),
+        &spec.key,
+        &spec.fields,
+    );
+    let mut also = Vec::new();
+    for a in &spec.also {
+        also.push(compile_record(
+            &mut cx,
+            schemas,
+            &a.value.entity,
+            a.value.action.as_ref(),
+            &a.value.key,
+            &a.value.fields,
+        ));
+    }
+    for (i, a) in spec.also.iter().enumerate() {
+        let entity = &a.value.entity;
+        let before = std::iter::once(&spec.entity.value)
+            .chain(spec.also[..i].iter().map(|b| &b.value.entity.value));
+        if before.into_iter().any(|e| *e == entity.value) {
+            cx.at(
+                &entity.referenced,
+                None,
+                format!("the mapping already makes a `{}` record from each row: each record of `also:` is of another entity", entity.value),
+            );
         }
     }
-    if let Some(target) = target {
-        for req in target.required() {
-            if !spec.fields.contains_key(&req)
-                && !spec
-                    .fields
-                    .keys()
-                    .any(|k| k.starts_with(&format!("{req}.")))
-            {
-                cx.at(
-                    &spec.fields.values().next().map(|f| f.referenced).unwrap_or(spec.entity.referenced),
-                    Some(&req),
-                    format!("`{entity}` requires this field but the mapping does not fill it; add it under `fields:`"),
-                );
-            }
-        }
-        for group in target.one_of_groups() {
-            let filled = group.iter().any(|alt| {
-                spec.fields
-                    .keys()
-                    .any(|k| k == alt || k.starts_with(&format!("{alt}.")))
-                    || (alt == "null_reasons"
-                        && spec
-                            .fields
-                            .values()
-                            .any(|f| !f.value.null_reasons.is_empty()))
-            });
-            if !filled {
-                let names = group.join(", ");
-                cx.at(
-                    &spec.entity.referenced,
-                    Some(&format!("one of {names}")),
-                    format!("`{entity}` needs one of {names} in every record, and the mapping fills none of them; add one under `fields:`"),
-                );
-            }
-        }
-    }
-    for k in &spec.key.value {
-        match fields.iter_mut().find(|f| &f.path == k) {
-            None => cx.at(
-                &spec.key.referenced,
-                Some(k),
-                "a key field must be one of the mapped fields",
-            ),
-            Some(f) => {
-                if f.pii.is_some() {
-                    cx.at(&spec.key.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
-                }
-                // A key field is required whether or not it says so: a record without its key
-                // cannot be published.
-                f.required = true;
-            }
-        }
-    }
-    if spec.key.value.is_empty() {
-        cx.at(
-            &spec.key.referenced,
-            None,
-            "`key` must name at least one field",
-        );
-    }
-    let action = spec
-        .action
-        .as_ref()
-        .map(|a| a.value.clone())
-        .unwrap_or_else(|| "upserted".into());
-    if !action.chars().all(|c| c.is_ascii_lowercase() || c == '_') || action.is_empty() {
-        let loc = spec
-            .action
-            .as_ref()
-            .map(|a| a.referenced)
-            .unwrap_or(spec.entity.referenced);
-        cx.at(
-            &loc,
-            None,
-            "`action` must be lower-case letters and `_` (it is part of the routing key)",
-        );
-    }
+    let all_known = main.known && also.iter().all(|a| a.known);
 
     if !cx.diagnostics.is_empty() {
         let lines: Vec<&str> = text.lines().collect();
@@ -546,33 +547,28 @@ fn compile_inner(
                 .and_then(|i| lines.get(i))
                 .map(|l| l.to_string());
         }
-        if !(lenient && target.is_some() && source.is_some()) {
+        if !(lenient && all_known && source.is_some()) {
             return Err(MappingError::Invalid {
                 file: file.to_string(),
                 diagnostics: cx.diagnostics,
             });
         }
     }
-    // A draft's key keeps only the fields that compiled.
-    let key = spec
-        .key
-        .value
-        .into_iter()
-        .filter(|k| fields.iter().any(|f| &f.path == k))
-        .collect();
-    Ok((
-        Mapping {
-            id: spec.mapping.value,
-            version: spec.version,
-            entity,
-            action,
-            file: file.to_string(),
-            source: source.expect("no diagnostics (or a lenient draft) means source compiled"),
-            key,
-            fields,
-        },
-        cx.diagnostics,
-    ))
+    let source = source.expect("no diagnostics (or a lenient draft) means source compiled");
+    let make = |r: RecordParts| Mapping {
+        id: spec.mapping.value.clone(),
+        version: spec.version,
+        entity: r.entity,
+        action: r.action,
+        file: file.to_string(),
+        source: source.clone(),
+        key: r.key,
+        fields: r.fields,
+        also: Vec::new(),
+    };
+    let mut mapping = make(main);
+    mapping.also = also.into_iter().map(make).collect();
+    Ok((mapping, cx.diagnostics))
 }
 
 fn first_line(s: &str) -> String {
@@ -1032,28 +1028,11 @@ fn compile_field(
             format!("the canonical entity has no such field.{hint}"),
         );
     }
-    let when = spec.when.as_ref().and_then(|w| {
-        check_meta(cx, &loc, path, &w.column);
-        let tests = [w.equals.is_some(), w.in_.is_some(), w.matches.is_some()];
-        if tests.iter().filter(|t| **t).count() != 1 {
-            cx.at(&loc, Some(path), "`when` takes `column` and one of `equals`, `in` or `matches` (and optionally `not: true`)");
-            return None;
-        }
-        let test = if let Some(e) = &w.equals {
-            ConditionTest::Equals(e.trim().to_lowercase())
-        } else if let Some(list) = &w.in_ {
-            ConditionTest::In(list.iter().map(|v| v.trim().to_lowercase()).collect())
-        } else {
-            match Regex::new(w.matches.as_deref().unwrap_or_default()) {
-                Ok(r) => ConditionTest::Matches(r),
-                Err(e) => {
-                    cx.at(&loc, Some(path), format!("`when.matches` is not a valid regular expression: {}", first_line(&e.to_string())));
-                    return None;
-                }
-            }
-        };
-        Some(Condition { source: source_ref(&w.column), test, negate: w.not })
-    });
+    let when = compile_when(cx, path, fs);
+    if spec.each.is_some() || spec.fields.is_some() {
+        return compile_each(cx, path, fs, target, target_field, when);
+    }
+
     const REASONS: [&str; 4] = ["redacted", "not_available", "not_applicable", "vacant"];
     for (marker, reason) in &spec.null_reasons {
         if !REASONS.contains(&reason.as_str()) {
@@ -1541,5 +1520,274 @@ fn compile_transform(cx: &mut Ctx, path: &str, t: &Spanned<Value>) -> Option<Tra
             );
             None
         }
+    }
+}
+
+fn compile_when(cx: &mut Ctx, path: &str, fs: &Spanned<FieldSpec>) -> Option<Condition> {
+    let loc = fs.referenced;
+    let w = fs.value.when.as_ref()?;
+    check_meta(cx, &loc, path, &w.column);
+    let tests = [w.equals.is_some(), w.in_.is_some(), w.matches.is_some()];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        cx.at(&loc, Some(path), "`when` takes `column` and one of `equals`, `in` or `matches` (and optionally `not: true`)");
+        return None;
+    }
+    let test = if let Some(e) = &w.equals {
+        ConditionTest::Equals(e.trim().to_lowercase())
+    } else if let Some(list) = &w.in_ {
+        ConditionTest::In(list.iter().map(|v| v.trim().to_lowercase()).collect())
+    } else {
+        match Regex::new(w.matches.as_deref().unwrap_or_default()) {
+            Ok(r) => ConditionTest::Matches(r),
+            Err(e) => {
+                cx.at(
+                    &loc,
+                    Some(path),
+                    format!(
+                        "`when.matches` is not a valid regular expression: {}",
+                        first_line(&e.to_string())
+                    ),
+                );
+                return None;
+            }
+        }
+    };
+    Some(Condition {
+        source: source_ref(&w.column),
+        test,
+        negate: w.not,
+    })
+}
+
+/// An `each:` field: checks that it fills an array of objects and compiles the element's
+/// fields against the element's schema (diagnostics name them `lines[].amount_pence`).
+fn compile_each(
+    cx: &mut Ctx,
+    path: &str,
+    fs: &Spanned<FieldSpec>,
+    target: Option<&dyn TargetSchema>,
+    target_field: Option<super::TargetField>,
+    when: Option<Condition>,
+) -> Option<CompiledField> {
+    let loc = fs.referenced;
+    let spec = &fs.value;
+    let Some(element) = spec.each.as_ref() else {
+        cx.at(&loc, Some(path), "`fields:` under a field goes with `each:`, the repeated element whose occurrences fill the array");
+        return None;
+    };
+    let Some(inner) = spec.fields.as_ref().filter(|f| !f.is_empty()) else {
+        cx.at(
+            &loc,
+            Some(path),
+            "`each` needs `fields:`, the fields of one element",
+        );
+        return None;
+    };
+    if spec.from.is_some()
+        || spec.value.is_some()
+        || spec.concat.is_some()
+        || spec.coalesce.is_some()
+        || !spec.transforms.is_empty()
+        || spec.default.is_some()
+        || !spec.null_if.is_empty()
+        || !spec.null_reasons.is_empty()
+    {
+        cx.at(&loc, Some(path), "`each` takes `fields` (and optionally `required` and `when`): sources, transforms and defaults go on the fields of the element");
+    }
+    let element = element.trim().trim_end_matches('/').to_string();
+    if element.is_empty() || element.contains('[') {
+        cx.at(&loc, Some(path), "`each` names the repeated element by its path in the record, without an index (`Employment/NIlettersAndValues`)");
+    }
+    let scoped = match (target, &target_field) {
+        (Some(t), Some(tf)) => {
+            match t.item_fields(path) {
+                Some(_) => Some(ItemTarget {
+                    target: t,
+                    array: path,
+                }),
+                None => {
+                    let types: Vec<&str> = tf.types.iter().map(|t| type_name(*t)).collect();
+                    cx.at(&loc, Some(path), format!("`each` fills an array of objects, but the canonical model wants {} here", types.join(" or ")));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let before = cx.diagnostics.len();
+    let mut fields = Vec::new();
+    for (p, f) in inner {
+        let t = scoped.as_ref().map(|s| s as &dyn TargetSchema);
+        if let Some(c) = compile_field(cx, p, f, t) {
+            fields.push(c);
+        }
+    }
+    if let Some(s) = &scoped {
+        for req in s.required() {
+            if !inner.contains_key(&req) && !inner.keys().any(|k| k.starts_with(&format!("{req}.")))
+            {
+                cx.at(&loc, Some(&req), format!("every element of `{path}` needs this field but `each` does not fill it; add it under the element's `fields:`"));
+            }
+        }
+    }
+    for d in &mut cx.diagnostics[before..] {
+        if let Some(f) = &d.field {
+            d.field = Some(format!("{path}[].{f}"));
+        }
+    }
+    let mapping = Mapping {
+        id: String::new(),
+        version: 0,
+        entity: String::new(),
+        action: String::new(),
+        file: cx.file.to_string(),
+        source: SourceOptions {
+            format: FormatOptions::Json(JsonOptions::default()),
+            control: None,
+            on_control_mismatch: ControlPolicy::Hold,
+        },
+        key: Vec::new(),
+        fields,
+        also: Vec::new(),
+    };
+    Some(CompiledField {
+        path: path.to_string(),
+        segments: path.split('.').map(str::to_owned).collect(),
+        source: FieldSource::Each(std::sync::Arc::new(Each { element, mapping })),
+        transforms: Vec::new(),
+        required: spec.required,
+        default: None,
+        null_if: Vec::new(),
+        null_reasons: Vec::new(),
+        pii: target_field.and_then(|f| f.pii),
+        line: loc.line(),
+        column: loc.column(),
+        when,
+    })
+}
+
+/// One record a source row makes: the mapping's own, or one of its `also:` blocks.
+struct RecordParts {
+    entity: String,
+    known: bool,
+    action: String,
+    key: Vec<String>,
+    fields: Vec<CompiledField>,
+}
+
+/// Compiles the entity, fields, key and action of one record the mapping makes.
+fn compile_record(
+    cx: &mut Ctx,
+    schemas: &dyn SchemaLookup,
+    entity_spec: &Spanned<String>,
+    action_spec: Option<&Spanned<String>>,
+    key_spec: &Spanned<Vec<String>>,
+    fields_spec: &IndexMap<String, Spanned<FieldSpec>>,
+) -> RecordParts {
+    let entity = entity_spec.value.clone();
+    let target = schemas.target(&entity);
+    if target.is_none() {
+        let all = schemas.entities();
+        let hint = did_you_mean(&entity, all.iter().map(String::as_str))
+            .map(|s| format!(" Did you mean `{s}`?"))
+            .unwrap_or_else(|| format!(" Known entities: {}.", all.join(", ")));
+        cx.at(
+            &entity_spec.referenced,
+            None,
+            format!("unknown canonical entity `{entity}`.{hint}"),
+        );
+    }
+
+    let mut fields = Vec::new();
+    for (path, fs) in fields_spec {
+        if let Some(f) = compile_field(cx, path, fs, target) {
+            fields.push(f);
+        }
+    }
+    if let Some(target) = target {
+        for req in target.required() {
+            if !fields_spec.contains_key(&req)
+                && !fields_spec
+                    .keys()
+                    .any(|k| k.starts_with(&format!("{req}.")))
+            {
+                cx.at(
+                    &fields_spec.values().next().map(|f| f.referenced).unwrap_or(entity_spec.referenced),
+                    Some(&req),
+                    format!("`{entity}` requires this field but the mapping does not fill it; add it under `fields:`"),
+                );
+            }
+        }
+        for group in target.one_of_groups() {
+            let filled = group.iter().any(|alt| {
+                fields_spec
+                    .keys()
+                    .any(|k| k == alt || k.starts_with(&format!("{alt}.")))
+                    || (alt == "null_reasons"
+                        && fields_spec
+                            .values()
+                            .any(|f| !f.value.null_reasons.is_empty()))
+            });
+            if !filled {
+                let names = group.join(", ");
+                cx.at(
+                    &entity_spec.referenced,
+                    Some(&format!("one of {names}")),
+                    format!("`{entity}` needs one of {names} in every record, and the mapping fills none of them; add one under `fields:`"),
+                );
+            }
+        }
+    }
+    for k in &key_spec.value {
+        match fields.iter_mut().find(|f| &f.path == k) {
+            None => cx.at(
+                &key_spec.referenced,
+                Some(k),
+                "a key field must be one of the mapped fields",
+            ),
+            Some(f) => {
+                if f.pii.is_some() {
+                    cx.at(&key_spec.referenced, Some(k), "is personal data (x-pii) and cannot be part of the record key, which travels in message headers");
+                }
+                // A key field is required whether or not it says so: a record without its key
+                // cannot be published.
+                f.required = true;
+            }
+        }
+    }
+    if key_spec.value.is_empty() {
+        cx.at(
+            &key_spec.referenced,
+            None,
+            "`key` must name at least one field",
+        );
+    }
+    let action = action_spec
+        .map(|a| a.value.clone())
+        .unwrap_or_else(|| "upserted".into());
+    if !action.chars().all(|c| c.is_ascii_lowercase() || c == '_') || action.is_empty() {
+        let loc = action_spec
+            .map(|a| a.referenced)
+            .unwrap_or(entity_spec.referenced);
+        cx.at(
+            &loc,
+            None,
+            "`action` must be lower-case letters and `_` (it is part of the routing key)",
+        );
+    }
+
+    // A draft's key keeps only the fields that compiled.
+    let key = key_spec
+        .value
+        .iter()
+        .filter(|k| fields.iter().any(|f| &f.path == *k))
+        .cloned()
+        .collect();
+    RecordParts {
+        known: target.is_some(),
+        entity,
+        action,
+        key,
+        fields,
     }
 }

@@ -26,6 +26,14 @@ pub(super) fn apply(
         {
             continue;
         }
+        if let FieldSource::Each(each) = &field.source {
+            match super::each::apply(field, each, record) {
+                Ok(Some(v)) => insert(&mut body, &field.segments, v),
+                Ok(None) => {}
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         if let Some(reason) = null_reason(field, columns, record) {
             null_reasons.insert(field.path.clone(), Value::String(reason.to_string()));
             continue;
@@ -173,7 +181,8 @@ fn value_of(bound: &Bound, record: &SourceRecord) -> String {
         Bound::Meta(Meta::File) => record.locator.file.clone(),
         Bound::Meta(Meta::Line) => record.locator.line.to_string(),
         Bound::Meta(Meta::Row) => record.locator.row.to_string(),
-        Bound::Missing(_) => String::new(),
+        Bound::Meta(Meta::AsAt | Meta::AsAtSource) | Bound::Missing(_) => String::new(),
+        Bound::Supplied(v) => v.clone(),
     }
 }
 
@@ -185,11 +194,12 @@ fn field_value(
     let column_name = || {
         columns.iter().find_map(|b| match b {
             Bound::Column(_, n) | Bound::Missing(n) => Some(n.clone()),
-            Bound::Meta(_) => None,
+            Bound::Meta(_) | Bound::Supplied(_) => None,
         })
     };
     let raw: String = match &field.source {
         FieldSource::Literal(v) => return Ok(Some(v.clone())),
+        FieldSource::Each(_) => return Ok(None),
         FieldSource::Column(_) => columns
             .first()
             .map(|b| value_of(b, record))

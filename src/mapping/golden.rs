@@ -99,6 +99,8 @@ pub enum Input {
 pub struct Expected {
     /// Line of the expectation in the tests file.
     pub line: u64,
+    /// The entity the record must be of (for mappings whose rows make several, `also:`).
+    pub entity: Option<String>,
     /// The record or the failure.
     pub outcome: ExpectedOutcome,
 }
@@ -188,6 +190,8 @@ struct TestSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpectSpec {
+    #[serde(default)]
+    entity: Option<String>,
     #[serde(default)]
     record: Option<Value>,
     #[serde(default)]
@@ -323,7 +327,11 @@ pub fn parse(file: &str, text: &str) -> Result<GoldenFile, GoldenError> {
                     continue;
                 }
             };
-            expect.push(Expected { line, outcome });
+            expect.push(Expected {
+                line,
+                entity: e.value.entity.clone(),
+                outcome,
+            });
         }
         tests.push(GoldenTest {
             name: t.name.value,
@@ -367,8 +375,8 @@ fn block_scalar_first_line(lines: &[&str], at: Location) -> Option<u64> {
 
 /// What running golden tests needs from outside the mapping module.
 pub trait Host {
-    /// Validates a mapped body against the mapping's canonical entity.
-    fn validate(&self, body: &Value) -> Result<(), Vec<FieldError>>;
+    /// Validates a mapped body against a canonical entity (the mapping's, or one of `also:`).
+    fn validate(&self, entity: &str, body: &Value) -> Result<(), Vec<FieldError>>;
     /// The bytes of an `input_file` (as written, relative to the tests file).
     fn read_input(&self, path: &str) -> Result<Vec<u8>, String>;
 }
@@ -456,6 +464,15 @@ pub enum Problem {
         /// `-` expected / `+` actual, field by field.
         diff: Vec<DiffLine>,
     },
+    /// The record is of another entity than the expected one (`also:`).
+    EntityDiffers {
+        /// Where.
+        at: At,
+        /// Expected entity.
+        expected: String,
+        /// Actual entity.
+        actual: String,
+    },
     /// The record was mapped with another key.
     KeyDiffers {
         /// Where.
@@ -542,6 +559,14 @@ impl std::fmt::Display for Problem {
                 }
                 Ok(())
             }
+            Problem::EntityDiffers {
+                at,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{at}: expected a `{expected}` record, but this one is `{actual}` (a row's records come in the mapping's order: its own, then those of `also:`)"
+            ),
             Problem::KeyDiffers {
                 at,
                 expected,
@@ -639,11 +664,13 @@ impl std::fmt::Display for Problem {
 enum Actual {
     Record {
         line: u64,
+        entity: String,
         key: String,
         body: Map<String, Value>,
     },
     Rejected {
         line: u64,
+        entity: String,
         errors: Vec<FieldError>,
     },
 }
@@ -652,6 +679,11 @@ impl Actual {
     fn line(&self) -> u64 {
         match self {
             Actual::Record { line, .. } | Actual::Rejected { line, .. } => *line,
+        }
+    }
+    fn entity(&self) -> &str {
+        match self {
+            Actual::Record { entity, .. } | Actual::Rejected { entity, .. } => entity,
         }
     }
 }
@@ -693,6 +725,16 @@ pub fn run_test(mapping: &Mapping, test: &GoldenTest, host: &dyn Host) -> TestOu
             tests_line: got.and_then(|g| tests_line(g.line())),
             expected_line: want.map(|w| w.line),
         };
+        if let (Some(w), Some(g)) = (want, got)
+            && let Some(e) = w.entity.as_ref().filter(|e| *e != g.entity())
+        {
+            outcome.problems.push(Problem::EntityDiffers {
+                at,
+                expected: e.clone(),
+                actual: g.entity().to_string(),
+            });
+            continue;
+        }
         if let Some(p) = compare(at, want.map(|w| &w.outcome), got) {
             outcome.problems.push(p);
         }
@@ -791,11 +833,19 @@ fn read(
         .map_err(|e| e.to_string())?;
     let header = decoder.header();
     let per_record = mapping.source.format.per_record_header();
-    let mut binding = if per_record {
-        mapping.bind_lenient(&header)
-    } else {
-        mapping.bind(&header).map_err(|e| e.to_string())?
+    let bind_all = |header: &formats::Header| -> Result<Vec<super::Binding>, String> {
+        mapping
+            .records()
+            .map(|m| {
+                if per_record {
+                    Ok(m.bind_lenient(header))
+                } else {
+                    m.bind(header).map_err(|e| e.to_string())
+                }
+            })
+            .collect()
     };
+    let mut bindings = bind_all(&header)?;
     let mut bound_header = header.clone();
     let mut tally = super::control::ControlTally::new(mapping, &header);
     let mut actual = Vec::new();
@@ -806,6 +856,7 @@ fn read(
                 tally.detail(f.record.as_ref());
                 actual.push(Actual::Rejected {
                     line: f.locator.line,
+                    entity: mapping.entity.clone(),
                     errors: vec![FieldError {
                         field: "(row)".into(),
                         column: None,
@@ -818,18 +869,30 @@ fn read(
             Item::Record(rec) => {
                 tally.detail(Some(&rec));
                 if per_record && !std::sync::Arc::ptr_eq(&rec.header, &bound_header) {
-                    binding = mapping.bind_lenient(&rec.header);
+                    bindings = bind_all(&rec.header)?;
                     bound_header = rec.header.clone();
                 }
                 let line = rec.locator.line;
-                let result = mapping.apply(&binding, &rec).and_then(|m| {
-                    host.validate(&Value::Object(m.body.clone()))
-                        .map(|()| (m.key, m.body))
-                });
-                actual.push(match result {
-                    Ok((key, body)) => Actual::Record { line, key, body },
-                    Err(errors) => Actual::Rejected { line, errors },
-                });
+                for (m, binding) in mapping.records().zip(&bindings) {
+                    let entity = m.entity.clone();
+                    let result = m.apply(binding, &rec).and_then(|r| {
+                        host.validate(&entity, &Value::Object(r.body.clone()))
+                            .map(|()| (r.key, r.body))
+                    });
+                    actual.push(match result {
+                        Ok((key, body)) => Actual::Record {
+                            line,
+                            entity,
+                            key,
+                            body,
+                        },
+                        Err(errors) => Actual::Rejected {
+                            line,
+                            entity,
+                            errors,
+                        },
+                    });
+                }
             }
         }
     }
@@ -1073,9 +1136,12 @@ pub fn coverage(mapping: &Mapping, schema: &dyn TargetSchema, header: Option<&He
                         super::compile::Meta::File => "$file",
                         super::compile::Meta::Line => "$line",
                         super::compile::Meta::Row => "$row",
+                        super::compile::Meta::AsAt => "$as_at",
+                        super::compile::Meta::AsAtSource => "$as_at_source",
                     }
                     .to_string(),
                 ),
+                Bound::Supplied(v) => sources.push(v.clone()),
                 Bound::Missing(c) => {
                     if header.is_some() {
                         absent.push((field.path.clone(), c.clone()));
@@ -1207,7 +1273,7 @@ fields:
 
     struct NoSchema;
     impl Host for NoSchema {
-        fn validate(&self, body: &Value) -> Result<(), Vec<FieldError>> {
+        fn validate(&self, _entity: &str, body: &Value) -> Result<(), Vec<FieldError>> {
             if body.get("employee_number").and_then(Value::as_str) == Some("BAD") {
                 return Err(vec![FieldError {
                     field: "employee_number".into(),

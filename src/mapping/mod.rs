@@ -7,6 +7,7 @@
 
 mod compile;
 pub mod control;
+mod each;
 mod eval;
 mod expr;
 pub mod golden;
@@ -58,6 +59,19 @@ pub trait TargetSchema {
     fn required(&self) -> Vec<String>;
     /// "At least one of" groups (`anyOf` of `required`): a record needs one field of each.
     fn one_of_groups(&self) -> Vec<Vec<String>> {
+        Vec::new()
+    }
+    /// A field (dotted path) of one element of the array of objects `array`, for `each:`.
+    fn item_field(&self, _array: &str, _path: &str) -> Option<TargetField> {
+        None
+    }
+    /// Every leaf field of one element of `array`, or `None` when `array` is not an array of
+    /// objects.
+    fn item_fields(&self, _array: &str) -> Option<Vec<String>> {
+        None
+    }
+    /// The fields every element of `array` must have.
+    fn item_required(&self, _array: &str) -> Vec<String> {
         Vec::new()
     }
 }

@@ -27,6 +27,24 @@ pub struct MappingSpec {
     pub key: Spanned<Vec<String>>,
     /// Canonical field → how to fill it.
     pub fields: IndexMap<String, Spanned<FieldSpec>>,
+    /// Further records each source row makes, each of another entity (person + employment).
+    #[serde(default)]
+    pub also: Vec<Spanned<AlsoSpec>>,
+}
+
+/// One `also:` block: a further record made from the same source row.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlsoSpec {
+    /// Canonical entity, `<domain>.<entity>`.
+    pub entity: Spanned<String>,
+    /// Event action in the routing key.
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
+    /// Canonical fields whose values identify the record.
+    pub key: Spanned<Vec<String>>,
+    /// Canonical field → how to fill it.
+    pub fields: IndexMap<String, Spanned<FieldSpec>>,
 }
 
 /// The `source:` section.
@@ -167,6 +185,13 @@ pub struct FieldSpec {
     /// Several columns joined.
     #[serde(default)]
     pub concat: Option<ConcatSpec>,
+    /// An array of objects: one element per occurrence of this repeated element (path in the
+    /// record, `Employment/NIlettersAndValues`), each filled by `fields`.
+    #[serde(default)]
+    pub each: Option<String>,
+    /// With `each`: the fields of one element, their `from` relative to the repeated element.
+    #[serde(default)]
+    pub fields: Option<IndexMap<String, Spanned<FieldSpec>>>,
     /// The first non-empty of several columns.
     #[serde(default)]
     pub coalesce: Option<Vec<ColumnSpec>>,

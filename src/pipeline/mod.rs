@@ -121,6 +121,19 @@ pub struct FileReport {
     /// Record keys several valid records of the batch share, with their lines (events mode).
     #[serde(default)]
     pub duplicate_keys: Vec<duplicates::DuplicateKey>,
+    /// For a mapping that makes records of several entities from each row (`also:`): the
+    /// valid and rejected records of each entity (a row is valid when all its records are).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<String, RecordCounts>,
+}
+
+/// Valid and rejected records of one entity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RecordCounts {
+    /// Valid records.
+    pub valid: u64,
+    /// Rejected records.
+    pub rejected: u64,
 }
 
 impl FileReport {
@@ -145,6 +158,7 @@ impl FileReport {
             delta: None,
             money_totals: BTreeMap::new(),
             duplicate_keys: Vec::new(),
+            records: BTreeMap::new(),
         }
     }
 }
@@ -575,6 +589,21 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         limits,
     } = *ctx;
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
+    // The records each row makes: the mapping's own, then those of its `also:` blocks.
+    let mut outputs = vec![(mapping, entity)];
+    for m in &mapping.also {
+        let e = registry
+            .get(&m.entity)
+            .ok_or_else(|| ReadError::File(format!("no schema for {}", m.entity)))?;
+        outputs.push((m, e));
+    }
+    let several = outputs.len() > 1;
+    if several && policy.mode == FeedMode::Snapshot {
+        return Err(ReadError::File(format!(
+            "the mapping {} makes records of several entities from each row (`also:`), which a snapshot feed cannot compare with one state: use `mode: events`, or one feed per entity",
+            mapping.id
+        )));
+    }
     let mut delta = match policy.mode {
         FeedMode::Events => None,
         FeedMode::Snapshot => {
@@ -596,13 +625,26 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     // Tabular files are bound once (a missing column rejects the file); tree formats (XML,
     // JSON) carry a header per record and are bound again when it changes.
     let per_record = mapping.source.format.per_record_header();
-    let mut binding = if per_record {
-        mapping.bind_lenient(&header)
-    } else {
-        mapping
-            .bind(&header)
-            .map_err(|e| ReadError::File(e.to_string()))?
+    let as_at = policy.as_at.map(|a| match a {
+        crate::config::AsAt::Date(d) => (d, "configuration"),
+        crate::config::AsAt::Received => (received_on(raw), "received"),
+    });
+    let as_at = as_at.map(|(d, source)| (d.format("%Y-%m-%d").to_string(), source));
+    let supplied = as_at.as_ref().map(|(d, s)| (d.as_str(), *s));
+    let bind_all = |header: &crate::formats::Header| -> Result<Vec<mapping::Binding>, ReadError> {
+        outputs
+            .iter()
+            .map(|(m, _)| {
+                if per_record {
+                    Ok(m.bind_lenient(header))
+                } else {
+                    m.bind(header).map_err(|e| ReadError::File(e.to_string()))
+                }
+                .map(|b| b.supply_as_at(supplied))
+            })
+            .collect()
     };
+    let mut bindings = bind_all(&header)?;
     let mut bound_header = header.clone();
     let mut tally = mapping::control::ControlTally::new(mapping, &header);
     let now = chrono::Utc::now();
@@ -641,7 +683,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         Ok(())
     };
 
-    let mut keys_seen = duplicates::Tracker::default();
+    let mut keys_seen = duplicates::Tracker::new(
+        policy.duplicate_keys == crate::config::DuplicateKeyPolicy::Reject,
+    );
     for item in decoder {
         let item = item.map_err(|e| ReadError::File(e.to_string()))?;
         match item {
@@ -675,87 +719,123 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                 tally.detail(Some(&rec));
                 profile.record(&rec);
                 if per_record && !std::sync::Arc::ptr_eq(&rec.header, &bound_header) {
-                    binding = mapping.bind_lenient(&rec.header);
+                    bindings = bind_all(&rec.header)?;
                     bound_header = rec.header.clone();
                 }
-                let result = mapping
-                    .apply(&binding, &rec)
-                    .map_err(|e| ("mapping", e))
-                    .and_then(|m| {
-                        let body = Value::Object(m.body);
-                        entity
-                            .validate(&body)
-                            .map(|()| (m.key, body))
-                            .map_err(|e| ("validation", e))
-                    });
-                let provenance = Provenance {
-                    council,
-                    feed,
-                    batch_id,
-                    file_sha256: &raw.sha256,
-                    locator: &rec.locator,
-                    mapping_id: &mapping.id,
-                    mapping_version: mapping.version,
-                };
-                let result = match (result, delta.as_mut()) {
-                    (Ok((key, body)), Some(d)) => {
-                        match d.record(store, &key, &body, &provenance, now)? {
-                            delta::RecordOutcome::Publish(m) => {
-                                messages.extend(m);
-                                Ok((key, body))
-                            }
-                            delta::RecordOutcome::Unchanged => Ok((key, body)),
-                            delta::RecordOutcome::Duplicate => Err((
-                                "validation",
-                                vec![FieldError {
-                                    field: "(record key)".into(),
-                                    column: None,
-                                    rule: "duplicate_key".into(),
-                                    message: format!(
-                                        "the key {key} appears more than once in this snapshot; the first row counts"
-                                    ),
-                                    value: None,
-                                }],
-                            )),
-                        }
-                    }
-                    (Ok((key, body)), None) => {
-                        keys_seen.record(&key, rec.locator.line, &body);
-                        messages.push(envelope::record_message(
-                            entity,
-                            &mapping.action,
-                            &key,
-                            &body,
-                            &provenance,
-                            now,
-                        ));
-                        Ok((key, body))
-                    }
-                    (Err(e), _) => Err(e),
-                };
-                match result {
-                    Ok((_, body)) => {
-                        report.valid += 1;
-                        add_pence(&mut money, "", &body);
-                    }
-                    Err((stage, errors)) => {
-                        report.rejected += 1;
-                        for e in &errors {
-                            *report
-                                .rejected_by_reason
-                                .entry(format!("{} {}", e.field, e.rule))
-                                .or_default() += 1;
-                        }
-                        log_rejection(council, feed, &rec, &errors);
-                        failures.push(NewFailure {
-                            stage,
-                            file_name: rec.locator.file.clone(),
-                            line: rec.locator.line,
-                            row: rec.locator.row,
-                            raw_record: Some(bounded_raw(&rec)),
-                            errors: bounded_errors(&errors),
+                let mut row_valid = true;
+                for ((output, entity), binding) in outputs.iter().zip(&bindings) {
+                    let result = output
+                        .apply(binding, &rec)
+                        .map_err(|e| ("mapping", e))
+                        .and_then(|m| {
+                            let body = Value::Object(m.body);
+                            entity
+                                .validate(&body)
+                                .map(|()| (m.key, body))
+                                .map_err(|e| ("validation", e))
                         });
+                    let provenance = Provenance {
+                        council,
+                        feed,
+                        batch_id,
+                        file_sha256: &raw.sha256,
+                        locator: &rec.locator,
+                        mapping_id: &output.id,
+                        mapping_version: output.version,
+                    };
+                    let result = match (result, delta.as_mut()) {
+                        (Ok((key, body)), Some(d)) => {
+                            match d.record(store, &key, &body, &provenance, now)? {
+                                delta::RecordOutcome::Publish(m) => {
+                                    messages.extend(m);
+                                    Ok((key, body))
+                                }
+                                delta::RecordOutcome::Unchanged => Ok((key, body)),
+                                delta::RecordOutcome::Duplicate => Err((
+                                    "validation",
+                                    vec![FieldError {
+                                        field: "(record key)".into(),
+                                        column: None,
+                                        rule: "duplicate_key".into(),
+                                        message: format!(
+                                            "the key {key} appears more than once in this snapshot; the first row counts"
+                                        ),
+                                        value: None,
+                                    }],
+                                )),
+                            }
+                        }
+                        (Ok((key, body)), None) => {
+                            let message = envelope::record_message(
+                                entity,
+                                &output.action,
+                                &key,
+                                &body,
+                                &provenance,
+                                now,
+                            );
+                            keys_seen.record(
+                                &entity.name,
+                                &key,
+                                &rec,
+                                &body,
+                                &message.message_id,
+                                || bounded_raw(&rec),
+                            );
+                            messages.push(message);
+                            Ok((key, body))
+                        }
+                        (Err(e), _) => Err(e),
+                    };
+                    let counts =
+                        several.then(|| report.records.entry(entity.name.clone()).or_default());
+                    match result {
+                        Ok((_, body)) => {
+                            if let Some(c) = counts {
+                                c.valid += 1;
+                            }
+                            // The first entity's totals under its field names, the others'
+                            // under the entity's name.
+                            let prefix = if std::ptr::eq(*output, mapping) {
+                                ""
+                            } else {
+                                entity.name.as_str()
+                            };
+                            add_pence(&mut money, prefix, &body);
+                        }
+                        Err((stage, errors)) => {
+                            row_valid = false;
+                            if let Some(c) = counts {
+                                c.rejected += 1;
+                            }
+                            for e in &errors {
+                                let reason = if several {
+                                    format!("{} {} {}", entity.name, e.field, e.rule)
+                                } else {
+                                    format!("{} {}", e.field, e.rule)
+                                };
+                                *report.rejected_by_reason.entry(reason).or_default() += 1;
+                            }
+                            log_rejection(council, feed, &rec, &errors);
+                            let mut errors = bounded_errors(&errors);
+                            if several {
+                                for_entity(&mut errors, &entity.name);
+                            }
+                            failures.push(NewFailure {
+                                stage,
+                                file_name: rec.locator.file.clone(),
+                                line: rec.locator.line,
+                                row: rec.locator.row,
+                                raw_record: Some(bounded_raw(&rec)),
+                                errors,
+                            });
+                        }
                     }
+                }
+                if row_valid {
+                    report.valid += 1;
+                } else {
+                    report.rejected += 1;
                 }
             }
         }
@@ -764,6 +844,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         }
     }
     let mut held_reasons = Vec::new();
+    let conflicts = keys_seen.conflicts();
     report.duplicate_keys = std::mem::take(&mut keys_seen).finish();
     if !report.duplicate_keys.is_empty() {
         tracing::warn!(council, feed, file = %raw.name, batch = batch_id, duplicates = ?report.duplicate_keys, "records of the batch share a key");
@@ -803,6 +884,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         report.delta = Some(d.counts.clone());
     }
     flush_chunk(&mut messages, &mut failures, &mut delta, report)?;
+    if !conflicts.is_empty() {
+        reject_duplicates(store, batch, &conflicts, report)?;
+    }
 
     let mapping::control::ControlOutcome {
         report: control_report,
@@ -871,6 +955,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             "resent": report.resent,
         },
         "rejected_by_reason": report.rejected_by_reason,
+        "records": report.records,
         "control": report.control,
         "money_totals": report.money_totals,
         "mode": policy.mode,
@@ -886,6 +971,71 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
+}
+
+/// `duplicate_keys: reject`: every record of a key that records with different content share is
+/// taken back from the batch (its messages are still staged, whichever chunk they were written
+/// in) and kept as a failure naming the other lines; the rest of the batch publishes.
+fn reject_duplicates(
+    store: &Store,
+    batch: &NewBatch<'_>,
+    conflicts: &[(String, Vec<duplicates::Member>)],
+    report: &mut FileReport,
+) -> Result<(), ReadError> {
+    let mut ids = Vec::new();
+    let mut failures = Vec::new();
+    let mut lines = std::collections::BTreeSet::new();
+    for (key, members) in conflicts {
+        for m in members {
+            ids.push(m.message_id.as_str());
+            lines.insert(m.line);
+            failures.push(NewFailure {
+                stage: "validation",
+                file_name: m.file.clone(),
+                line: m.line,
+                row: m.row,
+                raw_record: Some(m.raw.clone()),
+                errors: duplicates::rejection(key, m, members),
+            });
+        }
+    }
+    let removed = store.reject_staged(batch, &ids, &failures)?;
+    report.new_messages = report.new_messages.saturating_sub(removed);
+    let rows = lines.len() as u64;
+    report.valid = report.valid.saturating_sub(rows);
+    report.rejected += rows;
+    *report
+        .rejected_by_reason
+        .entry("(record key) duplicate_key".into())
+        .or_default() += failures.len() as u64;
+    tracing::warn!(
+        council = batch.council,
+        feed = batch.feed,
+        batch = batch.id,
+        records = failures.len(),
+        "records sharing a key with different content rejected (duplicate_keys: reject)"
+    );
+    Ok(())
+}
+
+/// The day (UTC) a file was received: when it was written to the feed's folder (a pulled
+/// file when it was downloaded), by its modification time; today when the system cannot say.
+fn received_on(raw: &RawFile) -> chrono::NaiveDate {
+    std::fs::metadata(&raw.path)
+        .and_then(|m| m.modified())
+        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).date_naive())
+        .unwrap_or_else(|_| chrono::Utc::now().date_naive())
+}
+
+/// Marks each error of a mapping with several entities with the entity its record is of.
+fn for_entity(errors: &mut Value, entity: &str) {
+    if let Value::Array(items) = errors {
+        for e in items {
+            if let Value::Object(o) = e {
+                o.insert("entity".into(), Value::String(entity.to_string()));
+            }
+        }
+    }
 }
 
 /// Adds each integer `_pence` field of `body` (dotted paths; arrays as `field[]`) to `totals`.

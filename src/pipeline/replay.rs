@@ -108,6 +108,24 @@ pub fn plan(
             m
         }
     };
+    // A mapping that makes records of several entities (`also:`) marks each failure's errors
+    // with the entity whose record failed: only that record is made again.
+    let failed_entity = failure
+        .errors
+        .get(0)
+        .and_then(|e| e.get("entity"))
+        .and_then(Value::as_str);
+    let mapping: &crate::mapping::Mapping = match failed_entity {
+        Some(name) => mapping
+            .records()
+            .find(|m| m.entity == name)
+            .ok_or_else(|| {
+                refuse(format!(
+                    "failure {id} is of a `{name}` record, which the feed's mapping no longer makes"
+                ))
+            })?,
+        None => &mapping,
+    };
     let entity = registry
         .get(&mapping.entity)
         .ok_or_else(|| refuse(format!("no schema for {}", mapping.entity)))?;
@@ -260,7 +278,9 @@ impl Operator {
         let mut out = Vec::new();
         for c in &self.config.councils {
             for f in &c.feeds {
-                if super::load_mapping(f, &self.registry).is_ok_and(|m| m.entity == entity) {
+                if super::load_mapping(f, &self.registry)
+                    .is_ok_and(|m| m.records().any(|r| r.entity == entity))
+                {
                     out.push((c.id.clone(), f.id.clone()));
                 }
             }

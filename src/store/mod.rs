@@ -322,8 +322,7 @@ impl Store {
         failures: &[NewFailure],
         force: bool,
     ) -> Result<ChunkOutcome> {
-        let (batch_id, council, feed) = (batch.id, batch.council, batch.feed);
-        let mapping = (batch.mapping_id, batch.mapping_version);
+        let (batch_id, council) = (batch.id, batch.council);
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcome = ChunkOutcome::default();
@@ -366,30 +365,37 @@ impl Store {
                         outcome.new += 1;
                     }
                 }
-                let mut fail = tx.prepare_cached(
-                    "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
-                     raw_record, mapping_id, mapping_version, errors, status, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
-                )?;
-                for f in failures {
-                    fail.execute(params![
-                        batch_id,
-                        council,
-                        feed,
-                        f.stage,
-                        f.file_name,
-                        f.line as i64,
-                        f.row as i64,
-                        f.raw_record.as_ref().map(Value::to_string),
-                        mapping.0,
-                        mapping.1,
-                        f.errors.to_string(),
-                        created
-                    ])?;
-                }
+                insert_failures(&tx, batch, failures, &created)?;
             }
             tx.commit()?;
             Ok(outcome)
+        })
+    }
+
+    /// Takes records back from a batch still being read (`duplicate_keys: reject`), in one
+    /// transaction: their staged messages are deleted and they are kept as `failures`. A
+    /// message already published or staged by another batch is left alone. Returns the number
+    /// of messages taken back.
+    pub fn reject_staged(
+        &self,
+        batch: &NewBatch<'_>,
+        message_ids: &[&str],
+        failures: &[NewFailure],
+    ) -> Result<u64> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut removed = 0;
+            {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM outbox WHERE message_id = ?1 AND batch_id = ?2 AND status = 'staged'",
+                )?;
+                for id in message_ids {
+                    removed += delete.execute(params![id, batch.id])? as u64;
+                }
+                insert_failures(&tx, batch, failures, &now())?;
+            }
+            tx.commit()?;
+            Ok(removed)
         })
     }
 
@@ -1079,4 +1085,35 @@ mod tests {
                 .any(|b| b.id == "first" && b.status == batch_status::ABANDONED)
         );
     }
+}
+
+/// Stores a batch's failures (in the caller's transaction).
+fn insert_failures(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &NewBatch<'_>,
+    failures: &[NewFailure],
+    created: &str,
+) -> rusqlite::Result<()> {
+    let mut fail = tx.prepare_cached(
+        "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+         raw_record, mapping_id, mapping_version, errors, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
+    )?;
+    for f in failures {
+        fail.execute(params![
+            batch.id,
+            batch.council,
+            batch.feed,
+            f.stage,
+            f.file_name,
+            f.line as i64,
+            f.row as i64,
+            f.raw_record.as_ref().map(Value::to_string),
+            batch.mapping_id,
+            batch.mapping_version,
+            f.errors.to_string(),
+            created
+        ])?;
+    }
+    Ok(())
 }
