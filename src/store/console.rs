@@ -570,7 +570,9 @@ impl Store {
     pub fn outbox_counts_in(&self, scope: Option<&[String]>) -> Result<OutboxCounts> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT council, status, COUNT(*) FROM outbox GROUP BY council, status",
+                "SELECT council, status, COUNT(*) FROM outbox GROUP BY council, status
+                 UNION ALL SELECT council, 'staged', COUNT(*) FROM outbox WHERE status = 'pending'
+                 AND batch_id IN (SELECT id FROM batches WHERE status = 'processing') GROUP BY council",
             )?;
             let rows = st.query_map([], |r| {
                 Ok((
@@ -585,16 +587,9 @@ impl Store {
                 if scope.is_some_and(|s| !s.contains(&council)) {
                     continue;
                 }
-                match status.as_str() {
-                    "pending" => counts.pending += n,
-                    "held" => counts.held += n,
-                    "sent" => counts.sent += n,
-                    "failed" => counts.failed += n,
-                    "staged" => counts.staged += n,
-                    _ => {}
-                }
+                counts.add(&status, n);
             }
-            Ok(counts)
+            Ok(counts.staged_apart())
         })
     }
 

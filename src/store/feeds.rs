@@ -219,13 +219,12 @@ impl Store {
                 ],
             )?;
             tx.execute(
-                "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row, raw_record,
-                   mapping_id, mapping_version, errors, message_id, status, created_at)
+                &format!("INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+                   mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
                  SELECT o.batch_id, o.council, COALESCE(b.feed, ''), 'dead-lettered', b.file_name,
-                   json_extract(o.headers, '$.\"x-source-line\"'), json_extract(o.headers, '$.\"x-source-row\"'),
-                   NULL, json_extract(o.headers, '$.\"x-mapping-id\"'), json_extract(o.headers, '$.\"x-mapping-version\"'),
-                   ?2, o.message_id, 'open', ?3
+                   {}, NULL, ?2, o.message_id, 'open', ?3
                  FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.message_id = ?1",
+                 super::provenance_headers("o")),
                 params![
                     d.message_id,
                     json!([{ "field": "(message)", "rule": "dead-lettered", "message": format!("the platform dead-lettered it: {}", d.reason) }]).to_string(),

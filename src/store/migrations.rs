@@ -171,13 +171,29 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         finished_at TEXT
     );",
+    // 7 (throughput): a batch being read gates its rows by its own state, so finishing it
+    // rewrites no row: a `pending` row of a `processing` batch is staged (never published).
+    // Headers that a chunk's messages share are stored once (`header_sets`: those values, the
+    // varying ones as null); the row keeps only its own (`outbox.header_set` names the set).
+    "UPDATE outbox SET status = 'pending' WHERE status = 'staged';
+    CREATE TABLE header_sets (
+        id INTEGER PRIMARY KEY,
+        headers TEXT NOT NULL UNIQUE
+    );
+    ALTER TABLE outbox ADD COLUMN header_set INTEGER;
+    CREATE INDEX batches_processing ON batches (id) WHERE status = 'processing';",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each
 /// transaction takes the write lock first and reads the version inside it, so processes that
 /// open a new store at the same moment apply each migration once (the others wait, then see it).
 pub fn run(conn: &mut Connection) -> rusqlite::Result<()> {
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    run_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to `last` (numbered from 1): a store as an older release left it.
+pub fn run_to(conn: &mut Connection, last: usize) -> rusqlite::Result<()> {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(last) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let done: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if done as usize > i {

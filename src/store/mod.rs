@@ -211,6 +211,27 @@ pub struct OutboxCounts {
     pub staged: u64,
 }
 
+impl OutboxCounts {
+    /// Adds `n` rows of outbox state `status`.
+    fn add(&mut self, status: &str, n: u64) {
+        match status {
+            "pending" => self.pending += n,
+            "held" => self.held += n,
+            "sent" => self.sent += n,
+            "failed" => self.failed += n,
+            "staged" => self.staged += n,
+            _ => {}
+        }
+    }
+
+    /// The counts once the staged rows (counted as `pending` by their own state and as
+    /// `staged` by their batch's) are taken out of `pending`.
+    fn staged_apart(mut self) -> Self {
+        self.pending = self.pending.saturating_sub(self.staged);
+        self
+    }
+}
+
 /// The store.
 pub struct Store {
     path: PathBuf,
@@ -293,7 +314,7 @@ impl Store {
                     &format!(
                         "DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE council = ?1
                          AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing')
-                         AND (?4 = 'failures' OR status = 'staged')"
+                         AND (?4 = 'failures' OR status IN ('pending', 'staged'))"
                     ),
                     params![b.council, b.feed, b.file_sha256, table],
                 )?;
@@ -312,9 +333,10 @@ impl Store {
         })
     }
 
-    /// Writes a chunk of a batch's messages (staged: not publishable until the batch finishes)
-    /// and failures in one transaction. A message whose id is already in the outbox is not
-    /// written again; with `force`, an already sent one is queued again.
+    /// Writes a chunk of a batch's messages (staged: `pending` rows of a batch still
+    /// `processing`, not publishable until the batch finishes) and failures in one transaction.
+    /// A message whose id is already in the outbox is not written again; with `force`, an
+    /// already sent one is queued again. The headers the chunk's messages share are stored once.
     pub fn write_chunk(
         &self,
         batch: &NewBatch<'_>,
@@ -323,46 +345,66 @@ impl Store {
         force: bool,
     ) -> Result<ChunkOutcome> {
         let (batch_id, council) = (batch.id, batch.council);
+        let shared = shared_headers(messages);
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcome = ChunkOutcome::default();
             {
+                let set = match &shared {
+                    Some(h) => Some(header_set(&tx, h)?),
+                    None => None,
+                };
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
-                     correlation_id, timestamp, status, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
-                     ON CONFLICT(message_id) DO UPDATE SET batch_id = excluded.batch_id,
-                       status = 'staged', correlation_id = excluded.correlation_id,
-                       headers = excluded.headers, body = excluded.body, pruned_at = NULL
-                     WHERE outbox.status = 'staged' OR (?10 AND outbox.status = 'sent')",
+                    "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, header_set,
+                     body, correlation_id, timestamp, status, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
+                     ON CONFLICT(message_id) DO NOTHING",
                 )?;
-                let mut exists =
-                    tx.prepare_cached("SELECT status FROM outbox WHERE message_id = ?1")?;
                 let created = now();
                 for m in messages {
-                    let known: Option<String> = exists
-                        .query_row(params![m.message_id], |r| r.get(0))
-                        .optional()?;
-                    if force && known.as_deref() == Some("sent") {
-                        outcome.resent += 1;
-                    }
-                    let known = known.is_some();
-                    insert.execute(params![
+                    let (headers, set) = own_headers(m, shared.as_ref(), set);
+                    let row = params![
                         m.message_id,
                         batch_id,
                         council,
                         m.routing_key,
-                        Value::Object(m.headers.clone()).to_string(),
+                        headers,
+                        set,
                         m.body,
                         m.correlation_id,
                         m.timestamp,
                         created,
-                        force
-                    ])?;
-                    if known {
-                        outcome.already_known += 1;
-                    } else {
+                    ];
+                    if insert.execute(row)? == 1 {
                         outcome.new += 1;
+                        continue;
+                    }
+                    // Already in the outbox (rare): taken into this batch only while staged, or
+                    // with `force` once sent.
+                    outcome.already_known += 1;
+                    let (status, staged): (String, bool) = tx
+                        .prepare_cached(&format!(
+                            "SELECT status, {STAGED} FROM outbox WHERE message_id = ?1"
+                        ))?
+                        .query_row(params![m.message_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let sent = status == "sent";
+                    if force && sent {
+                        outcome.resent += 1;
+                    }
+                    if staged || status == "staged" || (force && sent) {
+                        tx.prepare_cached(
+                            "UPDATE outbox SET batch_id = ?2, status = 'pending', correlation_id = ?3,
+                             headers = ?4, header_set = ?5, body = ?6, pruned_at = NULL
+                             WHERE message_id = ?1",
+                        )?
+                        .execute(params![
+                            m.message_id,
+                            batch_id,
+                            m.correlation_id,
+                            headers,
+                            set,
+                            m.body
+                        ])?;
                     }
                 }
                 insert_failures(&tx, batch, failures, &created)?;
@@ -386,9 +428,9 @@ impl Store {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut removed = 0;
             {
-                let mut delete = tx.prepare_cached(
-                    "DELETE FROM outbox WHERE message_id = ?1 AND batch_id = ?2 AND status = 'staged'",
-                )?;
+                let mut delete = tx.prepare_cached(&format!(
+                    "DELETE FROM outbox WHERE message_id = ?1 AND batch_id = ?2 AND {STAGED}"
+                ))?;
                 for id in message_ids {
                     removed += delete.execute(params![id, batch.id])? as u64;
                 }
@@ -418,8 +460,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'staged', ?9)
-                 ON CONFLICT(message_id) DO UPDATE SET status = 'staged', body = excluded.body",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
+                 ON CONFLICT(message_id) DO UPDATE SET status = 'pending', body = excluded.body",
                 params![
                     manifest.message_id,
                     batch_id,
@@ -435,11 +477,13 @@ impl Store {
             if !hold {
                 delta::apply_snapshot(&tx, batch_id)?;
             }
-            let next = if hold { "held" } else { "pending" };
-            tx.execute(
-                "UPDATE outbox SET status = ?2 WHERE batch_id = ?1 AND status = 'staged'",
-                params![batch_id, next],
-            )?;
+            if hold {
+                tx.execute(
+                    "UPDATE outbox SET status = 'held' WHERE batch_id = ?1 AND status IN ('pending', 'staged')",
+                    params![batch_id],
+                )?;
+            }
+            // Not held: the batch's new state alone makes its rows publishable (no row rewritten).
             tx.execute(
                 "UPDATE batches SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
                 params![
@@ -457,12 +501,12 @@ impl Store {
         })
     }
 
-    /// Marks a batch that could not be read; its staged messages are dropped (the file stays
+    /// Marks a batch that could not be read (still `processing`); its staged messages are dropped (the file stays
     /// unprocessed, so the next run reads it again).
     pub fn fail_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", params![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
             tx.execute(
                 "UPDATE batches SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",
@@ -477,7 +521,7 @@ impl Store {
     pub fn abandon_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status = 'staged'", params![batch_id])?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", params![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
             tx.execute(
                 "UPDATE batches SET status = 'abandoned', finished_at = ?2, summary = ?3 WHERE id = ?1",
@@ -539,63 +583,83 @@ impl Store {
         })
     }
 
-    /// Up to `limit` publishable messages, oldest first.
+    /// Up to `limit` publishable messages, oldest first: `pending` rows, except those of a
+    /// batch still being read.
     pub fn pending(&self, limit: u32) -> Result<Vec<PendingMessage>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id, timestamp
-                 FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?1",
+                "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id,
+                 timestamp, header_set FROM outbox WHERE status = 'pending'
+                 AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE status = 'processing'))
+                 ORDER BY id LIMIT ?1",
             )?;
-            st.query_map(params![limit], |r| {
-                let headers: String = r.get(5)?;
-                Ok(PendingMessage {
+            let mut sets: std::collections::HashMap<i64, serde_json::Map<String, Value>> =
+                std::collections::HashMap::new();
+            let mut load = c.prepare_cached("SELECT headers FROM header_sets WHERE id = ?1")?;
+            let mut rows = st.query(params![limit])?;
+            let mut page = Vec::new();
+            while let Some(r) = rows.next()? {
+                let own: serde_json::Map<String, Value> =
+                    serde_json::from_str(r.get_ref(5)?.as_str()?).unwrap_or_default();
+                let headers = match r.get::<_, Option<i64>>(9)? {
+                    None => own,
+                    Some(id) => {
+                        if !sets.contains_key(&id) {
+                            let text: String = load.query_row(params![id], |r| r.get(0))?;
+                            sets.insert(id, serde_json::from_str(&text).unwrap_or_default());
+                        }
+                        let mut full = sets[&id].clone();
+                        full.extend(own);
+                        full
+                    }
+                };
+                page.push(PendingMessage {
                     outbox_id: r.get(0)?,
                     council: r.get(1)?,
                     attempts: r.get(2)?,
                     message: OutboundMessage {
                         message_id: r.get(3)?,
                         routing_key: r.get(4)?,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        headers,
                         body: r.get(6)?,
                         correlation_id: r.get(7)?,
                         timestamp: r.get(8)?,
                     },
-                })
-            })?
-            .collect()
+                });
+            }
+            Ok(page)
         })
     }
 
-    /// Marks messages confirmed by the broker.
+    /// Marks messages confirmed by the broker (one statement for the whole page).
     pub fn mark_sent(&self, outbox_ids: &[i64]) -> Result<()> {
+        if outbox_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = id_list(outbox_ids);
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1 WHERE id = ?1",
-                )?;
-                let at = now();
-                for id in outbox_ids {
-                    st.execute(params![id, at])?;
-                }
-            }
-            tx.commit()
+            c.prepare_cached(
+                "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute(params![ids, now()])
+            .map(|_| ())
         })
     }
 
     /// Records a failed attempt; the message stays pending.
     pub fn mark_attempt_failed(&self, outbox_ids: &[i64], error: &str) -> Result<()> {
+        if outbox_ids.is_empty() {
+            return Ok(());
+        }
+        let ids = id_list(outbox_ids);
         self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                )?;
-                for id in outbox_ids {
-                    st.execute(params![id, error])?;
-                }
-            }
-            tx.commit()
+            c.prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute(params![ids, error])
+            .map(|_| ())
         })
     }
 
@@ -604,13 +668,13 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute(
-                "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row, raw_record,
-                   mapping_id, mapping_version, errors, message_id, status, created_at)
+                &format!("INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+                   mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
                  SELECT o.batch_id, o.council, COALESCE(b.feed, ''), ?2, b.file_name,
-                   json_extract(o.headers, '$.\"x-source-line\"'), json_extract(o.headers, '$.\"x-source-row\"'),
-                   NULL, json_extract(o.headers, '$.\"x-mapping-id\"'), json_extract(o.headers, '$.\"x-mapping-version\"'),
-                   json_array(json_object('field', '(message)', 'rule', ?2, 'message', ?3)), o.message_id, 'open', ?4
+                   {}, NULL, json_array(json_object('field', '(message)', 'rule', ?2, 'message', ?3)), o.message_id, 'open', ?4
                  FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.id = ?1",
+                provenance_headers("o")
+            ),
                 params![outbox_id, stage, reason, now()],
             )?;
             tx.execute(
@@ -634,25 +698,26 @@ impl Store {
     fn counts(&self, batch_id: Option<&str>) -> Result<OutboxCounts> {
         self.with(|c| {
             let mut counts = OutboxCounts::default();
-            let mut st = c.prepare_cached(
-                "SELECT status, COUNT(*) FROM outbox WHERE (?1 IS NULL OR batch_id = ?1) GROUP BY status",
-            )?;
+            // Two forms, so that each is read from an index alone (staged: `pending` rows of
+            // batches being read, counted apart).
+            let mut st = c.prepare_cached(if batch_id.is_some() {
+                "SELECT status, COUNT(*) FROM outbox WHERE batch_id = ?1 GROUP BY status
+                 UNION ALL SELECT 'staged', COUNT(*) FROM outbox WHERE batch_id = ?1
+                 AND status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')"
+            } else {
+                "SELECT status, COUNT(*) FROM outbox WHERE ?1 IS NULL GROUP BY status
+                 UNION ALL SELECT 'staged', COUNT(*) FROM outbox
+                 WHERE status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')"
+            })?;
             let rows = st.query_map(params![batch_id], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {
                 let (status, n) = row?;
                 let n = n as u64;
-                match status.as_str() {
-                    "pending" => counts.pending = n,
-                    "held" => counts.held = n,
-                    "sent" => counts.sent = n,
-                    "failed" => counts.failed = n,
-                    "staged" => counts.staged = n,
-                    _ => {}
-                }
+                counts.add(&status, n);
             }
-            Ok(counts)
+            Ok(counts.staged_apart())
         })
     }
 
@@ -941,6 +1006,103 @@ fn requeue_in(
     Ok(true)
 }
 
+/// The condition (on an outbox row) of a staged message: `pending` in a batch still being read.
+const STAGED: &str =
+    "status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')";
+
+const INSERT_FAILURE: &str =
+    "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+     raw_record, mapping_id, mapping_version, errors, status, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)";
+
+/// SQL for one header of the outbox row `o`: its own value, else its header set's.
+fn header_sql(o: &str, name: &str) -> String {
+    format!(
+        "COALESCE(json_extract({o}.headers, '$.\"{name}\"'), (SELECT json_extract(h.headers, '$.\"{name}\"')
+         FROM header_sets h WHERE h.id = {o}.header_set))"
+    )
+}
+
+/// SQL for the source line, row, mapping id and version headers of the outbox row `o`.
+fn provenance_headers(o: &str) -> String {
+    [
+        "x-source-line",
+        "x-source-row",
+        "x-mapping-id",
+        "x-mapping-version",
+    ]
+    .map(|h| header_sql(o, h))
+    .join(", ")
+}
+
+/// The headers the messages of a chunk share: the first message's headers, with null for each
+/// one whose value is not the same in all of them. `None` when there is nothing to share.
+fn shared_headers(messages: &[OutboundMessage]) -> Option<serde_json::Map<String, Value>> {
+    let (first, rest) = messages.split_first()?;
+    let mut shared = first.headers.clone();
+    for m in rest {
+        for (k, v) in shared.iter_mut() {
+            if !v.is_null() && m.headers.get(k) != Some(v) {
+                *v = Value::Null;
+            }
+        }
+    }
+    (!shared.is_empty()).then_some(shared)
+}
+
+/// The id of a header set (stored once, by content).
+fn header_set(
+    tx: &rusqlite::Connection,
+    shared: &serde_json::Map<String, Value>,
+) -> rusqlite::Result<i64> {
+    let text = serde_json::to_string(shared).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO header_sets (headers) VALUES (?1) ON CONFLICT (headers) DO NOTHING",
+    )?
+    .execute(params![text])?;
+    tx.prepare_cached("SELECT id FROM header_sets WHERE headers = ?1")?
+        .query_row(params![text], |r| r.get(0))
+}
+
+/// What an outbox row stores of a message's headers: those that differ from the shared set
+/// (with the set's id), or all of them (no set) when the message lacks one the set has.
+fn own_headers(
+    m: &OutboundMessage,
+    shared: Option<&serde_json::Map<String, Value>>,
+    set: Option<i64>,
+) -> (String, Option<i64>) {
+    struct Own<'a>(
+        &'a serde_json::Map<String, Value>,
+        &'a serde_json::Map<String, Value>,
+    );
+    impl serde::Serialize for Own<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().filter(|(k, v)| self.1.get(*k) != Some(*v)))
+        }
+    }
+    match (shared, set) {
+        (Some(shared), Some(set)) if shared.keys().all(|k| m.headers.contains_key(k)) => (
+            serde_json::to_string(&Own(&m.headers, shared)).unwrap_or_default(),
+            Some(set),
+        ),
+        _ => (serde_json::to_string(&m.headers).unwrap_or_default(), None),
+    }
+}
+
+/// Outbox ids as a JSON array, for `json_each` (one statement for a page).
+fn id_list(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(']');
+    s
+}
+
 const FAILURE_SELECT: &str =
     "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
     mapping_id, mapping_version, errors, message_id, status, created_at FROM failures";
@@ -1027,6 +1189,234 @@ mod tests {
         }
     }
 
+    fn record(id: &str, line: u64) -> OutboundMessage {
+        let mut m = message(id);
+        for (k, v) in [
+            ("cloudEvents:specversion", serde_json::json!("1.0")),
+            ("cloudEvents:id", serde_json::json!(id)),
+            (
+                "cloudEvents:type",
+                serde_json::json!("uk.gov.council.payroll.pay_result.upserted.v1"),
+            ),
+            ("x-source-file", serde_json::json!("p.csv")),
+            ("x-source-line", serde_json::json!(line)),
+            ("x-mapping-id", serde_json::json!("m")),
+            ("x-mapping-version", serde_json::json!(1)),
+            ("x-content-sha256", serde_json::json!(format!("hash-{id}"))),
+        ] {
+            m.headers.insert(k.into(), v);
+        }
+        m
+    }
+
+    #[test]
+    fn shared_headers_are_stored_once_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut odd = record("m3", 9);
+        odd.headers.remove("x-source-file");
+        odd.headers
+            .insert("x-extra".into(), serde_json::Value::Null);
+        let messages = vec![record("m1", 3), record("m2", 4), odd, record("m4", 10)];
+        store.begin_batch(&batch("b")).unwrap();
+        store
+            .write_chunk(&batch("b"), &messages, &[], false)
+            .unwrap();
+        assert!(
+            store.pending(10).unwrap().is_empty(),
+            "staged rows are never publishable"
+        );
+        assert_eq!(store.outbox_counts().unwrap().staged, 4);
+        store
+            .finish_batch(
+                "b",
+                &serde_json::json!({"council": "northshire"}),
+                &message("manifest"),
+                false,
+            )
+            .unwrap();
+        let page = store.pending(10).unwrap();
+        let read: Vec<OutboundMessage> = page.into_iter().map(|p| p.message).take(4).collect();
+        assert_eq!(read, messages);
+        store
+            .with(|c| {
+                let sets: i64 =
+                    c.query_row("SELECT COUNT(*) FROM header_sets", [], |r| r.get(0))?;
+                assert_eq!(sets, 1);
+                let own: String = c.query_row(
+                    "SELECT headers FROM outbox WHERE message_id = 'm1'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                assert!(!own.contains("x-mapping-id"), "{own}");
+                Ok(())
+            })
+            .unwrap();
+        // The provenance of an unroutable message comes from its own and its shared headers.
+        let id = store.pending(1).unwrap()[0].outbox_id;
+        store
+            .mark_undeliverable(id, "unroutable", "no queue")
+            .unwrap();
+        let f = &store.failures(None, true, 10).unwrap()[0];
+        assert_eq!(
+            (f.line, f.mapping_id.as_deref(), f.mapping_version),
+            (Some(3), Some("m"), Some(1))
+        );
+    }
+
+    #[test]
+    fn a_staged_message_can_become_a_failure_before_its_batch_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store.begin_batch(&batch("b")).unwrap();
+        store
+            .write_chunk(&batch("b"), &[record("m1", 3), record("m2", 4)], &[], false)
+            .unwrap();
+        let failure = NewFailure {
+            stage: "validation",
+            file_name: "p.csv".into(),
+            line: 3,
+            row: 1,
+            raw_record: None,
+            errors: serde_json::json!([{"field": "(record key)", "rule": "duplicate_key"}]),
+        };
+        assert_eq!(store.reject_staged(&batch("b"), &["m1"], std::slice::from_ref(&failure)).unwrap(), 1);
+        assert_eq!(store.reject_staged(&batch("b"), &["m1"], &[]).unwrap(), 0, "already taken back");
+        store
+            .finish_batch(
+                "b",
+                &serde_json::json!({"council": "northshire"}),
+                &message("manifest"),
+                false,
+            )
+            .unwrap();
+        let ids: Vec<String> = store
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.message.message_id)
+            .collect();
+        assert_eq!(ids, ["m2", "manifest"]);
+        assert!(
+            store.reject_staged(&batch("b"), &["m2"], &[]).unwrap() == 0,
+            "finished: no longer staged"
+        );
+        assert_eq!(store.failures(None, true, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_page_is_marked_sent_in_one_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store.begin_batch(&batch("b")).unwrap();
+        store
+            .write_chunk(
+                &batch("b"),
+                &[record("m1", 3), record("m2", 4), record("m3", 5)],
+                &[],
+                false,
+            )
+            .unwrap();
+        store
+            .finish_batch(
+                "b",
+                &serde_json::json!({"council": "northshire"}),
+                &message("manifest"),
+                false,
+            )
+            .unwrap();
+        let page = store.pending(10).unwrap();
+        store
+            .mark_attempt_failed(&[page[2].outbox_id], "nacked")
+            .unwrap();
+        store
+            .mark_sent(&[page[0].outbox_id, page[1].outbox_id])
+            .unwrap();
+        store.mark_sent(&[]).unwrap();
+        let left = store.pending(10).unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(
+            (left[0].message.message_id.as_str(), left[0].attempts),
+            ("m3", 1)
+        );
+        assert_eq!(store.outbox_counts().unwrap().sent, 2);
+    }
+
+    #[test]
+    fn a_store_of_the_previous_schema_migrates_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let old = record("old-pending", 3);
+        {
+            let mut c = Connection::open(&path).unwrap();
+            migrations::run_to(&mut c, 6).unwrap();
+            c.execute_batch(
+                "INSERT INTO batches (id, council, feed, file_name, file_sha256, status, started_at)
+                 VALUES ('done', 'northshire', 'payroll', 'p.csv', 'abc', 'completed', '2026-11-01T00:00:00Z'),
+                        ('reading', 'northshire', 'payroll', 'q.csv', 'def', 'processing', '2026-11-02T00:00:00Z'),
+                        ('kept', 'northshire', 'payroll', 'r.csv', 'ghi', 'held', '2026-11-03T00:00:00Z');",
+            )
+            .unwrap();
+            for (id, batch, status) in [
+                ("old-pending", "done", "pending"),
+                ("old-sent", "done", "sent"),
+                ("old-staged", "reading", "staged"),
+                ("old-held", "kept", "held"),
+            ] {
+                let m = if id == "old-pending" {
+                    old.clone()
+                } else {
+                    record(id, 4)
+                };
+                c.execute(
+                    "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
+                     correlation_id, timestamp, status, created_at)
+                     VALUES (?1, ?2, 'northshire', ?3, ?4, ?5, ?2, 0, ?6, '2026-11-01T00:00:00Z')",
+                    params![
+                        id,
+                        batch,
+                        m.routing_key,
+                        Value::Object(m.headers.clone()).to_string(),
+                        m.body,
+                        status
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let counts = store.outbox_counts().unwrap();
+        assert_eq!(
+            counts,
+            OutboxCounts {
+                pending: 1,
+                held: 1,
+                sent: 1,
+                failed: 0,
+                staged: 1
+            }
+        );
+        let page = store.pending(10).unwrap();
+        assert_eq!(
+            page.len(),
+            1,
+            "only the finished batch's pending message is publishable"
+        );
+        assert_eq!(page[0].message.headers, old.headers);
+        assert_eq!(page[0].message.body, old.body);
+        store.mark_sent(&[page[0].outbox_id]).unwrap();
+        // The batch that was being read when the old release stopped is read again from scratch.
+        store
+            .begin_batch(&NewBatch {
+                file_sha256: "def",
+                ..batch("again")
+            })
+            .unwrap();
+        assert_eq!(store.outbox_counts().unwrap().staged, 0);
+        assert!(store.release_batch("kept", "op", "checked").unwrap() == 1);
+        assert_eq!(store.pending(10).unwrap()[0].message.message_id, "old-held");
+    }
+
     #[test]
     fn a_reading_cut_short_is_abandoned_without_leftovers() {
         let dir = tempfile::tempdir().unwrap();
@@ -1094,11 +1484,7 @@ fn insert_failures(
     failures: &[NewFailure],
     created: &str,
 ) -> rusqlite::Result<()> {
-    let mut fail = tx.prepare_cached(
-        "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
-         raw_record, mapping_id, mapping_version, errors, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
-    )?;
+    let mut fail = tx.prepare_cached(INSERT_FAILURE)?;
     for f in failures {
         fail.execute(params![
             batch.id,

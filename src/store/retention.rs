@@ -45,9 +45,12 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let payloads_dropped = tx.execute(
-                "UPDATE outbox SET content_sha256 = json_extract(headers, '$.\"x-content-sha256\"'),
-                   headers = '{}', body = x'', pruned_at = ?2
-                 WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?1",
+                &format!(
+                    "UPDATE outbox SET content_sha256 = {},
+                       headers = '{{}}', header_set = NULL, body = x'', pruned_at = ?2
+                     WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?1",
+                    super::header_sql("outbox", "x-content-sha256")
+                ),
                 params![sent_before, now()],
             )? as u64;
             let runs_deleted = tx.execute(
