@@ -16,6 +16,10 @@
 //! * memory — peak RSS (VmHWM) of this process after each phase, and of two child processes
 //!   (this binary again with `--decode-only N`) doing phase A at N and 4N rows, to show that
 //!   memory does not grow with file size.
+//! * instructions per record of phase A — a `--decode-only` child under callgrind, counting
+//!   only `phase_a_records` (`BENCH_INSTR_ROWS`, default 20,000; stable on a busy machine);
+//! * whole runs — `--whole-run FILE` children (file → store → RabbitMQ, confirmed) at
+//!   `BENCH_ROWS` and `BENCH_MILLION` (default 1,000,000; 0 skips) rows: time and peak RSS.
 //!
 //! Every phase also reports the CPU seconds used by this process and by the broker (the local
 //! `beam.smp`), and the load average is printed: on a small shared machine, other work moves
