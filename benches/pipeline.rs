@@ -16,6 +16,10 @@
 //! * memory — peak RSS (VmHWM) of this process after each phase, and of two child processes
 //!   (this binary again with `--decode-only N`) doing phase A at N and 4N rows, to show that
 //!   memory does not grow with file size.
+//! * instructions per record of phase A — a `--decode-only` child under callgrind, counting
+//!   only `phase_a_records` (`BENCH_INSTR_ROWS`, default 20,000; stable on a busy machine);
+//! * whole runs — `--whole-run FILE` children (file → store → RabbitMQ, confirmed) at
+//!   `BENCH_ROWS` and `BENCH_MILLION` (default 1,000,000; 0 skips) rows: time and peak RSS.
 //!
 //! Every phase also reports the CPU seconds used by this process and by the broker (the local
 //! `beam.smp`), and the load average is printed: on a small shared machine, other work moves
@@ -68,6 +72,11 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .expect("--decode-only needs a row count");
         decode_only_child(rows);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--whole-run") {
+        let file = args.get(i + 1).expect("--whole-run needs a file");
+        whole_run_child(Path::new(file));
         return;
     }
     // `cargo test --all-targets` runs bench targets too, without `--bench`: the benchmark
@@ -307,6 +316,8 @@ fn main() {
         "load average (1/5/15 min): {load_at_start} at start, {load_after_broker} after C, {} at end",
         loadavg()
     );
+    phase_a_instructions();
+    whole_runs(rows);
 }
 
 /// Wall-clock and CPU seconds of one phase: this process's (all threads) and the broker's
@@ -738,6 +749,23 @@ fn decode_map_validate(path: &Path, mapping: &Mapping, entity: &Entity) -> Phase
         compression::sniff(sources::open(&raw).expect("open the file")).expect("read the file");
     let decoder =
         CsvDecoder::new(raw.name.clone(), bytes, options.clone()).expect("read the header");
+    let (records, trailer) = phase_a_records(decoder, mapping, entity, &raw, &batch_id, now);
+    let span = meter.stop();
+    assert!(trailer, "the trailer row was not recognised");
+    PhaseA { records, span }
+}
+
+/// Phase A's work on every record of the file. Not inlined: `phase_a_instructions` counts the
+/// instructions of exactly this function (callgrind's `--toggle-collect`).
+#[inline(never)]
+fn phase_a_records(
+    decoder: CsvDecoder<Box<dyn std::io::Read>>,
+    mapping: &Mapping,
+    entity: &Entity,
+    raw: &sources::RawFile,
+    batch_id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (u64, bool) {
     let binding = mapping
         .bind(&decoder.header())
         .expect("bind the mapping to the header");
@@ -762,7 +790,7 @@ fn decode_map_validate(path: &Path, mapping: &Mapping, entity: &Entity) -> Phase
                     &Provenance {
                         council: COUNCIL,
                         feed: FEED,
-                        batch_id: &batch_id,
+                        batch_id,
                         file_sha256: &raw.sha256,
                         locator: &rec.locator,
                         mapping_id: &mapping.id,
@@ -777,10 +805,8 @@ fn decode_map_validate(path: &Path, mapping: &Mapping, entity: &Entity) -> Phase
             Item::Failure(f) => panic!("row {} failed to decode: {}", f.locator.row, f.reason),
         }
     }
-    let span = meter.stop();
-    assert!(trailer, "the trailer row was not recognised");
     std::hint::black_box(body_bytes);
-    PhaseA { records, span }
+    (records, trailer)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1112,4 +1138,261 @@ fn message_size(m: &OutboundMessage) -> usize {
             .iter()
             .map(|(k, v)| k.len() + v.as_str().map_or_else(|| v.to_string().len(), str::len))
             .sum::<usize>()
+}
+
+// ---------------------------------------------------------------------------------------
+// Instructions per record (phase A) and whole runs (file → RabbitMQ confirmed) in children
+// ---------------------------------------------------------------------------------------
+
+/// Rows of the file phase A is counted on (`BENCH_INSTR_ROWS`, default 20,000).
+fn instr_rows() -> usize {
+    env_count("BENCH_INSTR_ROWS", 20_000)
+}
+
+/// A whole number from the environment, or `default` when the variable is not set.
+fn env_count(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, not {v:?}")),
+        Err(_) => default,
+    }
+}
+
+/// Instructions per record of phase A, counted by callgrind on a `--decode-only` child: only
+/// `phase_a_records` is collected (`--toggle-collect`), so generating the file, loading the
+/// mapping and hashing the file are not counted. Instruction counts do not move with the load
+/// on the machine, unlike wall times. `BENCH_CALLGRIND_OUT=<file>` keeps the profile for
+/// `callgrind_annotate`. Without valgrind, says so loudly (perf's hardware counters are not
+/// available in this VM, so there is no second tool to fall back on).
+fn phase_a_instructions() {
+    let rows = instr_rows();
+    println!();
+    let line = "-".repeat(106);
+    if rows == 0 {
+        println!("instructions per record (phase A): skipped (BENCH_INSTR_ROWS=0)");
+        return;
+    }
+    let available = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        println!("{line}");
+        println!(
+            "!!! instructions per record (phase A) NOT MEASURED: valgrind is not installed. \
+             Install valgrind (apt-get install valgrind) to count them."
+        );
+        println!("{line}");
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let out_file = std::env::var("BENCH_CALLGRIND_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| work.path().join("callgrind.out"));
+    let exe = std::env::current_exe().expect("current exe");
+    let started = Instant::now();
+    let out = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg("--toggle-collect=*phase_a_records*")
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(&exe)
+        .args(["--decode-only", &rows.to_string()])
+        .output()
+        .expect("run valgrind");
+    assert!(
+        out.status.success(),
+        "valgrind --tool=callgrind {} --decode-only {rows} failed: {}\n{}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = std::fs::read_to_string(&out_file).expect("read the callgrind output");
+    // `summary:` (older valgrind) or `totals:`: the collected events, Ir first.
+    let total: u64 = profile
+        .lines()
+        .find_map(|l| l.strip_prefix("summary:").or(l.strip_prefix("totals:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no totals in {}", out_file.display()));
+    assert!(
+        total > 0,
+        "callgrind collected nothing: is `phase_a_records` still a function of its own?"
+    );
+    println!(
+        "{:<84}{:>10}{:>12}",
+        "instructions (callgrind, phase_a_records only)", "rows", "per record"
+    );
+    println!("{line}");
+    println!(
+        "{:<84}{rows:>10}{:>12}",
+        format!(
+            "A  decode+map+validate+envelope: {} instructions ({:.0} s under valgrind)",
+            grouped(total),
+            started.elapsed().as_secs_f64()
+        ),
+        grouped(total / rows as u64)
+    );
+    println!("{line}");
+}
+
+/// One whole run's figures, from a `--whole-run` child.
+struct WholeRun {
+    rows: u64,
+    file_bytes: u64,
+    process_secs: f64,
+    flush_secs: f64,
+    vmhwm_kb: u64,
+}
+
+/// Whole runs in child processes, at `BENCH_ROWS` and at `BENCH_MILLION` rows (default
+/// 1,000,000; 0 skips it): each child processes a generated file into a fresh store and flushes
+/// it to RabbitMQ with every message confirmed, and reports its peak RSS (VmHWM) and its time
+/// from the file to the last confirm.
+fn whole_runs(rows: usize) {
+    let million = env_count("BENCH_MILLION", 1_000_000);
+    let mut sizes = vec![rows];
+    if million > 0 && million != rows {
+        sizes.push(million);
+    }
+    let figures: Vec<WholeRun> = sizes.into_iter().map(whole_run).collect();
+    println!();
+    println!(
+        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}",
+        "whole run in a child (file -> RabbitMQ)",
+        "messages",
+        "seconds",
+        "per second",
+        "process s",
+        "peak RSS MB"
+    );
+    let line = "-".repeat(106);
+    println!("{line}");
+    for f in &figures {
+        let secs = f.process_secs + f.flush_secs;
+        println!(
+            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>14.1}",
+            format!(
+                "{} rows, {:.1} MB file, confirmed",
+                grouped(f.rows),
+                f.file_bytes as f64 / 1_048_576.0
+            ),
+            f.rows + 1,
+            thousands((f.rows + 1) as f64 / secs),
+            f.process_secs,
+            f.vmhwm_kb as f64 / 1024.0
+        );
+    }
+    println!("{line}");
+    if million == 0 {
+        println!("(the 1,000,000-row run was skipped: BENCH_MILLION=0)");
+    }
+}
+
+/// Generates `rows` rows and runs a `--whole-run` child on them.
+fn whole_run(rows: usize) -> WholeRun {
+    let work = tempfile::tempdir().expect("temp dir");
+    let path = work.path().join("payroll_bench.csv");
+    let generated = generate(&path, rows);
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .arg("--whole-run")
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the --whole-run child");
+    assert!(
+        out.status.success(),
+        "--whole-run ({rows} rows) failed: {}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("whole-run "))
+        .unwrap_or_else(|| panic!("--whole-run printed no figures: {text}"));
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    };
+    assert_eq!(field("rows") as usize, rows);
+    WholeRun {
+        rows: rows as u64,
+        file_bytes: generated.bytes,
+        process_secs: field("process_secs"),
+        flush_secs: field("flush_secs"),
+        vmhwm_kb: field("vmhwm_kb") as u64,
+    }
+}
+
+/// The `--whole-run FILE` child: the file into a fresh store (`process_file`), then the store to
+/// RabbitMQ (`flush`) on a topology of its own, checks that every message was confirmed and is
+/// in the sink queue, and prints its times and peak RSS on one line.
+fn whole_run_child(file: &Path) {
+    let url = std::env::var("BENCH_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.to_string());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let admin = rt.block_on(connect_or_panic(
+        &url,
+        "council-bridge-bench-whole-run-admin",
+    ));
+    let (mapping, registry) = load_mapping();
+    let work = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&work.path().join("run.db")).expect("open the store");
+    let run = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    );
+    let mut broker = BrokerConfig::new(url.clone());
+    broker.exchange = format!("council-bridge.bench.{run}.events");
+    broker.dead_letter_exchange = format!("council-bridge.bench.{run}.dlx");
+    broker.dead_letter_queue = format!("council-bridge.bench.{run}.dead-letters");
+    broker.connection_name = "council-bridge-bench-whole-run".into();
+    let sink = format!("council-bridge.bench.{run}.sink");
+    let topology = rt.block_on(declare(&admin, &broker, &sink));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let started = Instant::now();
+        let raw = sources::describe(file).expect("describe the file");
+        let report =
+            pipeline::process_file(&registry, &store, COUNCIL, FEED, &mapping, &raw, false)
+                .expect("process_file");
+        let process_secs = started.elapsed().as_secs_f64();
+        assert_eq!(report.rejected, 0, "no row rejected: {report:?}");
+        let flushed = Instant::now();
+        let flush = rt
+            .block_on(pipeline::flush(&store, &broker, &Retry::default()))
+            .expect("flush");
+        let flush_secs = flushed.elapsed().as_secs_f64();
+        let expected = report.valid + 1;
+        assert!(flush.error.is_none(), "flush stopped: {flush:?}");
+        assert_eq!(
+            flush.published, expected,
+            "every message published: {flush:?}"
+        );
+        assert_eq!(
+            flush.unroutable + flush.rejected + flush.still_pending,
+            0,
+            "{flush:?}"
+        );
+        let depth = rt.block_on(queue_depth(&admin, &sink));
+        assert_eq!(u64::from(depth), expected, "messages in the sink queue");
+        (report.valid, process_secs, flush_secs)
+    }));
+    let vmhwm = vmhwm_kb();
+    rt.block_on(cleanup(&admin, &broker, &sink, topology));
+    let (rows, process_secs, flush_secs) = match outcome {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    println!(
+        "whole-run rows={rows} process_secs={process_secs:.3} flush_secs={flush_secs:.3} vmhwm_kb={vmhwm}"
+    );
 }

@@ -45,36 +45,66 @@ pub struct Provenance<'a> {
 }
 
 fn namespace() -> Uuid {
-    Uuid::new_v5(
-        &Uuid::NAMESPACE_URL,
-        b"https://council-bridge.org.uk/ns/message-id",
-    )
+    static NAMESPACE: std::sync::LazyLock<Uuid> = std::sync::LazyLock::new(|| {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_URL,
+            b"https://council-bridge.org.uk/ns/message-id",
+        )
+    });
+    *NAMESPACE
 }
 
 /// The JSON text of a value with object keys sorted at every level, so the content hash does
 /// not change when a mapping lists its fields in another order.
 pub fn canonical_json(value: &Value) -> String {
-    fn sorted(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut keys: Vec<&String> = m.keys().collect();
-                keys.sort();
-                Value::Object(
-                    keys.into_iter()
-                        .map(|k| (k.clone(), sorted(&m[k])))
-                        .collect(),
-                )
+    let mut out = Vec::with_capacity(1024);
+    write_canonical(&mut out, value);
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Writes the canonical JSON of `value` (compact, object keys sorted by their bytes) to `out`,
+/// without building a sorted copy of the value: the same text as serialising a copy whose
+/// objects were rebuilt in key order.
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(m) => {
+            let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_to(out, k);
+                out.push(b':');
+                write_canonical(out, v);
             }
-            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
+            out.push(b'}');
         }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, v);
+            }
+            out.push(b']');
+        }
+        other => json_to(out, other),
     }
-    sorted(value).to_string()
+}
+
+/// A key or a scalar as serde_json writes it, so that escapes and number forms are its own.
+fn json_to<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("a JSON key or scalar always serialises");
 }
 
 /// sha256 of the canonical JSON of a record, hex.
 pub fn content_hash(body: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(body).as_bytes()))
+    let mut text = Vec::with_capacity(1024);
+    write_canonical(&mut text, body);
+    hex::encode(Sha256::digest(&text))
 }
 
 /// The message id of a record: the same council, entity, key and content always give the same
@@ -130,52 +160,163 @@ pub fn record_message(
     provenance: &Provenance<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> OutboundMessage {
-    let hash = content_hash(body);
+    let mut hash = content_hash(body);
     let id = message_id(provenance.council, &entity.name, key, &hash);
-    let mut headers = Map::new();
-    let mut h = |k: &str, v: Value| {
-        headers.insert(k.to_string(), v);
-    };
-    h("cloudEvents:specversion", json!("1.0"));
-    h("cloudEvents:id", json!(id));
-    h(
-        "cloudEvents:source",
-        json!(format!(
-            "urn:council:{}:{}",
-            provenance.council, provenance.feed
-        )),
-    );
-    h(
-        "cloudEvents:type",
-        json!(format!(
-            "uk.gov.council.{}.{}.{}.v{}",
-            entity.domain, entity.short_name, action, entity.version
-        )),
-    );
-    h("cloudEvents:subject", json!(key));
-    h(
-        "cloudEvents:time",
-        json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    );
-    h("cloudEvents:dataschema", json!(entity.id));
-    h("cloudEvents:datacontenttype", json!("application/json"));
-    h("x-source-file", json!(provenance.locator.file));
-    h("x-source-sha256", json!(provenance.file_sha256));
-    h("x-source-line", json!(provenance.locator.line));
-    h("x-source-row", json!(provenance.locator.row));
-    h("x-mapping-id", json!(provenance.mapping_id));
-    h("x-mapping-version", json!(provenance.mapping_version));
-    h("x-content-sha256", json!(hash));
+    let (mut headers, routing_key) = RECORD_HEADERS.with_borrow_mut(|template| {
+        let fresh = template
+            .as_ref()
+            .is_some_and(|t| t.made_for(entity, action, provenance, now));
+        if !fresh {
+            *template = Some(RecordHeaders::new(entity, action, provenance, now));
+        }
+        let t = template.as_ref().expect("just made");
+        (t.headers.clone(), t.routing_key.clone())
+    });
+    // The per-record headers, at the places the template keeps for them (no key lookups).
+    for (i, v) in headers.values_mut().enumerate() {
+        match i {
+            RecordHeaders::ID => *v = Value::String(id.clone()),
+            RecordHeaders::SUBJECT => *v = Value::String(key.to_string()),
+            RecordHeaders::LINE => *v = json!(provenance.locator.line),
+            RecordHeaders::ROW => *v = json!(provenance.locator.row),
+            RecordHeaders::CONTENT => *v = Value::String(std::mem::take(&mut hash)),
+            _ => continue,
+        }
+        if i == RecordHeaders::CONTENT {
+            break;
+        }
+    }
     OutboundMessage {
         message_id: id,
-        routing_key: format!(
-            "{}.{}.{}.{}",
-            entity.domain, entity.short_name, action, provenance.council
-        ),
+        routing_key,
         headers,
-        body: body.to_string().into_bytes(),
+        body: serde_json::to_vec(body).expect("a JSON value always serialises"),
         correlation_id: provenance.batch_id.to_string(),
         timestamp: now.timestamp(),
+    }
+}
+
+thread_local! {
+    /// The headers of the last batch's records on this thread: every record of a file shares
+    /// all but five of them, so they are built (and the time formatted) once per batch.
+    static RECORD_HEADERS: std::cell::RefCell<Option<RecordHeaders>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The headers every record of one file, entity, mapping and time has in common, with `null`
+/// in the five places each record fills in, and what they were made from.
+struct RecordHeaders {
+    entity: (String, String, String, String, u32),
+    action: String,
+    council: String,
+    feed: String,
+    file: String,
+    file_sha256: String,
+    mapping: (String, u32),
+    now: chrono::DateTime<chrono::Utc>,
+    headers: Map<String, Value>,
+    routing_key: String,
+}
+
+impl RecordHeaders {
+    const ID: usize = 1;
+    const SUBJECT: usize = 4;
+    const LINE: usize = 10;
+    const ROW: usize = 11;
+    const CONTENT: usize = 14;
+
+    fn new(
+        entity: &Entity,
+        action: &str,
+        provenance: &Provenance<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let mut headers = Map::new();
+        let mut h = |k: &str, v: Value| {
+            headers.insert(k.to_string(), v);
+        };
+        h("cloudEvents:specversion", json!("1.0"));
+        h("cloudEvents:id", Value::Null);
+        h(
+            "cloudEvents:source",
+            json!(format!(
+                "urn:council:{}:{}",
+                provenance.council, provenance.feed
+            )),
+        );
+        h(
+            "cloudEvents:type",
+            json!(format!(
+                "uk.gov.council.{}.{}.{}.v{}",
+                entity.domain, entity.short_name, action, entity.version
+            )),
+        );
+        h("cloudEvents:subject", Value::Null);
+        h(
+            "cloudEvents:time",
+            json!(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        );
+        h("cloudEvents:dataschema", json!(entity.id));
+        h("cloudEvents:datacontenttype", json!("application/json"));
+        h("x-source-file", json!(provenance.locator.file));
+        h("x-source-sha256", json!(provenance.file_sha256));
+        h("x-source-line", Value::Null);
+        h("x-source-row", Value::Null);
+        h("x-mapping-id", json!(provenance.mapping_id));
+        h("x-mapping-version", json!(provenance.mapping_version));
+        h("x-content-sha256", Value::Null);
+        debug_assert_eq!(
+            headers.keys().nth(Self::CONTENT).map(String::as_str),
+            Some("x-content-sha256")
+        );
+        RecordHeaders {
+            entity: (
+                entity.name.clone(),
+                entity.domain.clone(),
+                entity.short_name.clone(),
+                entity.id.clone(),
+                entity.version,
+            ),
+            action: action.to_string(),
+            council: provenance.council.to_string(),
+            feed: provenance.feed.to_string(),
+            file: provenance.locator.file.clone(),
+            file_sha256: provenance.file_sha256.to_string(),
+            mapping: (
+                provenance.mapping_id.to_string(),
+                provenance.mapping_version,
+            ),
+            now,
+            headers,
+            routing_key: format!(
+                "{}.{}.{}.{}",
+                entity.domain, entity.short_name, action, provenance.council
+            ),
+        }
+    }
+
+    /// Whether these headers were made for this record's entity, action, file, mapping and time.
+    fn made_for(
+        &self,
+        entity: &Entity,
+        action: &str,
+        p: &Provenance<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        let (name, domain, short_name, id, version) = &self.entity;
+        self.now == now
+            && self.file_sha256 == p.file_sha256
+            && self.file == p.locator.file
+            && *name == entity.name
+            && *domain == entity.domain
+            && *short_name == entity.short_name
+            && *id == entity.id
+            && *version == entity.version
+            && self.action == action
+            && self.council == p.council
+            && self.feed == p.feed
+            && self.mapping.0 == p.mapping_id
+            && self.mapping.1 == p.mapping_version
     }
 }
 
@@ -301,5 +442,85 @@ mod tests {
         );
         assert_ne!(id1, other);
         assert_eq!(Uuid::parse_str(&id1).unwrap().get_version_num(), 5);
+    }
+
+    /// The canonical JSON written in place is the text of a copy rebuilt in key order (the
+    /// form every stored content hash and message id was computed from).
+    #[test]
+    fn canonical_json_is_the_sorted_copy_serialised() {
+        fn sorted(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort();
+                    Value::Object(
+                        keys.into_iter()
+                            .map(|k| (k.clone(), sorted(&m[k])))
+                            .collect(),
+                    )
+                }
+                Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+                other => other.clone(),
+            }
+        }
+        let v = json!({
+            "zeta": [3, {"b": null, "a": true, "Ä": "\u{1}\"q\\"}, -0.5, 1e300],
+            "alpha": {"y": "£3,912.50", "x": 12345678901234i64, "é": [], "": {}},
+            "mid": "line\nbreak\ttab",
+        });
+        assert_eq!(canonical_json(&v), sorted(&v).to_string());
+        assert_eq!(
+            content_hash(&v),
+            hex::encode(Sha256::digest(sorted(&v).to_string().as_bytes()))
+        );
+    }
+
+    /// The headers shared by a batch's records are rebuilt when the file, time or entity
+    /// changes: a record never carries another batch's headers.
+    #[test]
+    fn record_headers_follow_their_own_batch() {
+        let registry = super::super::Registry::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas"),
+        )
+        .unwrap();
+        let entity = registry.get("payroll.pay_result").unwrap();
+        let body = json!({"employee_number": "E1", "gross_pay_pence": 100});
+        let message = |file: &str, line: u64, now: i64| {
+            let locator = Locator {
+                file: file.into(),
+                line,
+                row: line - 1,
+            };
+            record_message(
+                entity,
+                "upserted",
+                "E1",
+                &body,
+                &Provenance {
+                    council: "northshire",
+                    feed: "payroll",
+                    batch_id: "b1",
+                    file_sha256: "abc",
+                    locator: &locator,
+                    mapping_id: "m",
+                    mapping_version: 1,
+                },
+                chrono::DateTime::from_timestamp(now, 0).unwrap(),
+            )
+        };
+        let a = message("a.csv", 3, 1_800_000_000);
+        let b = message("a.csv", 4, 1_800_000_000);
+        let c = message("b.csv", 5, 1_800_000_060);
+        assert_eq!(a.headers["x-source-line"], json!(3));
+        assert_eq!(b.headers["x-source-line"], json!(4));
+        assert_eq!(b.headers["x-source-row"], json!(3));
+        assert_eq!(a.headers["cloudEvents:id"], json!(a.message_id));
+        assert_eq!(a.headers["cloudEvents:subject"], json!("E1"));
+        assert_eq!(a.headers["x-content-sha256"], json!(content_hash(&body)));
+        assert_eq!(c.headers["x-source-file"], json!("b.csv"));
+        assert_eq!(c.headers["cloudEvents:time"], json!("2027-01-15T08:01:00Z"));
+        assert_eq!(a.headers["cloudEvents:time"], json!("2027-01-15T08:00:00Z"));
+        assert_eq!(a.headers.len(), 15);
+        assert_eq!(a.body, serde_json::to_vec(&body).unwrap());
     }
 }

@@ -316,13 +316,13 @@ fn field_value(
             Transform::Compact => Value::String(transforms::compact(s)),
             Transform::Digits => Value::String(transforms::digits(s)),
             Transform::Date(formats) => match transforms::parse_date(s, formats) {
-                Ok(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+                Ok(d) => Value::String(transforms::iso_date(d)),
                 Err(m) => return Err(error("date", m, Some(s.clone()))),
             },
             Transform::Period(formats) => match transforms::parse_period(s, formats) {
                 Ok(p) => serde_json::json!({
-                    "start": p.start.format("%Y-%m-%d").to_string(),
-                    "end": p.end.format("%Y-%m-%d").to_string(),
+                    "start": transforms::iso_date(p.start),
+                    "end": transforms::iso_date(p.end),
                     "precision": p.precision,
                 }),
                 Err(m) => return Err(error("period", m, Some(s.clone()))),

@@ -10,10 +10,12 @@ use chrono::NaiveDate;
 /// spaces, a leading or trailing `-`, accounting brackets `(12.50)`, and `Nil`, `-`, `N/A` as
 /// zero. At most two decimal places: pence are never rounded.
 pub fn parse_money(raw: &str) -> Result<i64, String> {
-    let mut s: String = raw
-        .chars()
-        .filter(|c| !matches!(c, '£' | 'Â' | ',' | ' ' | '\u{a0}'))
-        .collect();
+    let mut kept = String::with_capacity(raw.len());
+    kept.extend(
+        raw.chars()
+            .filter(|c| !matches!(c, '£' | 'Â' | ',' | ' ' | '\u{a0}')),
+    );
+    let mut s = kept.as_str();
     if s.is_empty() {
         return Err("is empty".into());
     }
@@ -23,14 +25,14 @@ pub fn parse_money(raw: &str) -> Result<i64, String> {
     let mut negative = false;
     if s.starts_with('(') && s.ends_with(')') && s.len() > 2 {
         negative = true;
-        s = s[1..s.len() - 1].to_string();
+        s = &s[1..s.len() - 1];
     }
     if let Some(rest) = s.strip_prefix('-') {
         negative = !negative;
-        s = rest.to_string();
+        s = rest;
     } else if let Some(rest) = s.strip_suffix('-') {
         negative = !negative;
-        s = rest.to_string();
+        s = rest;
     }
     // "-£5.00" and "£-5.00" both end up here with the sign handled.
     let s = s.trim_start_matches('£');
@@ -115,7 +117,8 @@ pub fn parse_boolean(raw: &str) -> Result<bool, String> {
 pub struct DateFormat {
     /// As written in the mapping.
     pub written: String,
-    chrono: String,
+    /// The chrono form, parsed once (parsing a date does not re-read the format).
+    items: Vec<chrono::format::Item<'static>>,
 }
 
 impl DateFormat {
@@ -138,15 +141,20 @@ impl DateFormat {
         if NaiveDate::parse_from_str(&shown, &chrono) != Ok(probe) {
             return Err(format!("date format \"{written}\" cannot be read back"));
         }
+        let items = chrono::format::StrftimeItems::new(&chrono)
+            .parse_to_owned()
+            .map_err(|_| format!("date format \"{written}\" cannot be read back"))?;
         Ok(Self {
             written: written.to_string(),
-            chrono,
+            items,
         })
     }
 
-    /// Parses a value with this format.
+    /// Parses a value with this format (as `NaiveDate::parse_from_str` with its chrono form).
     pub fn parse(&self, raw: &str) -> Option<NaiveDate> {
-        NaiveDate::parse_from_str(raw.trim(), &self.chrono).ok()
+        let mut parsed = chrono::format::Parsed::new();
+        chrono::format::parse(&mut parsed, raw.trim(), self.items.iter()).ok()?;
+        parsed.to_naive_date().ok()
     }
 }
 
@@ -194,14 +202,34 @@ pub fn parse_date(raw: &str, formats: &[DateFormat]) -> Result<NaiveDate, String
 
 /// Removes spaces and the punctuation `- . /` (NI numbers written `QQ 12 34 56 C`).
 pub fn compact(raw: &str) -> String {
-    raw.chars()
-        .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '/'))
-        .collect()
+    let mut out = String::with_capacity(raw.len());
+    out.extend(
+        raw.chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '/')),
+    );
+    out
 }
 
 /// Keeps only the ASCII digits (sort codes written `12-34-56`).
 pub fn digits(raw: &str) -> String {
-    raw.chars().filter(char::is_ascii_digit).collect()
+    let mut out = String::with_capacity(raw.len());
+    out.extend(raw.chars().filter(char::is_ascii_digit));
+    out
+}
+
+/// A date as `yyyy-mm-dd` (chrono's `%Y-%m-%d`), without reading a format string per date.
+pub fn iso_date(d: NaiveDate) -> String {
+    use chrono::Datelike;
+    if (0..=9999).contains(&d.year()) {
+        let mut out = String::with_capacity(10);
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+        );
+        out
+    } else {
+        d.format("%Y-%m-%d").to_string()
+    }
 }
 
 #[cfg(test)]
