@@ -250,7 +250,25 @@ struct FeedFile {
     drift: DriftPolicy,
     #[serde(default)]
     duplicate_keys: DuplicateKeyPolicy,
+    /// How the feed's records go out (`publish: { batched: true, batch_size: 500 }`).
+    #[serde(default)]
+    publish: PublishSpec,
 }
+
+/// `publish:` of a feed as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishSpec {
+    #[serde(default)]
+    batched: bool,
+    #[serde(default)]
+    batch_size: Option<u32>,
+}
+
+/// Most records in one batch message (a batch must fit in one page of the flush).
+pub const MAX_PUBLISH_BATCH: u32 = 2000;
+/// Records per batch message when `batch_size` is not given.
+pub const DEFAULT_PUBLISH_BATCH: u32 = 500;
 
 /// What to do when two records of one batch have the same key and different content (published
 /// as upserts, a consumer keyed on it would keep only the last).
@@ -308,6 +326,9 @@ pub struct FeedPolicy {
     /// `duplicate_keys`: two records of a batch with one key and different content: `warn`
     /// (default: both published, named in the batch report) or `hold`.
     pub duplicate_keys: DuplicateKeyPolicy,
+    /// `publish: { batched: true, batch_size: N }`: records go out as CloudEvents batches of up
+    /// to N records per message; `None` (the default): one message per record.
+    pub publish_batch_size: Option<u32>,
 }
 
 impl Default for FeedPolicy {
@@ -318,6 +339,7 @@ impl Default for FeedPolicy {
             reject_threshold_percent: None,
             drift: DriftPolicy::Hold,
             duplicate_keys: DuplicateKeyPolicy::Warn,
+            publish_batch_size: None,
         }
     }
 }
@@ -854,6 +876,29 @@ impl Config {
                             });
                         }
                     }
+                    let publish_batch_size = match (f.publish.batched, f.publish.batch_size) {
+                        (false, None) => None,
+                        (false, Some(_)) => {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}`: `publish.batch_size` applies to batched publishing; add `batched: true` to `publish`, or remove `batch_size`"
+                                ),
+                            });
+                        }
+                        (true, n) => {
+                            let n = n.unwrap_or(DEFAULT_PUBLISH_BATCH);
+                            if !(1..=MAX_PUBLISH_BATCH).contains(&n) {
+                                return Err(ConfigError::Invalid {
+                                    path: file.clone(),
+                                    message: format!(
+                                        "feed `{id}`: `publish.batch_size` is a number of records from 1 to {MAX_PUBLISH_BATCH}, not {n}"
+                                    ),
+                                });
+                            }
+                            Some(n)
+                        }
+                    };
                     let feed_paths = [
                         ("mapping", Some(dir.join(&f.mapping))),
                         ("input", Some(PathBuf::from(glob_base(&input)))),
@@ -896,6 +941,7 @@ impl Config {
                             reject_threshold_percent: f.reject_threshold_percent,
                             drift: f.drift,
                             duplicate_keys: f.duplicate_keys,
+                            publish_batch_size,
                         },
                         sftp: f.sftp,
                         limits: f.limits,

@@ -171,6 +171,9 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         finished_at TEXT
     );",
+    // 8 (batched publishing): records per CloudEvents batch message for a batch's records, when
+    // its feed publishes batches (NULL: one message per record).
+    "ALTER TABLE batches ADD COLUMN publish_batch_size INTEGER;",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

@@ -535,12 +535,18 @@ impl Store {
 
     /// Up to `limit` publishable messages, oldest first.
     pub fn pending(&self, limit: u32) -> Result<Vec<PendingMessage>> {
+        self.pending_after(0, limit)
+    }
+
+    /// Up to `limit` publishable messages with an outbox id above `after`, oldest first: the
+    /// flush reads its next page while the previous one is still being confirmed.
+    pub fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<PendingMessage>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id, timestamp
-                 FROM outbox WHERE status = 'pending' ORDER BY id LIMIT ?1",
+                 FROM outbox WHERE status = 'pending' AND id > ?2 ORDER BY id LIMIT ?1",
             )?;
-            st.query_map(params![limit], |r| {
+            st.query_map(params![limit, after], |r| {
                 let headers: String = r.get(5)?;
                 Ok(PendingMessage {
                     outbox_id: r.get(0)?,
@@ -557,6 +563,29 @@ impl Store {
                 })
             })?
             .collect()
+        })
+    }
+
+    /// Publishes the records of `batch_id` as CloudEvents batches of up to `size` records per
+    /// message (batched mode of the batch's feed); set before the batch becomes publishable.
+    pub fn set_publish_batch_size(&self, batch_id: &str, size: u32) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE batches SET publish_batch_size = ?2 WHERE id = ?1",
+                params![batch_id, size],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records per batch message of a batch, `None` when its records go out one per message
+    /// (or no batch has that id).
+    pub fn publish_batch_size(&self, batch_id: &str) -> Result<Option<u32>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT publish_batch_size FROM batches WHERE id = ?1")?
+                .query_row(params![batch_id], |r| r.get::<_, Option<u32>>(0))
+                .optional()
+                .map(Option::flatten)
         })
     }
 
