@@ -490,7 +490,14 @@ pub fn properties(m: &OutboundMessage) -> BasicProperties {
     BasicProperties::default()
         .with_message_id(ShortString::from(m.message_id.as_str()))
         .with_correlation_id(ShortString::from(m.correlation_id.as_str()))
-        .with_content_type(ShortString::from("application/json"))
+        .with_content_type(ShortString::from(
+            // A dead-lettered batch message, re-queued as it was, stays a batch.
+            if m.headers.contains_key("x-batch-records") {
+                envelope::BATCH_CONTENT_TYPE
+            } else {
+                "application/json"
+            },
+        ))
         .with_delivery_mode(2)
         .with_timestamp(m.timestamp.max(0) as u64)
         .with_app_id(ShortString::from("council-bridge"))
