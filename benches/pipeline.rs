@@ -272,6 +272,18 @@ fn main() {
         direct.wall / library.wall,
         direct.wall / paged.wall,
     );
+    batched_end_to_end(
+        &rt,
+        &url,
+        &registry,
+        &mapping,
+        &csv_path,
+        work.path(),
+        rows,
+        process,
+        publish,
+        direct,
+    );
     println!();
     println!("{:<84}{:>10}{:>12}", "peak RSS (VmHWM)", "rows", "MB");
     println!("{line}");
@@ -1129,6 +1141,118 @@ async fn direct_publish(url: &str, exchange: &str, messages: &[OutboundMessage])
     let span = meter.stop();
     let _ = conn.close(200, ShortString::from("bye")).await;
     span
+}
+
+/// Batched mode end to end: the same file processed into a fresh store for a feed with
+/// `publish: { batched: true }` (`BATCHED_SIZE` records per message), then flushed into a
+/// topology of its own; printed with the ratios against direct lapin of the same run.
+#[allow(clippy::too_many_arguments)]
+fn batched_end_to_end(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    registry: &Registry,
+    mapping: &Mapping,
+    csv: &Path,
+    work: &Path,
+    rows: usize,
+    process: Span,
+    publish: Span,
+    direct: Span,
+) {
+    const BATCHED_SIZE: u32 = 500;
+    let admin = rt.block_on(connect_or_panic(url, "council-bridge-bench-batched"));
+    let run = format!(
+        "{}-{}-batched",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    );
+    let mut broker = BrokerConfig::new(url.to_string());
+    broker.exchange = format!("council-bridge.bench.{run}.events");
+    broker.dead_letter_exchange = format!("council-bridge.bench.{run}.dlx");
+    broker.dead_letter_queue = format!("council-bridge.bench.{run}.dead-letters");
+    broker.connection_name = "council-bridge-bench-batched".into();
+    let sink = format!("council-bridge.bench.{run}.sink");
+    let topology = rt.block_on(declare(&admin, &broker, &sink));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let store = Store::open(&work.join("batched.db")).expect("open the batched store");
+        let policy = council_bridge::config::FeedPolicy {
+            publish_batch_size: Some(BATCHED_SIZE),
+            ..Default::default()
+        };
+        rt.block_on(settle());
+        let meter = Meter::start();
+        let raw = sources::describe(csv).expect("describe the file");
+        let report = pipeline::process_file_with(
+            registry,
+            &store,
+            COUNCIL,
+            FEED,
+            mapping,
+            &raw,
+            false,
+            &policy,
+            &Default::default(),
+        )
+        .expect("process_file_with (batched feed)");
+        let b_process = meter.stop();
+        assert_eq!(report.valid, rows as u64, "{report:?}");
+        let meter = Meter::start();
+        let flushed = rt
+            .block_on(pipeline::flush(&store, &broker, &Retry::default()))
+            .expect("flush (batched)");
+        let b_publish = meter.stop();
+        assert!(flushed.error.is_none(), "{flushed:?}");
+        assert_eq!(flushed.published, rows as u64 + 1, "{flushed:?}");
+        assert_eq!(flushed.batched_records, rows as u64, "{flushed:?}");
+        let depth = rt.block_on(queue_depth(&admin, &sink));
+        assert_eq!(
+            u64::from(depth),
+            flushed.batch_messages + 1,
+            "batch messages and the manifest in the sink queue"
+        );
+        (b_process, b_publish, flushed.batch_messages)
+    }));
+    rt.block_on(cleanup(&admin, &broker, &sink, topology));
+    let (b_process, b_publish, batch_messages) = match outcome {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    let records = rows as u64 + 1;
+    let rate = |n: u64, secs: f64| n as f64 / secs.max(1e-9);
+    println!();
+    println!(
+        "batched mode ({BATCHED_SIZE} records per message): {batch_messages} batch messages + 1 manifest"
+    );
+    for (name, span) in [
+        ("B' process: file -> store (batched feed)", b_process),
+        ("B' publish: store -> broker (flush), records", b_publish),
+        (
+            "B' end to end (process + publish), records",
+            b_process.plus(b_publish),
+        ),
+    ] {
+        println!(
+            "{name:<47}{records:>10}{:>10.3}{:>12}{:>13.2}{:>14}",
+            span.wall,
+            thousands(rate(records, span.wall)),
+            span.cpu,
+            span.broker_cpu
+                .map_or_else(|| "n/a".into(), |c| format!("{c:.2}")),
+        );
+    }
+    let direct_rate = rate(records, direct.wall);
+    println!(
+        "ratios to direct lapin ({} msg/s): flush {:.2}, end to end {:.2} (single messages); \
+         batched flush {:.2}, batched end to end {:.2} (records/s against messages/s)",
+        thousands(direct_rate),
+        rate(records, publish.wall) / direct_rate,
+        rate(records, process.plus(publish).wall) / direct_rate,
+        rate(records, b_publish.wall) / direct_rate,
+        rate(records, b_process.plus(b_publish).wall) / direct_rate,
+    );
 }
 
 /// Approximate bytes of a message: body plus header names and values.

@@ -279,6 +279,9 @@ struct FeedFile {
     duplicate_keys: DuplicateKeyPolicy,
     #[serde(default)]
     as_at: Option<AsAt>,
+    /// How the feed's records go out (`publish: { batched: true, batch_size: 500 }`).
+    #[serde(default)]
+    publish: PublishSpec,
 }
 
 /// The "as at" date a feed supplies to its mapping (`$as_at`) for snapshots whose rows state
@@ -313,6 +316,21 @@ impl From<AsAt> for String {
         }
     }
 }
+
+/// `publish:` of a feed as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishSpec {
+    #[serde(default)]
+    batched: bool,
+    #[serde(default)]
+    batch_size: Option<u32>,
+}
+
+/// Most records in one batch message (a batch must fit in one page of the flush).
+pub const MAX_PUBLISH_BATCH: u32 = 2000;
+/// Records per batch message when `batch_size` is not given.
+pub const DEFAULT_PUBLISH_BATCH: u32 = 500;
 
 /// What to do when two records of one batch have the same key and different content (published
 /// as upserts, a consumer keyed on it would keep only the last).
@@ -375,6 +393,9 @@ pub struct FeedPolicy {
     pub duplicate_keys: DuplicateKeyPolicy,
     /// `as_at`: the "as at" date the feed supplies to its mapping's `$as_at` (default none).
     pub as_at: Option<AsAt>,
+    /// `publish: { batched: true, batch_size: N }`: records go out as CloudEvents batches of up
+    /// to N records per message; `None` (the default): one message per record.
+    pub publish_batch_size: Option<u32>,
 }
 
 impl Default for FeedPolicy {
@@ -386,6 +407,7 @@ impl Default for FeedPolicy {
             drift: DriftPolicy::Hold,
             duplicate_keys: DuplicateKeyPolicy::Warn,
             as_at: None,
+            publish_batch_size: None,
         }
     }
 }
@@ -936,6 +958,29 @@ impl Config {
                             });
                         }
                     }
+                    let publish_batch_size = match (f.publish.batched, f.publish.batch_size) {
+                        (false, None) => None,
+                        (false, Some(_)) => {
+                            return Err(ConfigError::Invalid {
+                                path: file.clone(),
+                                message: format!(
+                                    "feed `{id}`: `publish.batch_size` applies to batched publishing; add `batched: true` to `publish`, or remove `batch_size`"
+                                ),
+                            });
+                        }
+                        (true, n) => {
+                            let n = n.unwrap_or(DEFAULT_PUBLISH_BATCH);
+                            if !(1..=MAX_PUBLISH_BATCH).contains(&n) {
+                                return Err(ConfigError::Invalid {
+                                    path: file.clone(),
+                                    message: format!(
+                                        "feed `{id}`: `publish.batch_size` is a number of records from 1 to {MAX_PUBLISH_BATCH}, not {n}"
+                                    ),
+                                });
+                            }
+                            Some(n)
+                        }
+                    };
                     let feed_paths = [
                         ("mapping", Some(dir.join(&f.mapping))),
                         ("input", Some(PathBuf::from(glob_base(&input)))),
@@ -979,6 +1024,7 @@ impl Config {
                             drift: f.drift,
                             duplicate_keys: f.duplicate_keys,
                             as_at: f.as_at,
+                            publish_batch_size,
                         },
                         sftp: f.sftp,
                         limits: f.limits,

@@ -6,79 +6,16 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Consumer, Sandbox};
+use common::{Consumer, Sandbox, cutting_proxy};
 use council_bridge::canonical::envelope::{OutboundMessage, message_id};
 use council_bridge::pipeline::flush::{Retry, flush};
 use council_bridge::store::{NewBatch, Store};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
 
 const MESSAGES: usize = 20_000;
-
-/// Forwards 127.0.0.1:<port> to RabbitMQ; drops every open connection once `cut_after` bytes
-/// have gone from client to broker (once), and counts the cuts.
-async fn cutting_proxy(cut_after: u64) -> (u16, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let sent = Arc::new(AtomicU64::new(0));
-    let cut_done = Arc::new(AtomicBool::new(false));
-    let cuts = Arc::new(AtomicU64::new(0));
-    let (kill, _) = broadcast::channel::<()>(4);
-    let cuts_out = cuts.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = TcpStream::connect("127.0.0.1:5672")
-                .await
-                .expect("RabbitMQ must be running on 127.0.0.1:5672");
-            let (mut cr, mut cw) = client.into_split();
-            let (mut ur, mut uw) = upstream.into_split();
-            let (sent, cut_done, cuts, kill_tx) =
-                (sent.clone(), cut_done.clone(), cuts.clone(), kill.clone());
-            let mut kill_rx = kill.subscribe();
-            let mut kill_rx2 = kill.subscribe();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    tokio::select! {
-                        _ = kill_rx.recv() => return,
-                        n = cr.read(&mut buf) => {
-                            let Ok(n) = n else { return };
-                            if n == 0 || uw.write_all(&buf[..n]).await.is_err() { return; }
-                            let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-                            if total > cut_after && !cut_done.swap(true, Ordering::SeqCst) {
-                                cuts.fetch_add(1, Ordering::SeqCst);
-                                let _ = kill_tx.send(());
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    tokio::select! {
-                        _ = kill_rx2.recv() => return,
-                        n = ur.read(&mut buf) => {
-                            let Ok(n) = n else { return };
-                            if n == 0 || cw.write_all(&buf[..n]).await.is_err() { return; }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (port, cuts_out)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_under_new_ids() {

@@ -21,7 +21,7 @@ use lapin::{
 };
 use serde_json::Value;
 
-use crate::canonical::envelope::OutboundMessage;
+use crate::canonical::envelope::{self, OutboundMessage};
 
 mod dead_letters;
 pub use dead_letters::{DeadLetterConsumer, Delivered};
@@ -293,11 +293,43 @@ impl Publisher {
     /// outcome per message, in the same order. After a connection failure, every message not
     /// yet confirmed is [`Outcome::Failed`] and the publisher should be dropped.
     pub async fn publish(&self, messages: &[&OutboundMessage]) -> Vec<Outcome> {
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; messages.len()];
+        self.publish_all(
+            messages.len(),
+            messages
+                .iter()
+                .map(|m| (m.routing_key.as_str(), m.body.as_slice(), properties(m))),
+        )
+        .await
+    }
+
+    /// [`Publisher::publish`] for messages prepared beforehand (their properties built off the
+    /// publishing task, as the flush does while the previous page is being confirmed). The
+    /// properties are handed to the broker connection (left empty in `messages`).
+    pub async fn publish_prepared(&self, messages: &mut [Prepared]) -> Vec<Outcome> {
+        let count = messages.len();
+        self.publish_all(
+            count,
+            messages.iter_mut().map(|m| {
+                (
+                    m.routing_key.as_str(),
+                    m.body.as_slice(),
+                    std::mem::take(&mut m.properties),
+                )
+            }),
+        )
+        .await
+    }
+
+    async fn publish_all<'m>(
+        &self,
+        count: usize,
+        messages: impl Iterator<Item = (&'m str, &'m [u8], BasicProperties)>,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
         let mut in_flight = FuturesOrdered::new();
         let limit = self.config.timeout;
         let mut broken: Option<String> = None;
-        for (i, m) in messages.iter().enumerate() {
+        for (i, (routing_key, body, props)) in messages.enumerate().take(count) {
             if in_flight.len() >= self.config.window.max(1)
                 && let Some((j, outcome)) = in_flight.next().await
             {
@@ -305,13 +337,13 @@ impl Publisher {
             }
             let publish = self.channel.basic_publish(
                 ShortString::from(self.config.exchange.as_str()),
-                ShortString::from(m.routing_key.as_str()),
+                ShortString::from(routing_key),
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()
                 },
-                &m.body,
-                properties(m),
+                body,
+                props,
             );
             match tokio::time::timeout(limit, publish).await {
                 Ok(Ok(confirm)) => in_flight.push_back(async move {
@@ -573,27 +605,107 @@ pub async fn setup(config: &BrokerConfig) -> Result<SetupReport, AmqpError> {
     Ok(SetupReport { queues })
 }
 
+/// A message ready to publish: routing key, body and AMQP properties.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// AMQP message id.
+    pub message_id: String,
+    /// Routing key.
+    pub routing_key: String,
+    /// Body.
+    pub body: Vec<u8>,
+    /// AMQP properties and headers.
+    pub properties: BasicProperties,
+}
+
+impl Prepared {
+    /// One record (or manifest, or alert) per message: the message as it is, its body moved.
+    pub fn single(m: &mut OutboundMessage) -> Self {
+        Self {
+            properties: properties(m),
+            message_id: m.message_id.clone(),
+            routing_key: m.routing_key.clone(),
+            body: std::mem::take(&mut m.body),
+        }
+    }
+
+    /// Records of one routing key and correlation id as one CloudEvents batch message
+    /// (`application/cloudevents-batch+json`): its id fixed by its records' ids, its headers
+    /// the count of records and the provenance they all share.
+    pub fn batch(records: &[&OutboundMessage]) -> Self {
+        let first = records.first().copied();
+        let id = envelope::batch_message_id(records.iter().map(|m| m.message_id.as_str()));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("x-batch-records"),
+            AMQPValue::LongLongInt(records.len() as i64),
+        );
+        if let Some(first) = first {
+            for name in BATCH_SHARED_HEADERS {
+                if let Some(v) = first.headers.get(name)
+                    && records.iter().all(|m| m.headers.get(name) == Some(v))
+                {
+                    headers.insert(ShortString::from(name), amqp_value(v));
+                }
+            }
+        }
+        let props = BasicProperties::default()
+            .with_message_id(ShortString::from(id.as_str()))
+            .with_correlation_id(ShortString::from(
+                first.map_or("", |m| m.correlation_id.as_str()),
+            ))
+            .with_content_type(ShortString::from(envelope::BATCH_CONTENT_TYPE))
+            .with_delivery_mode(2)
+            .with_timestamp(first.map_or(0, |m| m.timestamp.max(0) as u64))
+            .with_app_id(ShortString::from("council-bridge"))
+            .with_headers(headers);
+        Self {
+            message_id: id,
+            routing_key: first.map(|m| m.routing_key.clone()).unwrap_or_default(),
+            body: envelope::batch_body(records),
+            properties: props,
+        }
+    }
+}
+
+/// Provenance headers a batch message carries when all its records share them.
+const BATCH_SHARED_HEADERS: [&str; 5] = [
+    "cloudEvents:source",
+    "x-source-file",
+    "x-source-sha256",
+    "x-mapping-id",
+    "x-mapping-version",
+];
+
+fn amqp_value(v: &Value) -> AMQPValue {
+    match v {
+        Value::Number(n) if n.is_i64() => AMQPValue::LongLongInt(n.as_i64().unwrap_or_default()),
+        Value::Number(n) if n.is_u64() => {
+            AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64)
+        }
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+        other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
+    }
+}
+
 /// The AMQP properties and headers of a message, as the publisher sends it.
 pub fn properties(m: &OutboundMessage) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in &m.headers {
-        let value = match v {
-            Value::Number(n) if n.is_i64() => {
-                AMQPValue::LongLongInt(n.as_i64().unwrap_or_default())
-            }
-            Value::Number(n) if n.is_u64() => {
-                AMQPValue::LongLongInt(n.as_u64().unwrap_or_default() as i64)
-            }
-            Value::Bool(b) => AMQPValue::Boolean(*b),
-            Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-            other => AMQPValue::LongString(LongString::from(other.to_string().as_str())),
-        };
-        headers.insert(ShortString::from(k.as_str()), value);
+        headers.insert(ShortString::from(k.as_str()), amqp_value(v));
     }
     BasicProperties::default()
         .with_message_id(ShortString::from(m.message_id.as_str()))
         .with_correlation_id(ShortString::from(m.correlation_id.as_str()))
-        .with_content_type(ShortString::from("application/json"))
+        .with_content_type(ShortString::from(
+            // A dead-lettered batch message, re-queued as it was, stays a batch.
+            if m.headers.contains_key("x-batch-records") {
+                envelope::BATCH_CONTENT_TYPE
+            } else {
+                "application/json"
+            },
+        ))
         .with_delivery_mode(2)
         .with_timestamp(m.timestamp.max(0) as u64)
         .with_app_id(ShortString::from("council-bridge"))

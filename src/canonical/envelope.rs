@@ -151,6 +151,74 @@ impl OutboundMessage {
     }
 }
 
+/// Media type of a CloudEvents JSON batch (batched mode): a JSON array of structured-mode
+/// events (CloudEvents JSON Event Format 1.0, section 4).
+pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+/// Whether a message carries one record (a manifest or an alert does not): only records go
+/// into batch messages.
+pub fn is_record(m: &OutboundMessage) -> bool {
+    m.headers.contains_key("x-content-sha256")
+}
+
+/// The message id of a batch message: UUIDv5 over its records' ids in order, so the same
+/// records sent again (after a lost connection) carry the same id.
+pub fn batch_message_id<'a>(record_ids: impl IntoIterator<Item = &'a str>) -> String {
+    let mut name = String::from("batch");
+    for id in record_ids {
+        name.push('\n');
+        name.push_str(id);
+    }
+    Uuid::new_v5(&namespace(), name.as_bytes()).to_string()
+}
+
+/// The body of a batch message: one structured-mode CloudEvent per record, in order. Each
+/// event has the record's `cloudEvents:*` headers as its attributes (`id`, `source`, `type`,
+/// `subject`, `time`, `dataschema`, `datacontenttype`), its provenance headers as extension
+/// attributes (`x-source-row` becomes `sourcerow`: CloudEvents names are lower-case letters
+/// and digits), and its body as `data`.
+pub fn batch_body(records: &[&OutboundMessage]) -> Vec<u8> {
+    let size: usize = records.iter().map(|m| m.body.len() + 700).sum();
+    let mut out = Vec::with_capacity(size + 2);
+    out.push(b'[');
+    for (i, m) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        for (k, v) in &m.headers {
+            let name = match k.strip_prefix("cloudEvents:") {
+                Some(attribute) => attribute.to_string(),
+                None => k
+                    .strip_prefix("x-")
+                    .unwrap_or(k)
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
+            };
+            if name.is_empty() || name == "data" || name == "data_base64" {
+                continue;
+            }
+            // Writing JSON strings and values into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &name);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, v);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"data\":");
+        if m.body.is_empty() {
+            out.extend_from_slice(b"null");
+        } else {
+            // The body is the record's JSON as the envelope serialised it.
+            out.extend_from_slice(&m.body);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    out
+}
+
 /// Builds the message for one validated record.
 pub fn record_message(
     entity: &Entity,

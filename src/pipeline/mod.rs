@@ -500,6 +500,9 @@ pub fn process_file_with(
         mapping_version: mapping.version,
     };
     store.begin_batch(&batch)?;
+    if let Some(size) = policy.publish_batch_size {
+        store.set_publish_batch_size(&batch_id, size)?;
+    }
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
     let ctx = ReadContext {

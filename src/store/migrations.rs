@@ -182,6 +182,9 @@ const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE outbox ADD COLUMN header_set INTEGER;
     CREATE INDEX batches_processing ON batches (id) WHERE status = 'processing';",
+    // 8 (batched publishing): records per CloudEvents batch message for a batch's records, when
+    // its feed publishes batches (NULL: one message per record).
+    "ALTER TABLE batches ADD COLUMN publish_batch_size INTEGER;",
 ];
 
 /// Applies the migrations the database has not had yet, each in its own transaction. Each

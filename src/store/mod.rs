@@ -586,17 +586,23 @@ impl Store {
     /// Up to `limit` publishable messages, oldest first: `pending` rows, except those of a
     /// batch still being read.
     pub fn pending(&self, limit: u32) -> Result<Vec<PendingMessage>> {
+        self.pending_after(0, limit)
+    }
+
+    /// Up to `limit` publishable messages with an outbox id above `after`, oldest first: the
+    /// flush reads its next page while the previous one is still being confirmed.
+    pub fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<PendingMessage>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id,
                  timestamp, header_set FROM outbox WHERE status = 'pending'
                  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE status = 'processing'))
-                 ORDER BY id LIMIT ?1",
+                 AND id > ?2 ORDER BY id LIMIT ?1",
             )?;
             let mut sets: std::collections::HashMap<i64, serde_json::Map<String, Value>> =
                 std::collections::HashMap::new();
             let mut load = c.prepare_cached("SELECT headers FROM header_sets WHERE id = ?1")?;
-            let mut rows = st.query(params![limit])?;
+            let mut rows = st.query(params![limit, after])?;
             let mut page = Vec::new();
             while let Some(r) = rows.next()? {
                 let own: serde_json::Map<String, Value> =
@@ -628,6 +634,29 @@ impl Store {
                 });
             }
             Ok(page)
+        })
+    }
+
+    /// Publishes the records of `batch_id` as CloudEvents batches of up to `size` records per
+    /// message (batched mode of the batch's feed); set before the batch becomes publishable.
+    pub fn set_publish_batch_size(&self, batch_id: &str, size: u32) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE batches SET publish_batch_size = ?2 WHERE id = ?1",
+                params![batch_id, size],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records per batch message of a batch, `None` when its records go out one per message
+    /// (or no batch has that id).
+    pub fn publish_batch_size(&self, batch_id: &str) -> Result<Option<u32>> {
+        self.with(|c| {
+            c.prepare_cached("SELECT publish_batch_size FROM batches WHERE id = ?1")?
+                .query_row(params![batch_id], |r| r.get::<_, Option<u32>>(0))
+                .optional()
+                .map(Option::flatten)
         })
     }
 

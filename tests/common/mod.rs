@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -13,6 +15,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 
 use council_bridge::amqp::{BrokerConfig, declare_topology};
 
@@ -143,6 +148,7 @@ pub struct Received {
     pub message_id: String,
     pub correlation_id: String,
     pub delivery_mode: Option<u8>,
+    pub content_type: Option<String>,
     pub headers: std::collections::BTreeMap<String, String>,
     pub body: serde_json::Value,
 }
@@ -282,6 +288,7 @@ fn received(d: &lapin::message::Delivery) -> Received {
             .map(|s| s.to_string())
             .unwrap_or_default(),
         delivery_mode: *p.delivery_mode(),
+        content_type: p.content_type().as_ref().map(|s| s.to_string()),
         headers,
         body: serde_json::from_slice(&d.data).expect("body is JSON"),
     }
@@ -434,4 +441,63 @@ pub fn personal_values(sandbox: &Sandbox) -> std::collections::BTreeSet<String> 
     }
     values.retain(|v| !public.iter().any(|p| p.contains(v.as_str())));
     values
+}
+
+/// Forwards 127.0.0.1:<port> to RabbitMQ; drops every open connection once `cut_after` bytes
+/// have gone from client to broker (once), and counts the cuts.
+pub async fn cutting_proxy(cut_after: u64) -> (u16, std::sync::Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let cut_done = std::sync::Arc::new(AtomicBool::new(false));
+    let cuts = std::sync::Arc::new(AtomicU64::new(0));
+    let (kill, _) = broadcast::channel::<()>(4);
+    let cuts_out = cuts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = TcpStream::connect("127.0.0.1:5672")
+                .await
+                .expect("RabbitMQ must be running on 127.0.0.1:5672");
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            let (sent, cut_done, cuts, kill_tx) =
+                (sent.clone(), cut_done.clone(), cuts.clone(), kill.clone());
+            let mut kill_rx = kill.subscribe();
+            let mut kill_rx2 = kill.subscribe();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    tokio::select! {
+                        _ = kill_rx.recv() => return,
+                        n = cr.read(&mut buf) => {
+                            let Ok(n) = n else { return };
+                            if n == 0 || uw.write_all(&buf[..n]).await.is_err() { return; }
+                            let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                            if total > cut_after && !cut_done.swap(true, Ordering::SeqCst) {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                let _ = kill_tx.send(());
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    tokio::select! {
+                        _ = kill_rx2.recv() => return,
+                        n = ur.read(&mut buf) => {
+                            let Ok(n) = n else { return };
+                            if n == 0 || cw.write_all(&buf[..n]).await.is_err() { return; }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, cuts_out)
 }
