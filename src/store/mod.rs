@@ -610,11 +610,14 @@ impl Store {
                 let headers = match r.get::<_, Option<i64>>(9)? {
                     None => own,
                     Some(id) => {
-                        if !sets.contains_key(&id) {
-                            let text: String = load.query_row(params![id], |r| r.get(0))?;
-                            sets.insert(id, serde_json::from_str(&text).unwrap_or_default());
-                        }
-                        let mut full = sets[&id].clone();
+                        let shared = match sets.entry(id) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                let text: String = load.query_row(params![id], |r| r.get(0))?;
+                                e.insert(serde_json::from_str(&text).unwrap_or_default())
+                            }
+                        };
+                        let mut full = shared.clone();
                         full.extend(own);
                         full
                     }
