@@ -1000,6 +1000,37 @@ fn audit(
     .map(|_| ())
 }
 
+/// Stores a batch's failures (in the caller's transaction).
+fn insert_failures(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &NewBatch<'_>,
+    failures: &[NewFailure],
+    created: &str,
+) -> rusqlite::Result<()> {
+    let mut fail = tx.prepare_cached(
+        "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+         raw_record, mapping_id, mapping_version, errors, status, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
+    )?;
+    for f in failures {
+        fail.execute(params![
+            batch.id,
+            batch.council,
+            batch.feed,
+            f.stage,
+            f.file_name,
+            f.line as i64,
+            f.row as i64,
+            f.raw_record.as_ref().map(Value::to_string),
+            batch.mapping_id,
+            batch.mapping_version,
+            f.errors.to_string(),
+            created
+        ])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1085,35 +1116,4 @@ mod tests {
                 .any(|b| b.id == "first" && b.status == batch_status::ABANDONED)
         );
     }
-}
-
-/// Stores a batch's failures (in the caller's transaction).
-fn insert_failures(
-    tx: &rusqlite::Transaction<'_>,
-    batch: &NewBatch<'_>,
-    failures: &[NewFailure],
-    created: &str,
-) -> rusqlite::Result<()> {
-    let mut fail = tx.prepare_cached(
-        "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
-         raw_record, mapping_id, mapping_version, errors, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)",
-    )?;
-    for f in failures {
-        fail.execute(params![
-            batch.id,
-            batch.council,
-            batch.feed,
-            f.stage,
-            f.file_name,
-            f.line as i64,
-            f.row as i64,
-            f.raw_record.as_ref().map(Value::to_string),
-            batch.mapping_id,
-            batch.mapping_version,
-            f.errors.to_string(),
-            created
-        ])?;
-    }
-    Ok(())
 }
