@@ -455,7 +455,7 @@ fn each_fills_an_array_of_objects_and_its_mistakes_name_the_element_field() {
     }
     let first = results[0].as_ref().unwrap();
     assert_eq!(
-        serde_json::Value::from(first.body.get("lines").cloned().unwrap()),
+        first.body.get("lines").cloned().unwrap(),
         serde_json::json!([
             {"line_number": 1, "description": "Chairs", "net_pence": 10000},
             {"line_number": 2, "description": "Desks", "net_pence": 25050}

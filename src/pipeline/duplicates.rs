@@ -200,7 +200,7 @@ mod tests {
             header: std::sync::Arc::new(crate::formats::Header::new(vec!["K".into()])),
             values: vec![line.to_string()],
         };
-        let mut note = |t: &mut Tracker, key: &str, line: u64, n: i64| {
+        let note = |t: &mut Tracker, key: &str, line: u64, n: i64| {
             let id = format!("m{line}");
             t.record("e.x", key, &rec(line), &json!({"n": n}), &id, || {
                 json!(line)

@@ -1194,6 +1194,33 @@ fn audit(
     .map(|_| ())
 }
 
+/// Stores a batch's failures (in the caller's transaction).
+fn insert_failures(
+    tx: &rusqlite::Transaction<'_>,
+    batch: &NewBatch<'_>,
+    failures: &[NewFailure],
+    created: &str,
+) -> rusqlite::Result<()> {
+    let mut fail = tx.prepare_cached(INSERT_FAILURE)?;
+    for f in failures {
+        fail.execute(params![
+            batch.id,
+            batch.council,
+            batch.feed,
+            f.stage,
+            f.file_name,
+            f.line as i64,
+            f.row as i64,
+            f.raw_record.as_ref().map(Value::to_string),
+            batch.mapping_id,
+            batch.mapping_version,
+            f.errors.to_string(),
+            created
+        ])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1507,31 +1534,4 @@ mod tests {
                 .any(|b| b.id == "first" && b.status == batch_status::ABANDONED)
         );
     }
-}
-
-/// Stores a batch's failures (in the caller's transaction).
-fn insert_failures(
-    tx: &rusqlite::Transaction<'_>,
-    batch: &NewBatch<'_>,
-    failures: &[NewFailure],
-    created: &str,
-) -> rusqlite::Result<()> {
-    let mut fail = tx.prepare_cached(INSERT_FAILURE)?;
-    for f in failures {
-        fail.execute(params![
-            batch.id,
-            batch.council,
-            batch.feed,
-            f.stage,
-            f.file_name,
-            f.line as i64,
-            f.row as i64,
-            f.raw_record.as_ref().map(Value::to_string),
-            batch.mapping_id,
-            batch.mapping_version,
-            f.errors.to_string(),
-            created
-        ])?;
-    }
-    Ok(())
 }
