@@ -362,6 +362,11 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["still_pending"], 0, "{report}");
     assert!(report["error"].is_null(), "{report}");
+    assert_eq!(
+        (report["unroutable"].as_u64(), report["rejected"].as_u64()),
+        (Some(0), Some(0)),
+        "no message was returned or refused for good: {report}"
+    );
     assert!(
         report["connections"].as_u64().unwrap() >= 2,
         "the publisher reconnected: {report}"
@@ -371,7 +376,11 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         "the log names the node it moved to"
     );
     let store = Store::open(&sandbox.store_path()).unwrap();
-    assert_eq!(store.outbox_counts().unwrap().sent, expected.len() as u64);
+    assert_eq!(
+        store.outbox_counts().unwrap().sent,
+        expected.len() as u64,
+        "{report}"
+    );
     drop(store);
 
     // Every message is in the quorum queue, a resent one only ever under its own id.

@@ -156,6 +156,7 @@ pub async fn flush(
     let mut failures_in_a_row = 0u32;
     let mut failing_since: Option<std::time::Instant> = None;
     let mut pause = retry.first_pause;
+    let mut nack_pause = retry.first_pause.max(Duration::from_millis(500));
     let result: Result<(), StoreError> = async {
         loop {
             if super::stop_requested() {
@@ -278,6 +279,7 @@ pub async fn flush(
                 }
             }
             let sent = marks.sent.len();
+            let nacked = broken.is_none() && !marks.retry_later.is_empty();
             crate::metrics::published(sent as u64, took);
             report.published += sent as u64;
             let unconfirmed = marks.retry_later.len();
@@ -312,8 +314,19 @@ pub async fn flush(
             } else {
                 failures_in_a_row = 0;
                 failing_since = None;
-                pause = retry.first_pause;
                 publisher = Some(p);
+                if nacked {
+                    // The broker refused messages (a quorum queue electing a new leader after a
+                    // node failed does so for a few seconds): wait before they come round again,
+                    // longer each time, so that their `MAX_NACKS` tries span seconds, not one
+                    // burst.
+                    tracing::warn!(nacked = unconfirmed, next_try_in_secs = nack_pause.as_secs_f64(), "the broker refused messages (nack); they are sent again after a pause");
+                    tokio::time::sleep(nack_pause).await;
+                    nack_pause = (nack_pause * 2).min(Duration::from_secs(10));
+                } else if sent > 0 {
+                    nack_pause = retry.first_pause.max(Duration::from_millis(500));
+                }
+                pause = retry.first_pause;
             }
         }
         Ok(())
