@@ -284,6 +284,42 @@ fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     );
     assert_eq!(inv["supplier"]["vat_number"], "GB1232434");
     assert_eq!(inv["customer"]["country"], "SE");
+    // Each InvoiceLine, in document order (`each:`); the second is a corrective line. The
+    // credit note of the same example carries the same two lines as CreditNoteLine.
+    let note = find(
+        run,
+        "peppol-example",
+        "credit_note_id",
+        "Snippet1",
+    );
+    for doc in [inv, note] {
+        let lines: Vec<(&str, f64, &str, i64, &str, f64, &str, &str)> = doc["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["line_id"].as_str().unwrap(),
+                    l["quantity"].as_f64().unwrap(),
+                    l["unit_code"].as_str().unwrap(),
+                    l["net_minor"].as_i64().unwrap(),
+                    l["vat_category"].as_str().unwrap(),
+                    l["vat_percent"].as_f64().unwrap(),
+                    l["order_line_reference"].as_str().unwrap(),
+                    l["item_name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("1", 7.0, "DAY", 280000, "S", 25.0, "123", "item name"),
+                ("2", -3.0, "DAY", -150000, "S", 25.0, "123", "item name 2"),
+            ],
+            "{doc}"
+        );
+        assert_eq!(doc["lines"][1]["description"], "Description 2");
+    }
 }
 
 #[test]
