@@ -286,12 +286,7 @@ fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     assert_eq!(inv["customer"]["country"], "SE");
     // Each InvoiceLine, in document order (`each:`); the second is a corrective line. The
     // credit note of the same example carries the same two lines as CreditNoteLine.
-    let note = find(
-        run,
-        "peppol-example",
-        "credit_note_id",
-        "Snippet1",
-    );
+    let note = find(run, "peppol-example", "credit_note_id", "Snippet1");
     for doc in [inv, note] {
         let lines: Vec<(&str, f64, &str, i64, &str, f64, &str, &str)> = doc["lines"]
             .as_array()

@@ -1339,8 +1339,17 @@ mod tests {
             raw_record: None,
             errors: serde_json::json!([{"field": "(record key)", "rule": "duplicate_key"}]),
         };
-        assert_eq!(store.reject_staged(&batch("b"), &["m1"], std::slice::from_ref(&failure)).unwrap(), 1);
-        assert_eq!(store.reject_staged(&batch("b"), &["m1"], &[]).unwrap(), 0, "already taken back");
+        assert_eq!(
+            store
+                .reject_staged(&batch("b"), &["m1"], std::slice::from_ref(&failure))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store.reject_staged(&batch("b"), &["m1"], &[]).unwrap(),
+            0,
+            "already taken back"
+        );
         store
             .finish_batch(
                 "b",
