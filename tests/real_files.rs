@@ -269,6 +269,9 @@ fn trafford_na_placeholders_become_absent_values() {
     );
 }
 
+/// An invoice line's id, quantity, unit, net, VAT category and rate, order line and item name.
+type LineFigures<'a> = (&'a str, f64, &'a str, i64, &'a str, f64, &'a str, &'a str);
+
 #[test]
 fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     let Some(run) = run_real_files() else { return };
@@ -288,7 +291,7 @@ fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     // credit note of the same example carries the same two lines as CreditNoteLine.
     let note = find(run, "peppol-example", "credit_note_id", "Snippet1");
     for doc in [inv, note] {
-        let lines: Vec<(&str, f64, &str, i64, &str, f64, &str, &str)> = doc["lines"]
+        let lines: Vec<LineFigures> = doc["lines"]
             .as_array()
             .unwrap()
             .iter()
