@@ -269,6 +269,9 @@ fn trafford_na_placeholders_become_absent_values() {
     );
 }
 
+/// An invoice line's id, quantity, unit, net, VAT category and rate, order line and item name.
+type LineFigures<'a> = (&'a str, f64, &'a str, i64, &'a str, f64, &'a str, &'a str);
+
 #[test]
 fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     let Some(run) = run_real_files() else { return };
@@ -284,6 +287,37 @@ fn peppol_ubl_invoice_namespaced_elements_and_euro_amounts_in_minor_units() {
     );
     assert_eq!(inv["supplier"]["vat_number"], "GB1232434");
     assert_eq!(inv["customer"]["country"], "SE");
+    // Each InvoiceLine, in document order (`each:`); the second is a corrective line. The
+    // credit note of the same example carries the same two lines as CreditNoteLine.
+    let note = find(run, "peppol-example", "credit_note_id", "Snippet1");
+    for doc in [inv, note] {
+        let lines: Vec<LineFigures> = doc["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["line_id"].as_str().unwrap(),
+                    l["quantity"].as_f64().unwrap(),
+                    l["unit_code"].as_str().unwrap(),
+                    l["net_minor"].as_i64().unwrap(),
+                    l["vat_category"].as_str().unwrap(),
+                    l["vat_percent"].as_f64().unwrap(),
+                    l["order_line_reference"].as_str().unwrap(),
+                    l["item_name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("1", 7.0, "DAY", 280000, "S", 25.0, "123", "item name"),
+                ("2", -3.0, "DAY", -150000, "S", 25.0, "123", "item name 2"),
+            ],
+            "{doc}"
+        );
+        assert_eq!(doc["lines"][1]["description"], "Description 2");
+    }
 }
 
 #[test]
@@ -535,11 +569,13 @@ fn the_real_file_mappings_golden_tests_pass() {
         "oxford/spend_over_500.tests.yaml",
         "pensions-ombudsman/organogram_senior.tests.yaml",
         "hmrc-fps-example/fps_tax_ni.tests.yaml",
+        "peppol-example/ubl_invoice.tests.yaml",
+        "peppol-example/ubl_credit_note.tests.yaml",
     ] {
         assert!(
             text.contains(&format!("ok    tests/fixtures/real/councils/{file}:")),
             "{file} did not run:\n{text}"
         );
     }
-    assert!(text.trim_end().ends_with("5 passed, 0 failed"), "{text}");
+    assert!(text.trim_end().ends_with("8 passed, 0 failed"), "{text}");
 }

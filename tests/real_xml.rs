@@ -160,3 +160,39 @@ fn peppol_ubl_invoice_lines_by_local_name() {
     assert_eq!(get(l2, "Item/Description"), Some("Description 2"));
     assert_eq!(get(l2, "AccountingCost"), None);
 }
+
+/// A whole UBL document as one record: its repeated lines are numbered path columns, the
+/// groups `each: CreditNoteLine` gathers in document order.
+#[test]
+fn peppol_ubl_credit_note_lines_as_numbered_columns_of_the_document() {
+    let Some(ubl) = real("peppol_bis3_ubl_creditnote_base-creditnote-correction.xml") else {
+        return;
+    };
+    let items = decode_ok(ubl, &options("CreditNote", None));
+    assert_eq!(items.len(), 1, "{items:?}");
+    let Item::Record(note) = &items[0] else {
+        panic!("{items:?}")
+    };
+    let line = |prefix: &str| {
+        [
+            "ID",
+            "CreditedQuantity",
+            "CreditedQuantity/@unitCode",
+            "LineExtensionAmount",
+            "OrderLineReference/LineID",
+            "Item/Name",
+            "Item/ClassifiedTaxCategory/ID",
+            "Item/ClassifiedTaxCategory/Percent",
+        ]
+        .map(|p| get(note, &format!("{prefix}/{p}")))
+    };
+    assert_eq!(
+        line("CreditNoteLine"),
+        ["1", "7", "DAY", "2800", "123", "item name", "S", "25.0"].map(Some)
+    );
+    assert_eq!(
+        line("CreditNoteLine[2]"),
+        ["2", "-3", "DAY", "-1500", "123", "item name 2", "S", "25.0"].map(Some)
+    );
+    assert_eq!(get(note, "CreditNoteLine[3]/ID"), None, "two lines");
+}

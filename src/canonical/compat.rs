@@ -91,6 +91,11 @@ pub fn breaking_changes(old: &Shape, new: &Shape) -> Vec<String> {
         }
     }
     for path in new.required.difference(&old.required) {
+        // Required inside a new object or array: data without the new parent never had to fill it.
+        let parent = path.rsplit_once('.').map(|(p, _)| p.trim_end_matches("[]"));
+        if parent.is_some_and(|p| !old.types.contains_key(p)) {
+            continue;
+        }
         if old.types.contains_key(path) {
             problems.push(format!("property `{path}` became required"));
         } else {
@@ -147,6 +152,14 @@ mod tests {
         assert!(problems.contains(
             &"new property `nino` is required (a new property must be optional)".to_string()
         ));
+        let mut lines = base();
+        lines["properties"]["lines"] = json!({"type": "array", "items": {
+            "type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}}});
+        assert_eq!(
+            breaking_changes(&shape(&base()), &shape(&lines)),
+            Vec::<String>::new(),
+            "a required property inside a new optional array is compatible"
+        );
         let mut narrowed = base();
         narrowed["properties"]["status"]["enum"] = json!(["active"]);
         assert_eq!(
