@@ -343,3 +343,93 @@ fields:
             .contains("a date (`2024-03-31`) or `received`")
     );
 }
+
+#[test]
+fn a_replayed_record_keeps_the_as_at_date_its_batch_was_read_with() {
+    let registry = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let council = root.join("mappings/westmarch");
+    std::fs::create_dir_all(council.join("in")).unwrap();
+    std::fs::write(
+        root.join("council-bridge.yaml"),
+        format!(
+            "store: store.db\nmappings: mappings\nschemas: {}\n",
+            repo().join("schemas").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        council.join("council.yaml"),
+        "council: westmarch\nname: Westmarch District Council\nfeeds:\n  posts:\n    mapping: posts.yaml\n    input: in/*.csv\n    as_at: 2024-03-31\n",
+    )
+    .unwrap();
+    // The grade code CX is unknown to the first version of the mapping: the row fails.
+    let mapping_text = |codes: &str| {
+        format!(
+            "mapping: westmarch-posts
+version: 1
+entity: hr.post
+source:
+  format: csv
+key: [post_reference]
+fields:
+  post_reference: {{ from: Ref }}
+  job_title: {{ from: Title, transforms: [{{ map: {{ values: {{ {codes} }} }} }}] }}
+  effective_date: {{ from: $as_at, transforms: [{{ date: yyyy-mm-dd }}], required: true }}
+  as_at_source: {{ from: $as_at_source }}
+"
+        )
+    };
+    std::fs::write(
+        council.join("posts.yaml"),
+        mapping_text("CE: Chief Executive"),
+    )
+    .unwrap();
+    let file = council.join("in/posts.csv");
+    std::fs::write(&file, "Ref,Title\nPO1,CX\n").unwrap();
+    let config = council_bridge::config::Config::load(&root.join("council-bridge.yaml")).unwrap();
+    let feed = &config.councils[0].feeds[0];
+    let store = Store::open(&root.join("store.db")).unwrap();
+    let m = mapping::load(&feed.mapping, &registry).unwrap();
+    let report = pipeline::process_file_with(
+        &registry,
+        &store,
+        "westmarch",
+        "posts",
+        &m,
+        &sources::describe(&file).unwrap(),
+        false,
+        &feed.policy,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!((report.valid, report.rejected), (0, 1), "{report:?}");
+    let failure = store.failures(None, false, 10).unwrap().remove(0);
+
+    // The mapping is fixed; the replay maps the kept row with the batch's as-at date.
+    std::fs::write(
+        council.join("posts.yaml"),
+        mapping_text("CE: Chief Executive, CX: Chief Executive"),
+    )
+    .unwrap();
+    let outcome =
+        pipeline::replay_failure(&config, &registry, &store, failure.id, "test", "fixed").unwrap();
+    assert!(
+        matches!(outcome, pipeline::ReplayOutcome::Queued { .. }),
+        "{outcome:?}"
+    );
+    let records = pending(&store);
+    let post = &records
+        .iter()
+        .find(|(rk, _)| rk.contains("hr.post."))
+        .unwrap()
+        .1;
+    assert_eq!(
+        (
+            post["effective_date"].as_str(),
+            post["as_at_source"].as_str()
+        ),
+        (Some("2024-03-31"), Some("configuration"))
+    );
+}

@@ -579,6 +579,18 @@ struct ReadContext<'a> {
     limits: &'a crate::formats::Limits,
 }
 
+/// The feed's "as at" date for the file's records (`as_at:` in council.yaml) as `YYYY-MM-DD`,
+/// with its provenance (`configuration` or `received`); kept in the batch summary so that a
+/// replay re-maps a record with the date it was read with.
+fn supplied_as_at(policy: &FeedPolicy, raw: &RawFile) -> Option<(String, &'static str)> {
+    policy.as_at.map(|a| match a {
+        crate::config::AsAt::Date(d) => (d.format("%Y-%m-%d").to_string(), "configuration"),
+        crate::config::AsAt::Received => {
+            (received_on(raw).format("%Y-%m-%d").to_string(), "received")
+        }
+    })
+}
+
 fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(), ReadError> {
     let ReadContext {
         store,
@@ -628,11 +640,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     // Tabular files are bound once (a missing column rejects the file); tree formats (XML,
     // JSON) carry a header per record and are bound again when it changes.
     let per_record = mapping.source.format.per_record_header();
-    let as_at = policy.as_at.map(|a| match a {
-        crate::config::AsAt::Date(d) => (d, "configuration"),
-        crate::config::AsAt::Received => (received_on(raw), "received"),
-    });
-    let as_at = as_at.map(|(d, source)| (d.format("%Y-%m-%d").to_string(), source));
+    let as_at = supplied_as_at(policy, raw);
     let supplied = as_at.as_ref().map(|(d, s)| (d.as_str(), *s));
     let bind_all = |header: &crate::formats::Header| -> Result<Vec<mapping::Binding>, ReadError> {
         outputs
@@ -962,6 +970,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         "control": report.control,
         "money_totals": report.money_totals,
         "mode": policy.mode,
+        "as_at": supplied_as_at(policy, raw).map(|(date, source)| json!({ "date": date, "source": source })),
         "delta": report.delta,
         "held_reasons": report.held_reasons,
         "duplicate_keys": report.duplicate_keys,

@@ -139,7 +139,10 @@ pub fn plan(
         .as_ref()
         .and_then(|raw| SourceRecord::from_raw_json(locator.clone(), raw))
         .ok_or_else(|| refuse(format!("failure {id} has no complete raw record to re-map (none was kept, or a value was longer than the failure store keeps)")))?;
-    let binding = mapping.bind_for(&record.header)?;
+    let as_at = store.batch_as_at(failure.batch_id.as_deref())?;
+    let binding = mapping
+        .bind_for(&record.header)?
+        .supply_as_at(as_at.as_ref().map(|(d, s)| (d.as_str(), s.as_str())));
     let mapped = mapping.apply(&binding, &record).and_then(|m| {
         let body = Value::Object(m.body);
         entity.validate(&body).map(|()| (m.key, body))

@@ -889,6 +889,24 @@ impl Store {
     }
 
     /// The sha256 of a batch's file.
+    /// The "as at" date a batch's records were read with (`as_at:` of its feed) and its
+    /// provenance, from the batch summary: a replay re-maps a record with the same date.
+    pub fn batch_as_at(&self, batch_id: Option<&str>) -> Result<Option<(String, String)>> {
+        let Some(batch_id) = batch_id else {
+            return Ok(None);
+        };
+        self.with(|c| {
+            c.query_row(
+                "SELECT json_extract(summary, '$.as_at.date'), json_extract(summary, '$.as_at.source')
+                 FROM batches WHERE id = ?1",
+                params![batch_id],
+                |r| Ok(r.get::<_, Option<String>>(0)?.zip(r.get::<_, Option<String>>(1)?)),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
     pub fn batch_sha256(&self, batch_id: Option<&str>) -> Result<Option<String>> {
         let Some(batch_id) = batch_id else {
             return Ok(None);
