@@ -418,6 +418,30 @@ fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// Runs this benchmark again as a child with `args` and returns a reader of the `name=value`
+/// figures on the line of its output that starts with `prefix`.
+fn child_figures(args: &[&str], prefix: &str) -> impl Fn(&str) -> f64 + use<> {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run the {args:?} child: {e}"));
+    assert!(out.status.success(), "{args:?} failed: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{args:?} printed no figures: {text}"))
+        .to_string();
+    move |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    }
+}
+
 /// The `--decode-only N` child: generate N rows, run phase A, print the figures on one line.
 fn decode_only_child(rows: usize) {
     let (mapping, registry) = load_mapping();
@@ -448,28 +472,7 @@ struct ChildFigures {
 }
 
 fn run_child(rows: usize) -> ChildFigures {
-    let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe)
-        .args(["--decode-only", &rows.to_string()])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run the --decode-only child");
-    assert!(
-        out.status.success(),
-        "--decode-only {rows} failed: {}",
-        out.status
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("decode-only "))
-        .unwrap_or_else(|| panic!("--decode-only {rows} printed no figures: {text}"));
-    let field = |name: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-    };
+    let field = child_figures(&["--decode-only", &rows.to_string()], "decode-only ");
     ChildFigures {
         rows: field("rows") as u64,
         file_bytes: field("file_bytes") as u64,
@@ -1418,29 +1421,7 @@ fn whole_run(rows: usize) -> WholeRun {
     let work = tempfile::tempdir().expect("temp dir");
     let path = work.path().join("payroll_bench.csv");
     let generated = generate(&path, rows);
-    let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe)
-        .arg("--whole-run")
-        .arg(&path)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run the --whole-run child");
-    assert!(
-        out.status.success(),
-        "--whole-run ({rows} rows) failed: {}",
-        out.status
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("whole-run "))
-        .unwrap_or_else(|| panic!("--whole-run printed no figures: {text}"));
-    let field = |name: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-    };
+    let field = child_figures(&["--whole-run", &path.display().to_string()], "whole-run ");
     assert_eq!(field("rows") as usize, rows);
     WholeRun {
         rows: rows as u64,
