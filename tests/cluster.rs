@@ -349,6 +349,15 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
     );
 
     let status = tokio::task::spawn_blocking(move || {
+        // A flush that neither finishes nor fails within 4 minutes is a hang: stop it and fail
+        // with its log rather than let the suite wait forever.
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        while flush.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if flush.try_wait().unwrap().is_none() {
+            let _ = flush.kill();
+        }
         let status = flush.wait().unwrap();
         let mut stdout = String::new();
         std::io::Read::read_to_string(&mut flush.stdout.take().unwrap(), &mut stdout).unwrap();

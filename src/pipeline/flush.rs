@@ -314,17 +314,21 @@ pub async fn flush(
             } else {
                 failures_in_a_row = 0;
                 failing_since = None;
-                publisher = Some(p);
                 if nacked {
                     // The broker refused messages (a quorum queue electing a new leader after a
-                    // node failed does so for a few seconds): wait before they come round again,
-                    // longer each time, so that their `MAX_NACKS` tries span seconds, not one
-                    // burst.
-                    tracing::warn!(nacked = unconfirmed, next_try_in_secs = nack_pause.as_secs_f64(), "the broker refused messages (nack); they are sent again after a pause");
+                    // node failed does so; a channel opened during the election may keep
+                    // refusing): drop this connection and wait before they come round again on
+                    // a fresh one, longer each time, so that their `MAX_NACKS` tries span
+                    // seconds and channels, not one burst on one channel.
+                    tracing::warn!(nacked = unconfirmed, next_try_in_secs = nack_pause.as_secs_f64(), "the broker refused messages (nack); they are sent again after a pause, on a new connection");
+                    p.close().await;
                     tokio::time::sleep(nack_pause).await;
                     nack_pause = (nack_pause * 2).min(Duration::from_secs(10));
-                } else if sent > 0 {
-                    nack_pause = retry.first_pause.max(Duration::from_millis(500));
+                } else {
+                    publisher = Some(p);
+                    if sent > 0 {
+                        nack_pause = retry.first_pause.max(Duration::from_millis(500));
+                    }
                 }
                 pause = retry.first_pause;
             }
