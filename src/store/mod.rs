@@ -664,6 +664,8 @@ impl Store {
     }
 
     /// Marks messages confirmed by the broker (one statement for the whole page).
+    /// Only rows still `pending` change: the dead-letter consumer may already have marked a
+    /// confirmed message `failed` (the platform refused it) before the flush's marks land.
     pub fn mark_sent(&self, outbox_ids: &[i64]) -> Result<()> {
         if outbox_ids.is_empty() {
             return Ok(());
@@ -672,7 +674,7 @@ impl Store {
         self.with(|c| {
             c.prepare_cached(
                 "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1
-                 WHERE id IN (SELECT value FROM json_each(?1))",
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
             )?
             .execute(params![ids, now()])
             .map(|_| ())
