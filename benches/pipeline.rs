@@ -123,7 +123,7 @@ fn main() {
     let hwm_after_a = vmhwm_kb();
 
     // Phase B (process): file → store.
-    let store = Store::open(&work.path().join("bench.db")).expect("open the store");
+    let store = Store::open(work.path().join("bench.db")).expect("open the store");
     let meter = Meter::start();
     let raw = sources::describe(&csv_path).expect("describe the file");
     let report = pipeline::process_file(&registry, &store, COUNCIL, FEED, &mapping, &raw, false)
@@ -1026,8 +1026,11 @@ fn broker_phases(
 /// Copies the store's database and write-ahead log; the store is idle, so together they are
 /// consistent.
 fn copy_store(store: &Store, copy: &Path) {
+    let council_bridge::store::Location::Sqlite(path) = store.location() else {
+        panic!("the benchmark's store is an SQLite file");
+    };
     for suffix in ["", "-wal"] {
-        let from = format!("{}{suffix}", store.path().display());
+        let from = format!("{}{suffix}", path.display());
         if Path::new(&from).exists() {
             std::fs::copy(&from, format!("{}{suffix}", copy.display())).expect("copy the store");
         }
@@ -1180,7 +1183,7 @@ fn batched_end_to_end(
     let sink = format!("council-bridge.bench.{run}.sink");
     let topology = rt.block_on(declare(&admin, &broker, &sink));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        let store = Store::open(&work.join("batched.db")).expect("open the batched store");
+        let store = Store::open(work.join("batched.db")).expect("open the batched store");
         let policy = council_bridge::config::FeedPolicy {
             publish_batch_size: Some(BATCHED_SIZE),
             ..Default::default()
@@ -1447,7 +1450,7 @@ fn whole_run_child(file: &Path) {
     ));
     let (mapping, registry) = load_mapping();
     let work = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&work.path().join("run.db")).expect("open the store");
+    let store = Store::open(work.path().join("run.db")).expect("open the store");
     let run = format!(
         "{}-{}",
         std::process::id(),

@@ -42,7 +42,7 @@ fn southvale_publishes_every_finance_and_payroll_entity_and_every_record_validat
     let config = Config::load(&repo().join("council-bridge.yaml")).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("catalogue.db")).unwrap();
+    let store = Store::open(dir.path().join("catalogue.db")).unwrap();
 
     let reports = pipeline::process(&config, &registry, &store, Some("southvale"), None, false);
 

@@ -120,7 +120,7 @@ fn run_westmarch() -> (Vec<pipeline::FeedReport>, BTreeMap<String, Vec<Value>>) 
     let config = Config::load(&repo().join("council-bridge.yaml")).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("catalogue.db")).unwrap();
+    let store = Store::open(dir.path().join("catalogue.db")).unwrap();
     let reports = pipeline::process(&config, &registry, &store, Some("westmarch"), None, false);
 
     let mut records: BTreeMap<String, Vec<Value>> = BTreeMap::new();

@@ -246,7 +246,7 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         common::stdout(&run),
         String::from_utf8_lossy(&run.stderr)
     );
-    let store = Store::open(&sandbox.store_path()).unwrap();
+    let store = Store::open(sandbox.store_path()).unwrap();
     let pending = store.pending(1_000_000).unwrap();
     assert_eq!(pending.len(), records + FILES, "records and manifests wait");
     let expected: BTreeMap<String, Vec<u8>> = pending
@@ -384,7 +384,7 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         logs.contains("connected to broker node"),
         "the log names the node it moved to"
     );
-    let store = Store::open(&sandbox.store_path()).unwrap();
+    let store = Store::open(sandbox.store_path()).unwrap();
     assert_eq!(
         store.outbox_counts().unwrap().sent,
         expected.len() as u64,

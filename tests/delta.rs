@@ -210,7 +210,7 @@ fn batches(sandbox: &Sandbox) -> Vec<serde_json::Value> {
 }
 
 fn state_size(sandbox: &Sandbox) -> usize {
-    Store::open(&sandbox.store_path())
+    Store::open(sandbox.store_path())
         .unwrap()
         .feed_state("westmarch", "employments")
         .unwrap()
@@ -580,7 +580,7 @@ async fn a_discarded_snapshot_publishes_nothing_and_leaves_the_state_unchanged()
     );
     assert_eq!(batches(&sandbox)[0]["status"], "discarded");
     assert_eq!(state_size(&sandbox), 6);
-    let store = Store::open(&sandbox.store_path()).unwrap();
+    let store = Store::open(sandbox.store_path()).unwrap();
     assert!(
         store
             .audit_log(5)

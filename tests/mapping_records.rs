@@ -46,7 +46,7 @@ fn one_row_makes_a_person_and_an_employment_and_a_bad_value_fails_only_its_recor
         ["hr.person", "hr.employment"]
     );
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("s.db")).unwrap();
+    let store = Store::open(tmp.path().join("s.db")).unwrap();
     let raw = sources::describe(&dir.join("westmarch_starters_2026-11.csv")).unwrap();
     let report =
         pipeline::process_file(&registry, &store, "westmarch", "starters", &m, &raw, false)
@@ -211,7 +211,7 @@ fields:
     }
     let file = tmp.path().join("people.csv");
     std::fs::write(&file, csv).unwrap();
-    let store = Store::open(&tmp.path().join("s.db")).unwrap();
+    let store = Store::open(tmp.path().join("s.db")).unwrap();
     let raw = sources::describe(&file).unwrap();
     let policy = FeedPolicy {
         duplicate_keys: DuplicateKeyPolicy::Reject,
@@ -297,7 +297,7 @@ fields:
     std::fs::write(&file, "Ref,Title\nPO1,Chief Executive\n").unwrap();
     let raw = sources::describe(&file).unwrap();
     let run = |as_at: Option<council_bridge::config::AsAt>, feed: &str| {
-        let store = Store::open(&tmp.path().join(format!("{feed}.db"))).unwrap();
+        let store = Store::open(tmp.path().join(format!("{feed}.db"))).unwrap();
         let policy = FeedPolicy {
             as_at,
             ..FeedPolicy::default()
@@ -390,7 +390,7 @@ fields:
     std::fs::write(&file, "Ref,Title\nPO1,CX\n").unwrap();
     let config = council_bridge::config::Config::load(&root.join("council-bridge.yaml")).unwrap();
     let feed = &config.councils[0].feeds[0];
-    let store = Store::open(&root.join("store.db")).unwrap();
+    let store = Store::open(root.join("store.db")).unwrap();
     let m = mapping::load(&feed.mapping, &registry).unwrap();
     let report = pipeline::process_file_with(
         &registry,

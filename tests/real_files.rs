@@ -62,7 +62,7 @@ fn run_all() -> Option<Run> {
     .unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("real.db")).unwrap();
+    let store = Store::open(dir.path().join("real.db")).unwrap();
     let reports = pipeline::process(&config, &registry, &store, None, None, false);
     let mut bodies: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in store.pending(100_000).unwrap() {

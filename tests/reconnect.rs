@@ -21,7 +21,7 @@ const MESSAGES: usize = 20_000;
 async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_under_new_ids() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let store = Store::open(&sandbox.store_path()).unwrap();
+    let store = Store::open(sandbox.store_path()).unwrap();
 
     // 20,000 records of one batch in the outbox, as the pipeline leaves them.
     let batch = "batch-reconnect";

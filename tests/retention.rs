@@ -19,7 +19,7 @@ async fn sent_payloads_and_old_run_reports_are_pruned_ids_stay() {
     let mut consumer = Consumer::bind(&sandbox).await;
     let config = Config::load(&sandbox.config()).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
-    let store = Store::open(&sandbox.store_path()).unwrap();
+    let store = Store::open(sandbox.store_path()).unwrap();
     pipeline::process(&config, &registry, &store, Some("northshire"), None, false);
     let flushed = pipeline::flush(&store, &sandbox.broker(&url), &Retry::default())
         .await

@@ -600,7 +600,8 @@ fn env(cli: &Cli) -> Result<Env> {
 /// `--store` or `COUNCIL_BRIDGE_STORE`) must exist, so a mistyped path is an error rather than a
 /// new, empty store that hides the real one (`store init` creates one on purpose).
 fn open_store(env: &Env) -> Result<Store> {
-    if env.store_path != env.config.store && !env.store_path.exists() {
+    if env.store_path != env.config.store && !crate::store::Location::from(&env.store_path).exists()
+    {
         bail!(
             "there is no store at {} (the configured store is {}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`",
             env.store_path.display(),

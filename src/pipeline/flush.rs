@@ -142,7 +142,7 @@ pub async fn flush(
             return Ok(report);
         }
     };
-    let worker = Arc::new(Store::open(store.path())?);
+    let worker = Arc::new(Store::open(store.location())?);
     let mut reader = Some(Reader {
         store: worker.clone(),
         sizes: HashMap::new(),

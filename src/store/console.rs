@@ -5,9 +5,9 @@
 //! Every read takes a council scope (`None`: every council): a row of a council outside it is
 //! never returned, counted or changed, so callers answer "not found" for it.
 
-use rusqlite::types::Value as Sql;
-use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::{Value, json};
+
+use super::db::{Db, DbResult, Engine, Param, Row, p};
 
 use super::{
     FAILURE_SELECT, FailureRow, OutboxCounts, Result, Store, StoreError, failure_row, now,
@@ -86,10 +86,10 @@ impl FailureFilter {
             .is_none_or(|s| s.iter().any(|c| c == council))
     }
 
-    fn sql(&self) -> (String, Vec<Sql>) {
+    fn sql(&self, e: Engine) -> (String, Vec<Param<'static>>) {
         let mut w = vec!["1 = 1".to_string()];
-        let mut p: Vec<Sql> = Vec::new();
-        let text = |v: &str| Sql::Text(v.to_string());
+        let mut p: Vec<Param<'static>> = Vec::new();
+        let text = |v: &str| Param::from(v.to_string());
         if let Some(scope) = &self.scope {
             if scope.is_empty() {
                 w.push("0 = 1".into());
@@ -128,7 +128,9 @@ impl FailureFilter {
         for (key, v) in [("rule", &self.rule), ("field", &self.field)] {
             if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
                 w.push(format!(
-                    "EXISTS (SELECT 1 FROM json_each(f.errors) e WHERE json_extract(e.value, '$.{key}') = ?)"
+                    "EXISTS (SELECT 1 FROM {} WHERE {} = ?)",
+                    e.json_each("f.errors", "e"),
+                    e.json_text("e.value", key)
                 ));
                 p.push(text(v));
             }
@@ -142,11 +144,15 @@ impl FailureFilter {
             p.push(text(v));
         }
         if let Some(v) = self.text.as_deref().filter(|v| !v.is_empty()) {
-            w.push(
-                "(instr(lower(COALESCE(f.file_name, '')), lower(?)) > 0 OR EXISTS (SELECT 1 FROM \
-                 json_each(f.errors) e WHERE instr(lower(COALESCE(json_extract(e.value, '$.message'), '')), lower(?)) > 0))"
-                    .into(),
-            );
+            w.push(format!(
+                "({} OR EXISTS (SELECT 1 FROM {} WHERE {}))",
+                e.contains_ci("COALESCE(f.file_name, '')", "?"),
+                e.json_each("f.errors", "e"),
+                e.contains_ci(
+                    &format!("COALESCE({}, '')", e.json_text("e.value", "message")),
+                    "?"
+                )
+            ));
             p.push(text(v));
             p.push(text(v));
         }
@@ -162,7 +168,7 @@ impl FailureFilter {
                 w.push("0 = 1".into());
             } else {
                 w.push(format!("f.id IN ({})", vec!["?"; ids.len()].join(", ")));
-                p.extend(ids.iter().map(|i| Sql::Integer(*i)));
+                p.extend(ids.iter().map(|i| Param::Int(*i)));
             }
         }
         (w.join(" AND "), p)
@@ -215,7 +221,7 @@ pub struct AuditEntry<'a> {
     pub records: i64,
 }
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+fn token_row(r: &Row) -> DbResult<TokenRow> {
     let councils: String = r.get(3)?;
     Ok(TokenRow {
         id: r.get(0)?,
@@ -231,7 +237,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
 
 const TOKEN_SELECT: &str = "SELECT id, name, role, councils, created_by, created_at, revoked_at, last_used_at FROM api_tokens";
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayJob> {
+fn job_row(r: &Row) -> DbResult<ReplayJob> {
     let filter: String = r.get(3)?;
     Ok(ReplayJob {
         id: r.get(0)?,
@@ -250,11 +256,11 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReplayJob> {
 
 const JOB_SELECT: &str = "SELECT id, actor, reason, filter, status, last_id, queued, still_failing, refused, created_at, finished_at FROM replay_jobs";
 
-pub(super) fn write_audit(tx: &rusqlite::Connection, e: &AuditEntry<'_>) -> rusqlite::Result<()> {
+pub(super) fn write_audit(tx: &mut Db, e: &AuditEntry<'_>) -> DbResult<()> {
     tx.execute(
         "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
+        p![
             now(),
             e.actor,
             e.action,
@@ -269,17 +275,17 @@ pub(super) fn write_audit(tx: &rusqlite::Connection, e: &AuditEntry<'_>) -> rusq
 }
 
 pub(super) fn failure_event(
-    tx: &rusqlite::Connection,
+    tx: &mut Db,
     failure_id: i64,
     actor: &str,
     action: &str,
     outcome: &str,
     detail: &str,
-) -> rusqlite::Result<()> {
+) -> DbResult<()> {
     tx.execute(
         "INSERT INTO failure_events (failure_id, at, actor, action, outcome, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![failure_id, now(), actor, action, outcome, detail],
+        p![failure_id, now(), actor, action, outcome, detail],
     )
     .map(|_| ())
 }
@@ -295,16 +301,16 @@ impl Store {
         actor: &str,
     ) -> Result<i64> {
         let councils = councils.map_or_else(|| "*".to_string(), |c| c.join(","));
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             tx.execute(
                 "INSERT INTO api_tokens (name, role, councils, secret_sha256, created_by, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![name, role, councils, secret_sha256, actor, now()],
+                p![name, role, councils, secret_sha256, actor, now()],
             )?;
-            let id = tx.last_insert_rowid();
+            let id: i64 = tx.query_value("SELECT id FROM api_tokens WHERE secret_sha256 = ?1", p![secret_sha256])?;
             write_audit(
-                &tx,
+                &mut tx,
                 &AuditEntry {
                     actor,
                     action: "token.create",
@@ -322,18 +328,16 @@ impl Store {
 
     /// The live (not revoked) token with this secret hash, marking it used.
     pub fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<TokenRow>> {
-        self.with(|c| {
-            let row = c
-                .query_row(
-                    &format!("{TOKEN_SELECT} WHERE secret_sha256 = ?1 AND revoked_at IS NULL"),
-                    params![secret_sha256],
-                    token_row,
-                )
-                .optional()?;
+        self.with(|db| {
+            let row = db.query_opt(
+                &format!("{TOKEN_SELECT} WHERE secret_sha256 = ?1 AND revoked_at IS NULL"),
+                p![secret_sha256],
+                token_row,
+            )?;
             if let Some(t) = &row {
-                c.execute(
+                db.execute(
                     "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
-                    params![t.id, now()],
+                    p![t.id, now()],
                 )?;
             }
             Ok(row)
@@ -342,23 +346,20 @@ impl Store {
 
     /// Every token, newest first.
     pub fn tokens(&self) -> Result<Vec<TokenRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!("{TOKEN_SELECT} ORDER BY id DESC"))?;
-            st.query_map([], token_row)?.collect()
-        })
+        self.with(|db| db.query_map(&format!("{TOKEN_SELECT} ORDER BY id DESC"), p![], token_row))
     }
 
     /// Revokes a token (audited).
     pub fn revoke_token(&self, id: i64, actor: &str) -> Result<()> {
-        let n = self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = self.with(|db| {
+            let mut tx = db.transaction()?;
             let n = tx.execute(
                 "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, now()],
+                p![id, now()],
             )?;
             if n == 1 {
                 write_audit(
-                    &tx,
+                    &mut tx,
                     &AuditEntry {
                         actor,
                         action: "token.revoke",
@@ -388,27 +389,28 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<FailureRow>> {
-        let (w, mut p) = f.sql();
-        p.push(Sql::Integer(after));
-        p.push(Sql::Integer(limit as i64));
+        let (w, mut p) = f.sql(self.engine);
+        p.push(Param::Int(after));
+        p.push(Param::Int(limit as i64));
         let select = FAILURE_SELECT.replace(" FROM failures", " FROM failures f");
         let select = select.replacen("SELECT id,", "SELECT f.id,", 1);
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "{select} WHERE {w} AND f.id > ? ORDER BY f.id LIMIT ?"
-            ))?;
-            st.query_map(params_from_iter(p), failure_row)?.collect()
+        self.with(|db| {
+            db.query_map(
+                &format!("{select} WHERE {w} AND f.id > ? ORDER BY f.id LIMIT ?"),
+                &p,
+                failure_row,
+            )
         })
     }
 
     /// How many failures match.
     pub fn count_failures(&self, f: &FailureFilter) -> Result<u64> {
-        let (w, p) = f.sql();
-        self.with(|c| {
-            c.query_row(
+        let (w, p) = f.sql(self.engine);
+        self.with(|db| {
+            db.query_row(
                 &format!("SELECT COUNT(*) FROM failures f WHERE {w}"),
-                params_from_iter(p),
-                |r| r.get::<_, i64>(0),
+                &p,
+                |r| r.get::<i64>(0),
             )
             .map(|n| n as u64)
         })
@@ -416,17 +418,19 @@ impl Store {
 
     /// Matching failures counted by kind and rule, most frequent first.
     pub fn failure_reasons(&self, f: &FailureFilter) -> Result<Vec<(String, String, u64)>> {
-        let (w, p) = f.sql();
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT f.stage, COALESCE(json_extract(e.value, '$.rule'), '?'), COUNT(DISTINCT f.id)
-                 FROM failures f, json_each(f.errors) e WHERE {w}
-                 GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
-            ))?;
-            st.query_map(params_from_iter(p), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-            })?
-            .collect()
+        let (w, p) = f.sql(self.engine);
+        let e = self.engine;
+        let sql = format!(
+            "SELECT f.stage, COALESCE({}, '?'), COUNT(DISTINCT f.id)
+             FROM failures f CROSS JOIN {} WHERE {w}
+             GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+            e.json_text("e.value", "rule"),
+            e.json_each("f.errors", "e")
+        );
+        self.with(|db| {
+            db.query_map(&sql, &p, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<i64>(2)? as u64))
+            })
         })
     }
 
@@ -446,33 +450,27 @@ impl Store {
 
     /// A failure's history: each replay attempt, discard and reveal, oldest first.
     pub fn failure_history(&self, id: i64) -> Result<Vec<Value>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT at, actor, action, outcome, detail FROM failure_events WHERE failure_id = ?1 ORDER BY id",
-            )?;
-            st.query_map(params![id], |r| {
+        self.with(|db| {
+            db.query_map("SELECT at, actor, action, outcome, detail FROM failure_events WHERE failure_id = ?1 ORDER BY id", p![id], |r| {
                 Ok(json!({
-                    "at": r.get::<_, String>(0)?, "actor": r.get::<_, String>(1)?,
-                    "action": r.get::<_, String>(2)?, "outcome": r.get::<_, String>(3)?,
-                    "detail": r.get::<_, String>(4)?,
+                    "at": r.get::<String>(0)?, "actor": r.get::<String>(1)?,
+                    "action": r.get::<String>(2)?, "outcome": r.get::<String>(3)?,
+                    "detail": r.get::<String>(4)?,
                 }))
-            })?
-            .collect()
+            })
         })
     }
 
     /// Discards an open failure with a reason: it is kept, marked discarded, never replayed.
     /// Audited.
     pub fn discard_failure(&self, id: i64, actor: &str, reason: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let row: Option<(String, String)> = tx
-                .query_row(
-                    "SELECT status, council FROM failures WHERE id = ?1",
-                    params![id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            let row: Option<(String, String)> = tx.query_opt(
+                "SELECT status, council FROM failures WHERE id = ?1",
+                p![id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let Some((status, council)) = row else {
                 return Ok(Err(StoreError::NotFound(format!("no failure {id}"))));
             };
@@ -483,11 +481,11 @@ impl Store {
             }
             tx.execute(
                 "UPDATE failures SET status = 'discarded', resolved_at = ?2 WHERE id = ?1",
-                params![id, now()],
+                p![id, now()],
             )?;
-            failure_event(&tx, id, actor, "discard", "discarded", reason)?;
+            failure_event(&mut tx, id, actor, "discard", "discarded", reason)?;
             write_audit(
-                &tx,
+                &mut tx,
                 &AuditEntry {
                     actor,
                     action: "failure.discard",
@@ -505,11 +503,11 @@ impl Store {
 
     /// Writes one audit entry (and, for a failure, a history event).
     pub fn record_audit(&self, e: &AuditEntry<'_>, failure: Option<i64>) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            write_audit(&tx, e)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            write_audit(&mut tx, e)?;
             if let Some(id) = failure {
-                failure_event(&tx, id, e.actor, e.action, e.outcome, e.detail)?;
+                failure_event(&mut tx, id, e.actor, e.action, e.outcome, e.detail)?;
             }
             tx.commit()
         })
@@ -525,7 +523,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<Value>> {
         let mut w = vec!["1 = 1".to_string()];
-        let mut p: Vec<Sql> = Vec::new();
+        let mut p: Vec<Param<'static>> = Vec::new();
         if let Some(scope) = scope {
             w.push(format!(
                 "council IN ({})",
@@ -535,55 +533,57 @@ impl Store {
                     vec!["?"; scope.len()].join(", ")
                 }
             ));
-            p.extend(scope.iter().map(|c| Sql::Text(c.clone())));
+            p.extend(scope.iter().map(|c| Param::from(c.clone())));
         }
         if let Some(a) = action.filter(|a| !a.is_empty()) {
             w.push("action LIKE ?".into());
-            p.push(Sql::Text(format!("{a}%")));
+            p.push(Param::from(format!("{a}%")));
         }
         if let Some(b) = before {
             w.push("id < ?".into());
-            p.push(Sql::Integer(b));
+            p.push(Param::Int(b));
         }
-        p.push(Sql::Integer(limit as i64));
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
+        p.push(Param::Int(limit as i64));
+        self.with(|db| {
+            db.query_map(
+                &format!(
                 "SELECT id, at, actor, action, target, detail, council, outcome, records FROM audit
                  WHERE {} ORDER BY id DESC LIMIT ?",
                 w.join(" AND ")
-            ))?;
-            st.query_map(params_from_iter(p), |r| {
-                Ok(json!({
-                    "id": r.get::<_, i64>(0)?, "at": r.get::<_, String>(1)?,
-                    "actor": r.get::<_, String>(2)?, "action": r.get::<_, String>(3)?,
-                    "target": r.get::<_, String>(4)?, "detail": r.get::<_, String>(5)?,
-                    "council": r.get::<_, Option<String>>(6)?,
-                    "outcome": r.get::<_, Option<String>>(7)?,
-                    "records": r.get::<_, Option<i64>>(8)?,
-                }))
-            })?
-            .collect()
+            ),
+                &p,
+                |r| {
+                    Ok(json!({
+                        "id": r.get::<i64>(0)?, "at": r.get::<String>(1)?,
+                        "actor": r.get::<String>(2)?, "action": r.get::<String>(3)?,
+                        "target": r.get::<String>(4)?, "detail": r.get::<String>(5)?,
+                        "council": r.get::<Option<String>>(6)?,
+                        "outcome": r.get::<Option<String>>(7)?,
+                        "records": r.get::<Option<i64>>(8)?,
+                    }))
+                },
+            )
         })
     }
 
     /// Outbox counts of the councils in `scope`.
     pub fn outbox_counts_in(&self, scope: Option<&[String]>) -> Result<OutboxCounts> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
+        self.with(|db| {
+            let rows = db.query_map(
                 "SELECT council, status, COUNT(*) FROM outbox GROUP BY council, status
                  UNION ALL SELECT council, 'staged', COUNT(*) FROM outbox WHERE status = 'pending'
                  AND batch_id IN (SELECT id FROM batches WHERE status = 'processing') GROUP BY council",
+                p![],
+                |r| {
+                    Ok((
+                        r.get::<String>(0)?,
+                        r.get::<String>(1)?,
+                        r.get::<i64>(2)? as u64,
+                    ))
+                },
             )?;
-            let rows = st.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })?;
             let mut counts = OutboxCounts::default();
-            for row in rows {
-                let (council, status, n) = row?;
+            for (council, status, n) in rows {
                 if scope.is_some_and(|s| !s.contains(&council)) {
                     continue;
                 }
@@ -610,15 +610,15 @@ impl Store {
                 .filter(|s| s.len() == 1)
                 .map(|s| s[0].clone())
         });
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             tx.execute(
                 "INSERT INTO replay_jobs (id, actor, reason, filter, status, created_at)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
-                params![id, actor, reason, filter_json, now()],
+                p![id, actor, reason, filter_json, now()],
             )?;
             write_audit(
-                &tx,
+                &mut tx,
                 &AuditEntry {
                     actor,
                     action: "replay.bulk-start",
@@ -635,30 +635,30 @@ impl Store {
 
     /// A bulk replay job.
     pub fn replay_job(&self, id: &str) -> Result<ReplayJob> {
-        self.with(|c| {
-            c.query_row(&format!("{JOB_SELECT} WHERE id = ?1"), params![id], job_row)
-                .optional()
-        })?
-        .ok_or_else(|| StoreError::NotFound(format!("no replay job {id}")))
+        self.with(|db| db.query_opt(&format!("{JOB_SELECT} WHERE id = ?1"), p![id], job_row))?
+            .ok_or_else(|| StoreError::NotFound(format!("no replay job {id}")))
     }
 
     /// Bulk replay jobs, newest first.
     pub fn replay_jobs(&self, limit: u32) -> Result<Vec<ReplayJob>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!("{JOB_SELECT} ORDER BY created_at DESC LIMIT ?1"))?;
-            st.query_map(params![limit], job_row)?.collect()
+        self.with(|db| {
+            db.query_map(
+                &format!("{JOB_SELECT} ORDER BY created_at DESC LIMIT ?1"),
+                p![limit],
+                job_row,
+            )
         })
     }
 
     /// Marks a job `done` or `interrupted` and audits the totals.
     pub fn finish_replay_job(&self, id: &str, status: &str) -> Result<ReplayJob> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             tx.execute(
                 "UPDATE replay_jobs SET status = ?2, finished_at = CASE WHEN ?2 = 'done' THEN ?3 END WHERE id = ?1",
-                params![id, status, now()],
+                p![id, status, now()],
             )?;
-            let job = tx.query_row(&format!("{JOB_SELECT} WHERE id = ?1"), params![id], job_row)?;
+            let job = tx.query_row(&format!("{JOB_SELECT} WHERE id = ?1"), p![id], job_row)?;
             let filter: FailureFilter = serde_json::from_value(job.filter.clone()).unwrap_or_default();
             let council = filter.council.clone().or_else(|| {
                 filter
@@ -668,7 +668,7 @@ impl Store {
                     .map(|s| s[0].clone())
             });
             write_audit(
-                &tx,
+                &mut tx,
                 &AuditEntry {
                     actor: &job.actor,
                     action: "replay.bulk",
@@ -703,14 +703,13 @@ impl Store {
         id: &str,
         scope: Option<&[String]>,
     ) -> Result<Option<super::BatchRow>> {
-        let row = self.with(|c| {
-            c.query_row(
+        let row = self.with(|db| {
+            db.query_opt(
                 "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
                  FROM batches WHERE id = ?1",
-                params![id],
+                p![id],
                 super::batch_row,
             )
-            .optional()
         })?;
         Ok(row.filter(|b| scope.is_none_or(|s| s.contains(&b.council))))
     }

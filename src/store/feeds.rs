@@ -2,7 +2,7 @@
 //! raised a missing-feed alert), what it reads to say how a feed is doing, messages it makes
 //! itself (alerts), and messages the platform dead-lettered.
 
-use rusqlite::{OptionalExtension, params};
+use super::db::p;
 use serde_json::{Value, json};
 
 use super::{Result, Store, now};
@@ -56,42 +56,42 @@ pub struct DeadLetter {
 impl Store {
     /// Per feed (council, feed): newest arrival, newest success, newest status, held batches.
     pub fn feed_activity(&self) -> Result<Vec<FeedActivity>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT council, feed,
-                   MAX(CASE WHEN status != 'abandoned' THEN started_at END),
-                   MAX(CASE WHEN status IN ('completed', 'released') THEN COALESCE(finished_at, started_at) END),
-                   (SELECT b2.status FROM batches b2 WHERE b2.council = b.council AND b2.feed = b.feed
-                      ORDER BY b2.started_at DESC, b2.rowid DESC LIMIT 1),
-                   SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END)
-                 FROM batches b GROUP BY council, feed ORDER BY council, feed",
-            )?;
-            st.query_map([], |r| {
+        let sql = format!(
+            "SELECT council, feed,
+               MAX(CASE WHEN status != 'abandoned' THEN started_at END),
+               MAX(CASE WHEN status IN ('completed', 'released') THEN COALESCE(finished_at, started_at) END),
+               (SELECT b2.status FROM batches b2 WHERE b2.council = b.council AND b2.feed = b.feed
+                  ORDER BY b2.started_at DESC, b2.{} DESC LIMIT 1),
+               SUM(CASE WHEN status = 'held' THEN 1 ELSE 0 END)
+             FROM batches b GROUP BY council, feed ORDER BY council, feed",
+            self.engine.insertion_order()
+        );
+        self.with(|db| {
+            db.query_map(&sql, p![], |r| {
                 Ok(FeedActivity {
                     council: r.get(0)?,
                     feed: r.get(1)?,
                     last_arrival: r.get(2)?,
                     last_success: r.get(3)?,
                     last_status: r.get(4)?,
-                    held: r.get::<_, i64>(5)? as u64,
+                    held: r.get::<i64>(5)? as u64,
                 })
-            })?
-            .collect()
+            })
         })
     }
 
     /// The daemon's memory of a scheduled feed, starting it (with `since` = `now`, the
     /// daemon's clock) if new.
     pub fn schedule_state(&self, council: &str, feed: &str, now: &str) -> Result<ScheduleState> {
-        self.with(|c| {
-            c.execute(
+        self.with(|db| {
+            db.execute(
                 "INSERT INTO feed_schedule (council, feed, since) VALUES (?1, ?2, ?3)
                  ON CONFLICT (council, feed) DO NOTHING",
-                params![council, feed, now],
+                p![council, feed, now],
             )?;
-            c.query_row(
+            db.query_row(
                 "SELECT since, last_fire, alerted_for FROM feed_schedule WHERE council = ?1 AND feed = ?2",
-                params![council, feed],
+                p![council, feed],
                 |r| {
                     Ok(ScheduleState {
                         since: r.get(0)?,
@@ -105,10 +105,10 @@ impl Store {
 
     /// The daemon's memory of a scheduled feed, without starting it (for `status`).
     pub fn peek_schedule_state(&self, council: &str, feed: &str) -> Result<ScheduleState> {
-        self.with(|c| {
-            c.query_row(
+        self.with(|db| {
+            db.query_opt(
                 "SELECT since, last_fire, alerted_for FROM feed_schedule WHERE council = ?1 AND feed = ?2",
-                params![council, feed],
+                p![council, feed],
                 |r| {
                     Ok(ScheduleState {
                         since: r.get(0)?,
@@ -117,18 +117,17 @@ impl Store {
                     })
                 },
             )
-            .optional()
             .map(Option::unwrap_or_default)
         })
     }
 
     /// Records that the feed ran for the schedule occurrence `fire` (RFC 3339).
     pub fn set_last_fire(&self, council: &str, feed: &str, fire: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+        self.with(|db| {
+            db.execute(
                 "INSERT INTO feed_schedule (council, feed, since, last_fire) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (council, feed) DO UPDATE SET last_fire = excluded.last_fire",
-                params![council, feed, now(), fire],
+                p![council, feed, now(), fire],
             )
             .map(|_| ())
         })
@@ -143,15 +142,14 @@ impl Store {
         day: &str,
         message: &OutboundMessage,
     ) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let done: Option<String> = tx
-                .query_row(
+                .query_opt(
                     "SELECT alerted_for FROM feed_schedule WHERE council = ?1 AND feed = ?2",
-                    params![council, feed],
+                    p![council, feed],
                     |r| r.get(0),
-                )
-                .optional()?
+                )?
                 .flatten();
             if done.as_deref() == Some(day) {
                 return Ok(false);
@@ -159,14 +157,14 @@ impl Store {
             tx.execute(
                 "INSERT INTO feed_schedule (council, feed, since, alerted_for) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (council, feed) DO UPDATE SET alerted_for = excluded.alerted_for",
-                params![council, feed, now(), day],
+                p![council, feed, now(), day],
             )?;
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
                  VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)
                  ON CONFLICT (message_id) DO NOTHING",
-                params![
+                p![
                     message.message_id,
                     council,
                     message.routing_key,
@@ -186,15 +184,23 @@ impl Store {
     /// replay (replay re-queues the stored message under its same id). Returns the failure id.
     /// Idempotent per message: a second copy of the same dead letter adds no second failure.
     pub fn record_dead_letter(&self, d: &DeadLetter) -> Result<i64> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let insert_failure = format!(
+            "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+               mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
+             SELECT o.batch_id, o.council, COALESCE(b.feed, ''), 'dead-lettered', b.file_name,
+               {}, NULL, ?2, o.message_id, 'open', ?3
+             FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.message_id = ?1
+             RETURNING id",
+            super::provenance_headers(self.engine, "o")
+        );
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let existing: Option<i64> = tx
-                .query_row(
+                .query_opt(
                     "SELECT id FROM failures WHERE message_id = ?1 AND stage = 'dead-lettered' AND status = 'open'",
-                    params![d.message_id],
+                    p![d.message_id],
                     |r| r.get(0),
-                )
-                .optional()?;
+                )?;
             if let Some(id) = existing {
                 tx.commit()?;
                 return Ok(id);
@@ -206,7 +212,7 @@ impl Store {
                  correlation_id, timestamp, status, created_at)
                  VALUES (?1, (SELECT id FROM batches WHERE id = ?5), ?2, ?3, ?4, ?6, ?5, ?7, 'failed', ?8)
                  ON CONFLICT (message_id) DO UPDATE SET status = 'failed', last_error = ?9",
-                params![
+                p![
                     d.message_id,
                     council,
                     d.routing_key,
@@ -218,20 +224,14 @@ impl Store {
                     d.reason
                 ],
             )?;
-            tx.execute(
-                &format!("INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
-                   mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
-                 SELECT o.batch_id, o.council, COALESCE(b.feed, ''), 'dead-lettered', b.file_name,
-                   {}, NULL, ?2, o.message_id, 'open', ?3
-                 FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.message_id = ?1",
-                 super::provenance_headers("o")),
-                params![
+            let id: i64 = tx.query_value(
+                &insert_failure,
+                p![
                     d.message_id,
                     json!([{ "field": "(message)", "rule": "dead-lettered", "message": format!("the platform dead-lettered it: {}", d.reason) }]).to_string(),
                     now()
                 ],
             )?;
-            let id = tx.last_insert_rowid();
             tx.commit()?;
             Ok(id)
         })

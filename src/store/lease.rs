@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use super::db::p;
 
 use super::{Result, Store};
 
@@ -131,27 +131,26 @@ impl Store {
     /// lease, or one whose holder's pid is gone from this host, is taken over.
     pub fn try_lease(&self, name: &str) -> Result<Attempt> {
         let me = owner();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let current = tx
-                .query_row(
+                .query_opt(
                     "SELECT holder, purpose, pid, host, acquired_at, expires_at FROM leases WHERE name = ?1",
-                    params![name],
+                    p![name],
                     |r| {
                         Ok((
-                            r.get::<_, String>(0)?,
+                            r.get::<String>(0)?,
                             Holder {
                                 name: name.to_string(),
                                 purpose: r.get(1)?,
-                                pid: r.get::<_, i64>(2)? as u32,
+                                pid: r.get::<i64>(2)? as u32,
                                 host: r.get(3)?,
                                 since: r.get(4)?,
                             },
-                            r.get::<_, i64>(5)?,
+                            r.get::<i64>(5)?,
                         ))
                     },
-                )
-                .optional()?;
+                )?;
             if let Some((holder, h, expires)) = &current
                 && holder != &me.id
                 && *expires > now_ms()
@@ -170,7 +169,7 @@ impl Store {
                  ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, purpose = excluded.purpose,
                    pid = excluded.pid, host = excluded.host, acquired_at = excluded.acquired_at,
                    expires_at = excluded.expires_at",
-                params![
+                p![
                     name,
                     me.id,
                     me.purpose,
@@ -188,21 +187,18 @@ impl Store {
     /// Extends this process's lease `name`; says whether another process took it over.
     pub fn renew_lease(&self, name: &str) -> Result<Renewal> {
         let me = owner();
-        self.with(|c| {
-            let n = c.execute(
+        self.with(|db| {
+            let n = db.execute(
                 "UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND holder = ?2",
-                params![name, me.id, now_ms() + TTL.as_millis() as i64],
+                p![name, me.id, now_ms() + TTL.as_millis() as i64],
             )?;
             if n == 1 {
                 return Ok(Renewal::Renewed);
             }
-            let other: Option<String> = c
-                .query_row(
-                    "SELECT holder FROM leases WHERE name = ?1",
-                    params![name],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let other: Option<String> =
+                db.query_opt("SELECT holder FROM leases WHERE name = ?1", p![name], |r| {
+                    r.get(0)
+                })?;
             Ok(if other.is_some() {
                 Renewal::Lost
             } else {
@@ -214,10 +210,10 @@ impl Store {
     /// Gives the lease `name` back, if this process holds it.
     pub fn release_lease(&self, name: &str) -> Result<()> {
         let me = owner();
-        self.with(|c| {
-            c.execute(
+        self.with(|db| {
+            db.execute(
                 "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
-                params![name, me.id],
+                p![name, me.id],
             )
             .map(|_| ())
         })
@@ -225,20 +221,16 @@ impl Store {
 
     /// The leases held now by live processes (for `status`).
     pub fn leases(&self) -> Result<Vec<Holder>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT name, purpose, pid, host, acquired_at FROM leases WHERE expires_at > ?1 ORDER BY name",
-            )?;
-            st.query_map(params![now_ms()], |r| {
+        self.with(|db| {
+            db.query_map("SELECT name, purpose, pid, host, acquired_at FROM leases WHERE expires_at > ?1 ORDER BY name", p![now_ms()], |r| {
                 Ok(Holder {
                     name: r.get(0)?,
                     purpose: r.get(1)?,
-                    pid: r.get::<_, i64>(2)? as u32,
+                    pid: r.get::<i64>(2)? as u32,
                     host: r.get(3)?,
                     since: r.get(4)?,
                 })
-            })?
-            .collect()
+            })
         })
         .map(|all: Vec<Holder>| {
             all.into_iter()

@@ -10,6 +10,7 @@
 //! waiting its turn (the busy timeout only covers waiting for the lock).
 
 mod console;
+pub mod db;
 mod delta;
 mod feeds;
 pub mod lease;
@@ -25,8 +26,9 @@ pub use runs::{NewRun, RunRow};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+
+use db::{Db, DbError, DbResult, Engine, Row, p};
 
 use crate::canonical::envelope::OutboundMessage;
 
@@ -35,13 +37,13 @@ pub use feeds::{DeadLetter, FeedActivity, ScheduleState};
 /// The store cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite said no.
-    #[error("store {path}: {source}")]
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
+    /// The database said no (SQLite or PostgreSQL).
+    #[error("store {location}: {source}")]
+    Database {
+        /// The database (a file, or a PostgreSQL address without its password).
+        location: String,
         /// Cause.
-        source: rusqlite::Error,
+        source: DbError,
     },
     /// The folder for the database cannot be made.
     #[error("cannot create the store folder {path}: {source}")]
@@ -232,10 +234,87 @@ impl OutboxCounts {
     }
 }
 
+/// Where a store is: an SQLite file (the default) or a PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection address (`postgres://user@host:port/database`).
+    Postgres(String),
+}
+
+impl Location {
+    /// Reads a store setting: `postgres://…` or `postgresql://…` is a PostgreSQL database,
+    /// anything else a file path.
+    pub fn parse(s: &str) -> Location {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Location::Postgres(s.to_string())
+        } else {
+            Location::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// Whether the store exists already (a PostgreSQL database is assumed to).
+    pub fn exists(&self) -> bool {
+        match self {
+            Location::Sqlite(p) => p.exists(),
+            Location::Postgres(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    /// The file, or the PostgreSQL address with its password hidden.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) => {
+                    if u.password().is_some() {
+                        let _ = u.set_password(Some("***"));
+                    }
+                    write!(f, "{u}")
+                }
+                Err(_) => write!(f, "postgres://(address not shown: it does not parse)"),
+            },
+        }
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(p: &Path) -> Self {
+        match p.to_str() {
+            Some(s) => Location::parse(s),
+            None => Location::Sqlite(p.to_path_buf()),
+        }
+    }
+}
+impl From<&PathBuf> for Location {
+    fn from(p: &PathBuf) -> Self {
+        p.as_path().into()
+    }
+}
+impl From<PathBuf> for Location {
+    fn from(p: PathBuf) -> Self {
+        p.as_path().into()
+    }
+}
+impl From<&str> for Location {
+    fn from(s: &str) -> Self {
+        Location::parse(s)
+    }
+}
+impl From<&Location> for Location {
+    fn from(l: &Location) -> Self {
+        l.clone()
+    }
+}
+
 /// The store.
 pub struct Store {
-    path: PathBuf,
-    conn: Mutex<Connection>,
+    location: Location,
+    engine: Engine,
+    conn: Mutex<Db>,
 }
 
 fn now() -> String {
@@ -243,42 +322,60 @@ fn now() -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let sq = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
+    /// Opens the store at `location` (an SQLite file, created if needed, or a PostgreSQL
+    /// address) and brings its schema up to date.
+    pub fn open(location: impl Into<Location>) -> Result<Self> {
+        let location = location.into();
+        let failed = |source| StoreError::Database {
+            location: location.to_string(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(sq)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sq)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sq)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sq)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
-        migrations::run(&mut conn).map_err(sq)?;
+        let mut db = match &location {
+            Location::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                Db::open_sqlite(path).map_err(failed)?
+            }
+            Location::Postgres(url) => Db::open_postgres(url).map_err(failed)?,
+        };
+        let engine = db.engine();
+        db::off_async(|| migrations::run(&mut db)).map_err(failed)?;
         Ok(Self {
-            path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            location,
+            engine,
+            conn: Mutex::new(db),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the store is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError::Sqlite {
-            path: self.path.clone(),
+    /// The engine the store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// The schema version (migrations applied) and the latest this release knows.
+    pub fn schema_version(&self) -> Result<(usize, usize)> {
+        let latest = migrations::migrations(self.engine).len();
+        self.with(migrations::version).map(|v| (v, latest))
+    }
+
+    fn with<T: Send>(&self, f: impl FnOnce(&mut Db) -> DbResult<T> + Send) -> Result<T> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let db: &mut Db = &mut guard;
+        let result = match self.engine {
+            Engine::Sqlite => f(db),
+            Engine::Postgres => db::off_async(|| f(db)),
+        };
+        result.map_err(|source| StoreError::Database {
+            location: self.location.to_string(),
             source,
         })
     }
@@ -290,15 +387,14 @@ impl Store {
         feed: &str,
         sha256: &str,
     ) -> Result<Option<BatchRow>> {
-        self.with(|c| {
-            c.query_row(
+        self.with(|db| {
+            db.query_opt(
                 "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
                  FROM batches WHERE council = ?1 AND feed = ?2 AND file_sha256 = ?3
                  AND status IN ('completed', 'held', 'released', 'discarded') ORDER BY started_at DESC LIMIT 1",
-                params![council, feed, sha256],
+                p![council, feed, sha256],
                 batch_row,
             )
-            .optional()
         })
     }
 
@@ -307,8 +403,8 @@ impl Store {
     /// are dropped: none of them was ever published, and this reading produces them again, so
     /// a crash neither loses nor duplicates anything.
     pub fn begin_batch(&self, b: &NewBatch<'_>) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             for table in ["failures", "outbox"] {
                 tx.execute(
                     &format!(
@@ -316,18 +412,18 @@ impl Store {
                          AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing')
                          AND (?4 = 'failures' OR status IN ('pending', 'staged'))"
                     ),
-                    params![b.council, b.feed, b.file_sha256, table],
+                    p![b.council, b.feed, b.file_sha256, table],
                 )?;
             }
             tx.execute(
                 "UPDATE batches SET status = 'abandoned', finished_at = ?4 WHERE council = ?1
                  AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing'",
-                params![b.council, b.feed, b.file_sha256, now()],
+                p![b.council, b.feed, b.file_sha256, now()],
             )?;
             tx.execute(
                 "INSERT INTO batches (id, council, feed, file_name, file_sha256, mapping_id,
                  mapping_version, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8)",
-                params![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now()],
+                p![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now()],
             )?;
             tx.commit()
         })
@@ -346,24 +442,22 @@ impl Store {
     ) -> Result<ChunkOutcome> {
         let (batch_id, council) = (batch.id, batch.council);
         let shared = shared_headers(messages);
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let mut outcome = ChunkOutcome::default();
             {
                 let set = match &shared {
-                    Some(h) => Some(header_set(&tx, h)?),
+                    Some(h) => Some(header_set(&mut tx, h)?),
                     None => None,
                 };
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, header_set,
+                let insert = "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, header_set,
                      body, correlation_id, timestamp, status, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
-                     ON CONFLICT(message_id) DO NOTHING",
-                )?;
+                     ON CONFLICT(message_id) DO NOTHING";
                 let created = now();
                 for m in messages {
                     let (headers, set) = own_headers(m, shared.as_ref(), set);
-                    let row = params![
+                    let row = p![
                         m.message_id,
                         batch_id,
                         council,
@@ -375,39 +469,39 @@ impl Store {
                         m.timestamp,
                         created,
                     ];
-                    if insert.execute(row)? == 1 {
+                    if tx.execute(insert, row)? == 1 {
                         outcome.new += 1;
                         continue;
                     }
                     // Already in the outbox (rare): taken into this batch only while staged, or
                     // with `force` once sent.
                     outcome.already_known += 1;
-                    let (status, staged): (String, bool) = tx
-                        .prepare_cached(&format!(
-                            "SELECT status, {STAGED} FROM outbox WHERE message_id = ?1"
-                        ))?
-                        .query_row(params![m.message_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let (status, staged): (String, bool) = tx.query_row(
+                        &format!("SELECT status, {STAGED} FROM outbox WHERE message_id = ?1"),
+                        p![m.message_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
                     let sent = status == "sent";
                     if force && sent {
                         outcome.resent += 1;
                     }
                     if staged || status == "staged" || (force && sent) {
-                        tx.prepare_cached(
+                        tx.execute(
                             "UPDATE outbox SET batch_id = ?2, status = 'pending', correlation_id = ?3,
                              headers = ?4, header_set = ?5, body = ?6, pruned_at = NULL
                              WHERE message_id = ?1",
-                        )?
-                        .execute(params![
-                            m.message_id,
-                            batch_id,
-                            m.correlation_id,
-                            headers,
-                            set,
-                            m.body
-                        ])?;
+                            p![
+                                m.message_id,
+                                batch_id,
+                                m.correlation_id,
+                                headers,
+                                set,
+                                m.body
+                            ],
+                        )?;
                     }
                 }
-                insert_failures(&tx, batch, failures, &created)?;
+                insert_failures(&mut tx, batch, failures, &created)?;
             }
             tx.commit()?;
             Ok(outcome)
@@ -424,17 +518,17 @@ impl Store {
         message_ids: &[&str],
         failures: &[NewFailure],
     ) -> Result<u64> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let mut removed = 0;
             {
-                let mut delete = tx.prepare_cached(&format!(
+                let delete = format!(
                     "DELETE FROM outbox WHERE message_id = ?1 AND batch_id = ?2 AND {STAGED}"
-                ))?;
+                );
                 for id in message_ids {
-                    removed += delete.execute(params![id, batch.id])? as u64;
+                    removed += tx.execute(&delete, p![*id, batch.id])?;
                 }
-                insert_failures(&tx, batch, failures, &now())?;
+                insert_failures(&mut tx, batch, failures, &now())?;
             }
             tx.commit()?;
             Ok(removed)
@@ -455,14 +549,14 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
                  ON CONFLICT(message_id) DO UPDATE SET status = 'pending', body = excluded.body",
-                params![
+                p![
                     manifest.message_id,
                     batch_id,
                     council,
@@ -475,18 +569,18 @@ impl Store {
                 ],
             )?;
             if !hold {
-                delta::apply_snapshot(&tx, batch_id)?;
+                delta::apply_snapshot(&mut tx, batch_id)?;
             }
             if hold {
                 tx.execute(
                     "UPDATE outbox SET status = 'held' WHERE batch_id = ?1 AND status IN ('pending', 'staged')",
-                    params![batch_id],
+                    p![batch_id],
                 )?;
             }
             // Not held: the batch's new state alone makes its rows publishable (no row rewritten).
             tx.execute(
                 "UPDATE batches SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
-                params![
+                p![
                     batch_id,
                     if hold {
                         batch_status::HELD
@@ -504,13 +598,13 @@ impl Store {
     /// Marks a batch that could not be read (still `processing`); its staged messages are dropped (the file stays
     /// unprocessed, so the next run reads it again).
     pub fn fail_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", params![batch_id])?;
-            tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", p![batch_id])?;
+            tx.execute("DELETE FROM failures WHERE batch_id = ?1", p![batch_id])?;
             tx.execute(
                 "UPDATE batches SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",
-                params![batch_id, now(), serde_json::json!({ "error": reason }).to_string()],
+                p![batch_id, now(), serde_json::json!({ "error": reason }).to_string()],
             )?;
             tx.commit()
         })
@@ -519,13 +613,13 @@ impl Store {
     /// Abandons a batch whose reading stopped at a safe point (shutdown, lease lost): like a
     /// failed one, nothing from it is kept and the file is read again later.
     pub fn abandon_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", params![batch_id])?;
-            tx.execute("DELETE FROM failures WHERE batch_id = ?1", params![batch_id])?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", p![batch_id])?;
+            tx.execute("DELETE FROM failures WHERE batch_id = ?1", p![batch_id])?;
             tx.execute(
                 "UPDATE batches SET status = 'abandoned', finished_at = ?2, summary = ?3 WHERE id = ?1",
-                params![batch_id, now(), serde_json::json!({ "abandoned": reason }).to_string()],
+                p![batch_id, now(), serde_json::json!({ "abandoned": reason }).to_string()],
             )?;
             tx.commit()
         })
@@ -533,19 +627,18 @@ impl Store {
 
     /// Releases a held batch: its messages become publishable. Audited.
     pub fn release_batch(&self, batch_id: &str, actor: &str, reason: &str) -> Result<u64> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let status: Option<String> = tx
-                .query_row(
+                .query_opt(
                     "SELECT status FROM batches WHERE id = ?1",
-                    params![batch_id],
+                    p![batch_id],
                     |r| r.get(0),
-                )
-                .optional()?;
+                )?;
             if status.as_deref() != Some(batch_status::HELD) {
                 return Ok(Err(delta::not_held(batch_id, status)));
             }
-            if let Some(head) = delta::stale_base(&tx, batch_id)? {
+            if let Some(head) = delta::stale_base(&mut tx, batch_id)? {
                 return Ok(Err(StoreError::Refused(format!(
                     "batch {batch_id} is a snapshot compared with an older state of its feed: batch \
                      {head} was accepted since, so releasing it would publish out-of-date changes; \
@@ -553,34 +646,33 @@ impl Store {
                      its file is still wanted, process the file again with --force"
                 ))));
             }
-            delta::apply_snapshot(&tx, batch_id)?;
+            delta::apply_snapshot(&mut tx, batch_id)?;
             let n = tx.execute(
                 "UPDATE outbox SET status = 'pending' WHERE batch_id = ?1 AND status = 'held'",
-                params![batch_id],
+                p![batch_id],
             )?;
             tx.execute(
                 "UPDATE batches SET status = 'released' WHERE id = ?1",
-                params![batch_id],
+                p![batch_id],
             )?;
-            audit(&tx, actor, "batch.release", batch_id, reason)?;
+            let entry = audit(&mut tx, actor, "batch.release", batch_id, reason)?;
             tx.execute(
-                "UPDATE audit SET records = ?1 WHERE id = last_insert_rowid()",
-                params![n as i64],
+                "UPDATE audit SET records = ?1 WHERE id = ?2",
+                p![n as i64, entry],
             )?;
             tx.commit()?;
-            Ok(Ok(n as u64))
+            Ok(Ok(n))
         })?
     }
 
     /// Batches, newest first.
     pub fn batches(&self, council: Option<&str>, limit: u32) -> Result<Vec<BatchRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
-                 FROM batches WHERE (?1 IS NULL OR council = ?1) ORDER BY started_at DESC, rowid DESC LIMIT ?2",
-            )?;
-            st.query_map(params![council, limit], batch_row)?.collect()
-        })
+        let sql = format!(
+            "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
+             FROM batches WHERE (?1 IS NULL OR council = ?1) ORDER BY started_at DESC, {} DESC LIMIT ?2",
+            self.engine.insertion_order()
+        );
+        self.with(|db| db.query_map(&sql, p![council, limit], batch_row))
     }
 
     /// Up to `limit` publishable messages, oldest first: `pending` rows, except those of a
@@ -592,28 +684,32 @@ impl Store {
     /// Up to `limit` publishable messages with an outbox id above `after`, oldest first: the
     /// flush reads its next page while the previous one is still being confirmed.
     pub fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<PendingMessage>> {
-        self.with(|c| {
-            let mut st = c.prepare_cached(
+        self.with(|db| {
+            let rows = db.query(
                 "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id,
                  timestamp, header_set FROM outbox WHERE status = 'pending'
                  AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE status = 'processing'))
                  AND id > ?2 ORDER BY id LIMIT ?1",
+                p![limit, after],
             )?;
             let mut sets: std::collections::HashMap<i64, serde_json::Map<String, Value>> =
                 std::collections::HashMap::new();
-            let mut load = c.prepare_cached("SELECT headers FROM header_sets WHERE id = ?1")?;
-            let mut rows = st.query(params![limit, after])?;
-            let mut page = Vec::new();
-            while let Some(r) = rows.next()? {
-                let own: serde_json::Map<String, Value> =
-                    serde_json::from_str(r.get_ref(5)?.as_str()?).unwrap_or_default();
-                let headers = match r.get::<_, Option<i64>>(9)? {
+            let mut page = Vec::with_capacity(rows.len());
+            for mut r in rows {
+                let own: serde_json::Map<String, Value> = match r.val(5) {
+                    Some(db::Val::Text(t)) => serde_json::from_str(t).unwrap_or_default(),
+                    _ => Default::default(),
+                };
+                let headers = match r.get::<Option<i64>>(9)? {
                     None => own,
                     Some(id) => {
                         let shared = match sets.entry(id) {
                             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                             std::collections::hash_map::Entry::Vacant(e) => {
-                                let text: String = load.query_row(params![id], |r| r.get(0))?;
+                                let text: String = db.query_value(
+                                    "SELECT headers FROM header_sets WHERE id = ?1",
+                                    p![id],
+                                )?;
                                 e.insert(serde_json::from_str(&text).unwrap_or_default())
                             }
                         };
@@ -624,14 +720,14 @@ impl Store {
                 };
                 page.push(PendingMessage {
                     outbox_id: r.get(0)?,
-                    council: r.get(1)?,
+                    council: r.take(1)?,
                     attempts: r.get(2)?,
                     message: OutboundMessage {
-                        message_id: r.get(3)?,
-                        routing_key: r.get(4)?,
+                        message_id: r.take(3)?,
+                        routing_key: r.take(4)?,
                         headers,
-                        body: r.get(6)?,
-                        correlation_id: r.get(7)?,
+                        body: r.take(6)?,
+                        correlation_id: r.take(7)?,
                         timestamp: r.get(8)?,
                     },
                 });
@@ -643,10 +739,10 @@ impl Store {
     /// Publishes the records of `batch_id` as CloudEvents batches of up to `size` records per
     /// message (batched mode of the batch's feed); set before the batch becomes publishable.
     pub fn set_publish_batch_size(&self, batch_id: &str, size: u32) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+        self.with(|db| {
+            db.execute(
                 "UPDATE batches SET publish_batch_size = ?2 WHERE id = ?1",
-                params![batch_id, size],
+                p![batch_id, size],
             )
             .map(|_| ())
         })
@@ -655,11 +751,13 @@ impl Store {
     /// Records per batch message of a batch, `None` when its records go out one per message
     /// (or no batch has that id).
     pub fn publish_batch_size(&self, batch_id: &str) -> Result<Option<u32>> {
-        self.with(|c| {
-            c.prepare_cached("SELECT publish_batch_size FROM batches WHERE id = ?1")?
-                .query_row(params![batch_id], |r| r.get::<_, Option<u32>>(0))
-                .optional()
-                .map(Option::flatten)
+        self.with(|db| {
+            db.query_opt(
+                "SELECT publish_batch_size FROM batches WHERE id = ?1",
+                p![batch_id],
+                |r| r.get::<Option<u32>>(0),
+            )
+            .map(Option::flatten)
         })
     }
 
@@ -671,14 +769,12 @@ impl Store {
             return Ok(());
         }
         let ids = id_list(outbox_ids);
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1
-                 WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'pending'",
-            )?
-            .execute(params![ids, now()])
-            .map(|_| ())
-        })
+        let sql = format!(
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1
+             WHERE id IN ({}) AND status = 'pending'",
+            self.engine.json_ids("?1")
+        );
+        self.with(|db| db.execute(&sql, p![ids, now()]).map(|_| ()))
     }
 
     /// Records a failed attempt; the message stays pending.
@@ -687,33 +783,33 @@ impl Store {
             return Ok(());
         }
         let ids = id_list(outbox_ids);
-        self.with(|c| {
-            c.prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2
-                 WHERE id IN (SELECT value FROM json_each(?1))",
-            )?
-            .execute(params![ids, error])
-            .map(|_| ())
-        })
+        let sql = format!(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id IN ({})",
+            self.engine.json_ids("?1")
+        );
+        self.with(|db| db.execute(&sql, p![ids, error]).map(|_| ()))
     }
 
     /// Moves a message the broker could not route (or refused) to the failures, with the reason.
     pub fn mark_undeliverable(&self, outbox_id: i64, stage: &str, reason: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute(
-                &format!("INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
-                   mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
-                 SELECT o.batch_id, o.council, COALESCE(b.feed, ''), ?2, b.file_name,
-                   {}, NULL, json_array(json_object('field', '(message)', 'rule', ?2, 'message', ?3)), o.message_id, 'open', ?4
-                 FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.id = ?1",
-                provenance_headers("o")
-            ),
-                params![outbox_id, stage, reason, now()],
-            )?;
+        let e = self.engine;
+        let insert = format!(
+            "INSERT INTO failures (batch_id, council, feed, stage, file_name, line, row,
+               mapping_id, mapping_version, raw_record, errors, message_id, status, created_at)
+             SELECT o.batch_id, o.council, COALESCE(b.feed, ''), ?2, b.file_name,
+               {}, NULL, {}, o.message_id, 'open', ?4
+             FROM outbox o LEFT JOIN batches b ON b.id = o.batch_id WHERE o.id = ?1",
+            provenance_headers(e, "o"),
+            e.json_array_of_object(
+                "'field', '(message)', 'rule', CAST(?2 AS TEXT), 'message', CAST(?3 AS TEXT)"
+            )
+        );
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            tx.execute(&insert, p![outbox_id, stage, reason, now()])?;
             tx.execute(
                 "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                params![outbox_id, reason],
+                p![outbox_id, reason],
             )?;
             tx.commit()
         })
@@ -730,26 +826,29 @@ impl Store {
     }
 
     fn counts(&self, batch_id: Option<&str>) -> Result<OutboxCounts> {
-        self.with(|c| {
+        self.with(|db| {
             let mut counts = OutboxCounts::default();
             // Two forms, so that each is read from an index alone (staged: `pending` rows of
             // batches being read, counted apart).
-            let mut st = c.prepare_cached(if batch_id.is_some() {
-                "SELECT status, COUNT(*) FROM outbox WHERE batch_id = ?1 GROUP BY status
-                 UNION ALL SELECT 'staged', COUNT(*) FROM outbox WHERE batch_id = ?1
-                 AND status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')"
-            } else {
-                "SELECT status, COUNT(*) FROM outbox WHERE ?1 IS NULL GROUP BY status
-                 UNION ALL SELECT 'staged', COUNT(*) FROM outbox
-                 WHERE status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')"
-            })?;
-            let rows = st.query_map(params![batch_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (status, n) = row?;
-                let n = n as u64;
-                counts.add(&status, n);
+            let row = |r: &Row| Ok((r.get::<String>(0)?, r.get::<i64>(1)?));
+            let rows = match batch_id {
+                Some(batch_id) => db.query_map(
+                    "SELECT status, COUNT(*) FROM outbox WHERE batch_id = ?1 GROUP BY status
+                     UNION ALL SELECT 'staged', COUNT(*) FROM outbox WHERE batch_id = ?1
+                     AND status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')",
+                    p![batch_id],
+                    row,
+                )?,
+                None => db.query_map(
+                    "SELECT status, COUNT(*) FROM outbox GROUP BY status
+                     UNION ALL SELECT 'staged', COUNT(*) FROM outbox
+                     WHERE status = 'pending' AND batch_id IN (SELECT id FROM batches WHERE status = 'processing')",
+                    p![],
+                    row,
+                )?,
+            };
+            for (status, n) in rows {
+                counts.add(&status, n as u64);
             }
             Ok(counts.staged_apart())
         })
@@ -762,23 +861,25 @@ impl Store {
         all: bool,
         limit: u32,
     ) -> Result<Vec<FailureRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
-            ))?;
-            st.query_map(params![council, all, limit], failure_row)?.collect()
+        self.with(|db| {
+            db.query_map(
+                &format!(
+                    "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
+                ),
+                p![council, all, limit],
+                failure_row,
+            )
         })
     }
 
     /// One failure.
     pub fn failure(&self, id: i64) -> Result<FailureRow> {
-        self.with(|c| {
-            c.query_row(
+        self.with(|db| {
+            db.query_opt(
                 &format!("{FAILURE_SELECT} WHERE id = ?1"),
-                params![id],
+                p![id],
                 failure_row,
             )
-            .optional()
         })?
         .ok_or_else(|| StoreError::NotFound(format!("no failure {id}")))
     }
@@ -803,9 +904,9 @@ impl Store {
         reason: &str,
         audited: bool,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if replay_in(&tx, id, message, actor, reason, audited)? {
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            if replay_in(&mut tx, id, message, actor, reason, audited)? {
                 tx.commit()?;
             }
             Ok(())
@@ -832,9 +933,9 @@ impl Store {
         reason: &str,
         audited: bool,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if requeue_in(&tx, id, message_id, actor, reason, audited)? {
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            if requeue_in(&mut tx, id, message_id, actor, reason, audited)? {
                 tx.commit()?;
             }
             Ok(())
@@ -852,31 +953,34 @@ impl Store {
         last_id: i64,
         refused: i64,
     ) -> Result<()> {
-        self.with(|c| {
-            let mut tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             let (mut queued, mut still) = (0i64, 0i64);
             for step in steps {
                 match step {
                     JobStep::Queue(id, m) => {
-                        let sp = tx.savepoint()?;
-                        if replay_in(&sp, *id, m, actor, job, false)? {
-                            sp.commit()?;
+                        if tx.savepoint(|sp| replay_in(sp, *id, m, actor, job, false))? {
                             queued += 1;
                         }
                     }
                     JobStep::Requeue(id, m) => {
-                        let sp = tx.savepoint()?;
-                        if requeue_in(&sp, *id, m, actor, job, false)? {
-                            sp.commit()?;
+                        if tx.savepoint(|sp| requeue_in(sp, *id, m, actor, job, false))? {
                             queued += 1;
                         }
                     }
                     JobStep::StillFailing(id, errors) => {
                         tx.execute(
                             "UPDATE failures SET errors = ?2 WHERE id = ?1",
-                            params![id, errors.to_string()],
+                            p![*id, errors.to_string()],
                         )?;
-                        console::failure_event(&tx, *id, actor, "replay", "still failing", job)?;
+                        console::failure_event(
+                            &mut tx,
+                            *id,
+                            actor,
+                            "replay",
+                            "still failing",
+                            job,
+                        )?;
                         still += 1;
                     }
                 }
@@ -884,7 +988,7 @@ impl Store {
             tx.execute(
                 "UPDATE replay_jobs SET last_id = ?2, queued = queued + ?3,
                  still_failing = still_failing + ?4, refused = refused + ?5 WHERE id = ?1",
-                params![job, last_id, queued, still, refused],
+                p![job, last_id, queued, still, refused],
             )?;
             tx.commit()
         })
@@ -897,14 +1001,16 @@ impl Store {
         let Some(batch_id) = batch_id else {
             return Ok(None);
         };
-        self.with(|c| {
-            c.query_row(
-                "SELECT json_extract(summary, '$.as_at.date'), json_extract(summary, '$.as_at.source')
-                 FROM batches WHERE id = ?1",
-                params![batch_id],
-                |r| Ok(r.get::<_, Option<String>>(0)?.zip(r.get::<_, Option<String>>(1)?)),
-            )
-            .optional()
+        let e = self.engine;
+        let sql = format!(
+            "SELECT {}, {} FROM batches WHERE id = ?1",
+            e.json_text("summary", "as_at.date"),
+            e.json_text("summary", "as_at.source")
+        );
+        self.with(|db| {
+            db.query_opt(&sql, p![batch_id], |r| {
+                Ok(r.get::<Option<String>>(0)?.zip(r.get::<Option<String>>(1)?))
+            })
             .map(Option::flatten)
         })
     }
@@ -913,26 +1019,25 @@ impl Store {
         let Some(batch_id) = batch_id else {
             return Ok(None);
         };
-        self.with(|c| {
-            c.query_row(
+        self.with(|db| {
+            db.query_opt(
                 "SELECT file_sha256 FROM batches WHERE id = ?1",
-                params![batch_id],
+                p![batch_id],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
     /// Records that a replay was tried and failed again (the failure stays open). Audited.
     pub fn replay_failed(&self, id: i64, errors: &Value, actor: &str) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.with(|db| {
+            let mut tx = db.transaction()?;
             tx.execute(
                 "UPDATE failures SET errors = ?2 WHERE id = ?1",
-                params![id, errors.to_string()],
+                p![id, errors.to_string()],
             )?;
             console::failure_event(
-                &tx,
+                &mut tx,
                 id,
                 actor,
                 "replay",
@@ -940,7 +1045,7 @@ impl Store {
                 "still fails with the current mapping",
             )?;
             audit(
-                &tx,
+                &mut tx,
                 actor,
                 "failure.replay-failed",
                 &id.to_string(),
@@ -952,18 +1057,18 @@ impl Store {
 
     /// The audit log, newest first.
     pub fn audit_log(&self, limit: u32) -> Result<Vec<Value>> {
-        self.with(|c| {
-            let mut st = c.prepare(
+        self.with(|db| {
+            db.query_map(
                 "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1",
-            )?;
-            st.query_map(params![limit], |r| {
-                Ok(serde_json::json!({
-                    "at": r.get::<_, String>(0)?, "actor": r.get::<_, String>(1)?,
-                    "action": r.get::<_, String>(2)?, "target": r.get::<_, String>(3)?,
-                    "detail": r.get::<_, String>(4)?,
-                }))
-            })?
-            .collect()
+                p![limit],
+                |r| {
+                    Ok(serde_json::json!({
+                        "at": r.get::<String>(0)?, "actor": r.get::<String>(1)?,
+                        "action": r.get::<String>(2)?, "target": r.get::<String>(3)?,
+                        "detail": r.get::<String>(4)?,
+                    }))
+                },
+            )
         })
     }
 }
@@ -982,16 +1087,16 @@ pub enum JobStep<'a> {
 /// Queues `message` for failure `id` and marks it replayed; `false` (caller rolls back) when
 /// the failure was no longer open.
 fn replay_in(
-    tx: &rusqlite::Connection,
+    tx: &mut Db,
     id: i64,
     message: &OutboundMessage,
     actor: &str,
     reason: &str,
     audited: bool,
-) -> rusqlite::Result<bool> {
+) -> DbResult<bool> {
     let (batch_id, council): (Option<String>, String) = tx.query_row(
         "SELECT batch_id, council FROM failures WHERE id = ?1",
-        params![id],
+        p![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     tx.execute(
@@ -1000,7 +1105,7 @@ fn replay_in(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9)
          ON CONFLICT(message_id) DO UPDATE SET status = 'pending'
          WHERE outbox.status IN ('failed', 'staged')",
-        params![
+        p![
             message.message_id,
             batch_id,
             council,
@@ -1014,7 +1119,7 @@ fn replay_in(
     )?;
     let resolved = tx.execute(
         "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
-        params![id, now()],
+        p![id, now()],
     )?;
     if resolved != 1 {
         return Ok(false);
@@ -1030,25 +1135,27 @@ fn replay_in(
 /// Makes the stored message of failure `id` pending again (same id, with `x-replay-of`) and
 /// marks the failure replayed; `false` when it was no longer open (nothing changed).
 fn requeue_in(
-    tx: &rusqlite::Connection,
+    tx: &mut Db,
     id: i64,
     message_id: &str,
     actor: &str,
     reason: &str,
     audited: bool,
-) -> rusqlite::Result<bool> {
+) -> DbResult<bool> {
     let resolved = tx.execute(
         "UPDATE failures SET status = 'replayed', resolved_at = ?2 WHERE id = ?1 AND status = 'open'",
-        params![id, now()],
+        p![id, now()],
     )?;
     if resolved != 1 {
         return Ok(false);
     }
+    let set = tx.engine().json_set_text("headers", "x-replay-of", "?2");
     tx.execute(
-        "UPDATE outbox SET status = 'pending',
-           headers = json_set(headers, '$.\"x-replay-of\"', ?2)
-         WHERE message_id = ?1 AND status = 'failed'",
-        params![message_id, id.to_string()],
+        &format!(
+            "UPDATE outbox SET status = 'pending', headers = {set}
+             WHERE message_id = ?1 AND status = 'failed'"
+        ),
+        p![message_id, id.to_string()],
     )?;
     let detail = format!("{reason}; message {message_id}");
     console::failure_event(tx, id, actor, "requeue", "queued", &detail)?;
@@ -1068,22 +1175,31 @@ const INSERT_FAILURE: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'open', ?12)";
 
 /// SQL for one header of the outbox row `o`: its own value, else its header set's.
-fn header_sql(o: &str, name: &str) -> String {
+fn header_sql(e: Engine, o: &str, name: &str) -> String {
     format!(
-        "COALESCE(json_extract({o}.headers, '$.\"{name}\"'), (SELECT json_extract(h.headers, '$.\"{name}\"')
-         FROM header_sets h WHERE h.id = {o}.header_set))"
+        "COALESCE({}, (SELECT {} FROM header_sets h WHERE h.id = {o}.header_set))",
+        e.json_text(&format!("{o}.headers"), name),
+        e.json_text("h.headers", name)
     )
 }
 
 /// SQL for the source line, row, mapping id and version headers of the outbox row `o`.
-fn provenance_headers(o: &str) -> String {
+fn provenance_headers(e: Engine, o: &str) -> String {
     [
         "x-source-line",
         "x-source-row",
         "x-mapping-id",
         "x-mapping-version",
     ]
-    .map(|h| header_sql(o, h))
+    .map(|h| {
+        let v = header_sql(e, o, h);
+        // Line, row and version are integers (JSON numbers), stored in integer columns.
+        if h == "x-mapping-id" {
+            v
+        } else {
+            format!("CAST({v} AS BIGINT)")
+        }
+    })
     .join(", ")
 }
 
@@ -1103,17 +1219,13 @@ fn shared_headers(messages: &[OutboundMessage]) -> Option<serde_json::Map<String
 }
 
 /// The id of a header set (stored once, by content).
-fn header_set(
-    tx: &rusqlite::Connection,
-    shared: &serde_json::Map<String, Value>,
-) -> rusqlite::Result<i64> {
+fn header_set(tx: &mut Db, shared: &serde_json::Map<String, Value>) -> DbResult<i64> {
     let text = serde_json::to_string(shared).unwrap_or_default();
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO header_sets (headers) VALUES (?1) ON CONFLICT (headers) DO NOTHING",
-    )?
-    .execute(params![text])?;
-    tx.prepare_cached("SELECT id FROM header_sets WHERE headers = ?1")?
-        .query_row(params![text], |r| r.get(0))
+        p![text],
+    )?;
+    tx.query_value("SELECT id FROM header_sets WHERE headers = ?1", p![text])
 }
 
 /// What an outbox row stores of a message's headers: those that differ from the shared set
@@ -1159,7 +1271,7 @@ const FAILURE_SELECT: &str =
     "SELECT id, batch_id, council, feed, stage, file_name, line, row, raw_record,
     mapping_id, mapping_version, errors, message_id, status, created_at FROM failures";
 
-fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
+fn failure_row(r: &Row) -> DbResult<FailureRow> {
     let raw: Option<String> = r.get(8)?;
     let errors: String = r.get(11)?;
     Ok(FailureRow {
@@ -1181,7 +1293,7 @@ fn failure_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FailureRow> {
     })
 }
 
-fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
+fn batch_row(r: &Row) -> DbResult<BatchRow> {
     let summary: Option<String> = r.get(7)?;
     Ok(BatchRow {
         id: r.get(0)?,
@@ -1195,48 +1307,53 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
     })
 }
 
-fn audit(
-    tx: &rusqlite::Connection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
+/// Writes an audit entry; returns its id.
+fn audit(tx: &mut Db, actor: &str, action: &str, target: &str, detail: &str) -> DbResult<i64> {
     // The council the entry concerns, so a council-scoped token sees its own council's entries.
-    tx.execute(
+    let failure: Option<i64> = action
+        .starts_with("failure.")
+        .then(|| target.parse().ok())
+        .flatten();
+    let outcome = if action == "failure.replay-failed" {
+        "still failing"
+    } else {
+        "done"
+    };
+    tx.query_value(
         "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
          VALUES (?1, ?2, ?3, ?4, ?5,
-           CASE WHEN ?3 LIKE 'failure.%' THEN (SELECT council FROM failures WHERE id = CAST(?4 AS INTEGER))
+           CASE WHEN ?6 IS NOT NULL THEN (SELECT council FROM failures WHERE id = ?6)
                 ELSE (SELECT council FROM batches WHERE id = ?4) END,
-           CASE WHEN ?3 = 'failure.replay-failed' THEN 'still failing' ELSE 'done' END, 1)",
-        params![now(), actor, action, target, detail],
+           ?7, 1) RETURNING id",
+        p![now(), actor, action, target, detail, failure, outcome],
     )
-    .map(|_| ())
 }
 
 /// Stores a batch's failures (in the caller's transaction).
 fn insert_failures(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &mut Db,
     batch: &NewBatch<'_>,
     failures: &[NewFailure],
     created: &str,
-) -> rusqlite::Result<()> {
-    let mut fail = tx.prepare_cached(INSERT_FAILURE)?;
+) -> DbResult<()> {
     for f in failures {
-        fail.execute(params![
-            batch.id,
-            batch.council,
-            batch.feed,
-            f.stage,
-            f.file_name,
-            f.line as i64,
-            f.row as i64,
-            f.raw_record.as_ref().map(Value::to_string),
-            batch.mapping_id,
-            batch.mapping_version,
-            f.errors.to_string(),
-            created
-        ])?;
+        tx.execute(
+            INSERT_FAILURE,
+            p![
+                batch.id,
+                batch.council,
+                batch.feed,
+                f.stage,
+                f.file_name,
+                f.line as i64,
+                f.row as i64,
+                f.raw_record.as_ref().map(Value::to_string),
+                batch.mapping_id,
+                batch.mapping_version,
+                f.errors.to_string(),
+                created
+            ],
+        )?;
     }
     Ok(())
 }
@@ -1291,7 +1408,7 @@ mod tests {
     #[test]
     fn shared_headers_are_stored_once_and_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         let mut odd = record("m3", 9);
         odd.headers.remove("x-source-file");
         odd.headers
@@ -1318,15 +1435,11 @@ mod tests {
         let read: Vec<OutboundMessage> = page.into_iter().map(|p| p.message).take(4).collect();
         assert_eq!(read, messages);
         store
-            .with(|c| {
-                let sets: i64 =
-                    c.query_row("SELECT COUNT(*) FROM header_sets", [], |r| r.get(0))?;
+            .with(|db| {
+                let sets: i64 = db.query_value("SELECT COUNT(*) FROM header_sets", p![])?;
                 assert_eq!(sets, 1);
-                let own: String = c.query_row(
-                    "SELECT headers FROM outbox WHERE message_id = 'm1'",
-                    [],
-                    |r| r.get(0),
-                )?;
+                let own: String =
+                    db.query_value("SELECT headers FROM outbox WHERE message_id = 'm1'", p![])?;
                 assert!(!own.contains("x-mapping-id"), "{own}");
                 Ok(())
             })
@@ -1346,7 +1459,7 @@ mod tests {
     #[test]
     fn a_staged_message_can_become_a_failure_before_its_batch_finishes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         store.begin_batch(&batch("b")).unwrap();
         store
             .write_chunk(&batch("b"), &[record("m1", 3), record("m2", 4)], &[], false)
@@ -1395,7 +1508,7 @@ mod tests {
     #[test]
     fn a_page_is_marked_sent_in_one_statement() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         store.begin_batch(&batch("b")).unwrap();
         store
             .write_chunk(
@@ -1436,9 +1549,9 @@ mod tests {
         let path = dir.path().join("s.db");
         let old = record("old-pending", 3);
         {
-            let mut c = Connection::open(&path).unwrap();
-            migrations::run_to(&mut c, 6).unwrap();
-            c.execute_batch(
+            let mut db = Db::open_sqlite(&path).unwrap();
+            migrations::run_to(&mut db, 6).unwrap();
+            db.execute_batch(
                 "INSERT INTO batches (id, council, feed, file_name, file_sha256, status, started_at)
                  VALUES ('done', 'northshire', 'payroll', 'p.csv', 'abc', 'completed', '2026-11-01T00:00:00Z'),
                         ('reading', 'northshire', 'payroll', 'q.csv', 'def', 'processing', '2026-11-02T00:00:00Z'),
@@ -1456,11 +1569,11 @@ mod tests {
                 } else {
                     record(id, 4)
                 };
-                c.execute(
+                db.execute(
                     "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                      correlation_id, timestamp, status, created_at)
                      VALUES (?1, ?2, 'northshire', ?3, ?4, ?5, ?2, 0, ?6, '2026-11-01T00:00:00Z')",
-                    params![
+                    p![
                         id,
                         batch,
                         m.routing_key,
@@ -1508,7 +1621,7 @@ mod tests {
     #[test]
     fn a_reading_cut_short_is_abandoned_without_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
         let failure = NewFailure {
             stage: "mapping",
             file_name: "p.csv".into(),

@@ -6,8 +6,7 @@
 //! content hash; its body and headers are dropped. Run reports older than their period are
 //! deleted. Failures, held and pending messages are never pruned: they are work to do.
 
-use rusqlite::params;
-
+use super::db::p;
 use super::{Result, Store, now};
 
 /// How long things are kept.
@@ -42,21 +41,17 @@ impl Store {
     ) -> Result<PruneReport> {
         let sent_before = cutoff(now_at, policy.sent_payload_days);
         let runs_before = cutoff(now_at, policy.run_report_days);
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let payloads_dropped = tx.execute(
-                &format!(
-                    "UPDATE outbox SET content_sha256 = {},
-                       headers = '{{}}', header_set = NULL, body = x'', pruned_at = ?2
-                     WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?1",
-                    super::header_sql("outbox", "x-content-sha256")
-                ),
-                params![sent_before, now()],
-            )? as u64;
-            let runs_deleted = tx.execute(
-                "DELETE FROM runs WHERE finished_at < ?1",
-                params![runs_before],
-            )? as u64;
+        let prune = format!(
+            "UPDATE outbox SET content_sha256 = {},
+               headers = '{{}}', header_set = NULL, body = ?3, pruned_at = ?2
+             WHERE status = 'sent' AND pruned_at IS NULL AND sent_at < ?1",
+            super::header_sql(self.engine, "outbox", "x-content-sha256")
+        );
+        self.with(|db| {
+            let mut tx = db.transaction()?;
+            let payloads_dropped = tx.execute(&prune, p![sent_before, now(), Vec::<u8>::new()])?;
+            let runs_deleted =
+                tx.execute("DELETE FROM runs WHERE finished_at < ?1", p![runs_before])?;
             tx.commit()?;
             Ok(PruneReport {
                 payloads_dropped,
@@ -68,12 +63,8 @@ impl Store {
     /// Bytes of message payload (body and headers) the outbox holds, by state: what retention
     /// saves.
     pub fn payload_bytes(&self) -> Result<Vec<(String, u64)>> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT status, COALESCE(SUM(length(body) + length(headers)), 0) FROM outbox GROUP BY status ORDER BY status",
-            )?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-                .collect()
+        self.with(|db| {
+            db.query_map("SELECT status, COALESCE(SUM(length(body) + length(headers)), 0) FROM outbox GROUP BY status ORDER BY status", p![], |r| Ok((r.get(0)?, r.get::<i64>(1)? as u64)))
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Run reports: one row per pass over a feed (the files it took and what became of each).
 
-use rusqlite::{OptionalExtension, params};
+use super::db::{DbResult, Row, p};
 use serde_json::Value;
 
 use super::{Result, Store, StoreError};
@@ -47,7 +47,7 @@ pub struct RunRow {
     pub report: Value,
 }
 
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+fn run_row(r: &Row) -> DbResult<RunRow> {
     let report: String = r.get(7)?;
     Ok(RunRow {
         id: r.get(0)?,
@@ -67,11 +67,11 @@ const RUN_SELECT: &str =
 impl Store {
     /// Records one run of a feed.
     pub fn record_run(&self, run: &NewRun<'_>) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+        self.with(|db| {
+            db.execute(
                 "INSERT INTO runs (id, council, feed, trigger, started_at, finished_at, outcome, report)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+                p![
                     run.id,
                     run.council,
                     run.feed,
@@ -93,24 +93,19 @@ impl Store {
         feed: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RunRow>> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "{RUN_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 IS NULL OR feed = ?2)
-                 ORDER BY started_at DESC, rowid DESC LIMIT ?3"
-            ))?;
-            st.query_map(params![council, feed, limit], run_row)?
-                .collect()
-        })
+        let sql = format!(
+            "{RUN_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 IS NULL OR feed = ?2)
+             ORDER BY started_at DESC, {} DESC LIMIT ?3",
+            self.engine.insertion_order()
+        );
+        self.with(|db| db.query_map(&sql, p![council, feed, limit], run_row))
     }
 
     /// One run.
     pub fn run(&self, id: &str) -> Result<RunRow> {
-        self.with(|c| {
-            c.query_row(&format!("{RUN_SELECT} WHERE id = ?1"), params![id], run_row)
-                .optional()
-        })?
-        .ok_or_else(|| {
-            StoreError::NotFound(format!("no run {id} (see `council-bridge runs list`)"))
-        })
+        self.with(|db| db.query_opt(&format!("{RUN_SELECT} WHERE id = ?1"), p![id], run_row))?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no run {id} (see `council-bridge runs list`)"))
+            })
     }
 }
