@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use db::{Db, DbError, DbResult, Engine, Row, p};
+use db::{Db, DbError, DbResult, Engine, Param, Row, p};
 
 use crate::canonical::envelope::OutboundMessage;
 
@@ -450,55 +450,68 @@ impl Store {
                     Some(h) => Some(header_set(&mut tx, h)?),
                     None => None,
                 };
-                let insert = "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, header_set,
-                     body, correlation_id, timestamp, status, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)
-                     ON CONFLICT(message_id) DO NOTHING";
                 let created = now();
-                for m in messages {
-                    let (headers, set) = own_headers(m, shared.as_ref(), set);
-                    let row = p![
-                        m.message_id,
-                        batch_id,
-                        council,
-                        m.routing_key,
-                        headers,
-                        set,
-                        m.body,
-                        m.correlation_id,
-                        m.timestamp,
-                        created,
-                    ];
-                    if tx.execute(insert, row)? == 1 {
-                        outcome.new += 1;
-                        continue;
+                // Rows go in by groups, one statement each (a round trip per group, not per
+                // row, on PostgreSQL); the ids it returns are the rows it inserted.
+                for group in messages.chunks(ROWS_PER_INSERT) {
+                    let own: Vec<(String, Option<i64>)> = group
+                        .iter()
+                        .map(|m| own_headers(m, shared.as_ref(), set))
+                        .collect();
+                    let mut params: Vec<Param<'_>> = Vec::with_capacity(group.len() * 10);
+                    for (m, (headers, set)) in group.iter().zip(&own) {
+                        params.extend_from_slice(p![
+                            m.message_id,
+                            batch_id,
+                            council,
+                            m.routing_key,
+                            headers
+                        ]);
+                        params.push(set.map_or(Param::Null, Param::Int));
+                        params.extend_from_slice(p![
+                            m.body,
+                            m.correlation_id,
+                            m.timestamp,
+                            created
+                        ]);
                     }
-                    // Already in the outbox (rare): taken into this batch only while staged, or
-                    // with `force` once sent.
-                    outcome.already_known += 1;
-                    let (status, staged): (String, bool) = tx.query_row(
-                        &format!("SELECT status, {STAGED} FROM outbox WHERE message_id = ?1"),
-                        p![m.message_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
-                    let sent = status == "sent";
-                    if force && sent {
-                        outcome.resent += 1;
-                    }
-                    if staged || status == "staged" || (force && sent) {
-                        tx.execute(
-                            "UPDATE outbox SET batch_id = ?2, status = 'pending', correlation_id = ?3,
-                             headers = ?4, header_set = ?5, body = ?6, pruned_at = NULL
-                             WHERE message_id = ?1",
-                            p![
-                                m.message_id,
-                                batch_id,
-                                m.correlation_id,
-                                headers,
-                                set,
-                                m.body
-                            ],
+                    let mut inserted: std::collections::HashSet<String> = tx
+                        .query_map(&insert_outbox_rows(group.len()), &params, |r| r.get(0))?
+                        .into_iter()
+                        .collect();
+                    for (m, (headers, set)) in group.iter().zip(own.iter().map(|(h, s)| (h, *s))) {
+                        // The first of a group's messages with an inserted id is the new row.
+                        if inserted.remove(&m.message_id) {
+                            outcome.new += 1;
+                            continue;
+                        }
+                        // Already in the outbox (rare): taken into this batch only while staged,
+                        // or with `force` once sent.
+                        outcome.already_known += 1;
+                        let (status, staged): (String, bool) = tx.query_row(
+                            &format!("SELECT status, {STAGED} FROM outbox WHERE message_id = ?1"),
+                            p![m.message_id],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
                         )?;
+                        let sent = status == "sent";
+                        if force && sent {
+                            outcome.resent += 1;
+                        }
+                        if staged || status == "staged" || (force && sent) {
+                            tx.execute(
+                                "UPDATE outbox SET batch_id = ?2, status = 'pending', correlation_id = ?3,
+                                 headers = ?4, header_set = ?5, body = ?6, pruned_at = NULL
+                                 WHERE message_id = ?1",
+                                p![
+                                    m.message_id,
+                                    batch_id,
+                                    m.correlation_id,
+                                    headers,
+                                    set,
+                                    m.body
+                                ],
+                            )?;
+                        }
                     }
                 }
                 insert_failures(&mut tx, batch, failures, &created)?;
@@ -1163,6 +1176,28 @@ fn requeue_in(
         audit(tx, actor, "failure.requeue", &id.to_string(), &detail)?;
     }
     Ok(true)
+}
+
+/// Outbox rows per INSERT statement of `write_chunk` (10 parameters a row).
+const ROWS_PER_INSERT: usize = 100;
+
+/// An INSERT of `rows` new outbox rows (`pending`, staged by their batch's state) that skips
+/// ids already in the outbox and returns the ids it inserted.
+fn insert_outbox_rows(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)";
+    let mut sql = String::with_capacity(200 + rows * (row.len() + 2));
+    sql.push_str(
+        "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, header_set,
+         body, correlation_id, timestamp, status, created_at) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql.push_str(" ON CONFLICT(message_id) DO NOTHING RETURNING message_id");
+    sql
 }
 
 /// The condition (on an outbox row) of a staged message: `pending` in a batch still being read.
