@@ -868,8 +868,13 @@ async fn declare(admin: &Connection, broker: &BrokerConfig, sink: &str) -> Topol
         .await
         .expect("declare the run's exchanges");
     let mut args = FieldTable::default();
-    // A run that dies before cleanup leaves no queue full of messages behind for long.
-    args.insert(ShortString::from("x-expires"), AMQPValue::LongInt(600_000));
+    // A run that dies before cleanup leaves no queue full of messages behind for long. An hour:
+    // on a busy machine a million-row run can spend more than ten minutes processing before
+    // it publishes, and an expired sink makes every later message unroutable.
+    args.insert(
+        ShortString::from("x-expires"),
+        AMQPValue::LongInt(3_600_000),
+    );
     channel
         .queue_declare(
             ShortString::from(sink),
