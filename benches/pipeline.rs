@@ -74,6 +74,17 @@ fn main() {
         decode_only_child(rows);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--generate") {
+        // `--generate FILE ROWS`: only write the export, to run `--whole-run FILE` by hand
+        // (under a profiler, say).
+        let file = args.get(i + 1).expect("--generate needs a file");
+        let rows = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .expect("--generate needs a row count");
+        generate(Path::new(file), rows);
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--whole-run") {
         let file = args.get(i + 1).expect("--whole-run needs a file");
         whole_run_child(Path::new(file));
@@ -857,8 +868,13 @@ async fn declare(admin: &Connection, broker: &BrokerConfig, sink: &str) -> Topol
         .await
         .expect("declare the run's exchanges");
     let mut args = FieldTable::default();
-    // A run that dies before cleanup leaves no queue full of messages behind for long.
-    args.insert(ShortString::from("x-expires"), AMQPValue::LongInt(600_000));
+    // A run that dies before cleanup leaves no queue full of messages behind for long. An hour:
+    // on a busy machine a million-row run can spend more than ten minutes processing before
+    // it publishes, and an expired sink makes every later message unroutable.
+    args.insert(
+        ShortString::from("x-expires"),
+        AMQPValue::LongInt(3_600_000),
+    );
     channel
         .queue_declare(
             ShortString::from(sink),
@@ -1372,6 +1388,8 @@ struct WholeRun {
     file_bytes: u64,
     process_secs: f64,
     flush_secs: f64,
+    /// Peak RSS when processing (file → store) had finished.
+    process_vmhwm_kb: u64,
     vmhwm_kb: u64,
 }
 
@@ -1388,20 +1406,21 @@ fn whole_runs(rows: usize) {
     let figures: Vec<WholeRun> = sizes.into_iter().map(whole_run).collect();
     println!();
     println!(
-        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}",
+        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}{:>14}",
         "whole run in a child (file -> RabbitMQ)",
         "messages",
         "seconds",
         "per second",
         "process s",
+        "RSS after B MB",
         "peak RSS MB"
     );
-    let line = "-".repeat(106);
+    let line = "-".repeat(120);
     println!("{line}");
     for f in &figures {
         let secs = f.process_secs + f.flush_secs;
         println!(
-            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>14.1}",
+            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>14.1}{:>14.1}",
             format!(
                 "{} rows, {:.1} MB file, confirmed",
                 grouped(f.rows),
@@ -1410,6 +1429,7 @@ fn whole_runs(rows: usize) {
             f.rows + 1,
             thousands((f.rows + 1) as f64 / secs),
             f.process_secs,
+            f.process_vmhwm_kb as f64 / 1024.0,
             f.vmhwm_kb as f64 / 1024.0
         );
     }
@@ -1431,6 +1451,7 @@ fn whole_run(rows: usize) -> WholeRun {
         file_bytes: generated.bytes,
         process_secs: field("process_secs"),
         flush_secs: field("flush_secs"),
+        process_vmhwm_kb: field("process_vmhwm_kb") as u64,
         vmhwm_kb: field("vmhwm_kb") as u64,
     }
 }
@@ -1473,6 +1494,7 @@ fn whole_run_child(file: &Path) {
             pipeline::process_file(&registry, &store, COUNCIL, FEED, &mapping, &raw, false)
                 .expect("process_file");
         let process_secs = started.elapsed().as_secs_f64();
+        let process_vmhwm = vmhwm_kb();
         assert_eq!(report.rejected, 0, "no row rejected: {report:?}");
         let flushed = Instant::now();
         let flush = rt
@@ -1492,15 +1514,15 @@ fn whole_run_child(file: &Path) {
         );
         let depth = rt.block_on(queue_depth(&admin, &sink));
         assert_eq!(u64::from(depth), expected, "messages in the sink queue");
-        (report.valid, process_secs, flush_secs)
+        (report.valid, process_secs, flush_secs, process_vmhwm)
     }));
     let vmhwm = vmhwm_kb();
     rt.block_on(cleanup(&admin, &broker, &sink, topology));
-    let (rows, process_secs, flush_secs) = match outcome {
+    let (rows, process_secs, flush_secs, process_vmhwm) = match outcome {
         Ok(v) => v,
         Err(panic) => std::panic::resume_unwind(panic),
     };
     println!(
-        "whole-run rows={rows} process_secs={process_secs:.3} flush_secs={flush_secs:.3} vmhwm_kb={vmhwm}"
+        "whole-run rows={rows} process_secs={process_secs:.3} flush_secs={flush_secs:.3} process_vmhwm_kb={process_vmhwm} vmhwm_kb={vmhwm}"
     );
 }

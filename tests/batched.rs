@@ -1,7 +1,8 @@
 //! Batched mode: a feed publishing CloudEvents batches (`publish: { batched: true }`) keeps the
 //! per-record guarantees. Across a cut connection every record arrives, and a consumer that
 //! drops a batch message it has already seen (same message id) sees each record once; a failed
-//! record of a batch can be replayed and goes out alone.
+//! record of a batch can be replayed and goes out alone, and a batch message the platform
+//! dead-letters comes back as one failure a record.
 
 mod common;
 
@@ -229,4 +230,199 @@ async fn a_failed_record_of_a_batch_is_replayed_alone() {
     assert_eq!(store.failure(failure.id).unwrap().status, "replayed");
     assert_eq!(store.outbox_counts().unwrap().sent, 1);
     consumer.cleanup().await;
+}
+
+/// The platform dead-letters one batch message: each of its records comes back as a failure of
+/// its own (its own message id, line and row), kept once however often the delivery comes back,
+/// and one of them is replayed alone, like a dead-lettered single message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_batch_becomes_one_failure_per_record_each_replayed_alone() {
+    use council_bridge::amqp::DeadLetterConsumer;
+    use futures_util::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicRejectOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    };
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+
+    let sandbox = sandbox_with_payroll();
+    let (store, records, _) = batched_file(&sandbox);
+    let url = common::broker_url();
+    let broker = sandbox.broker(&url);
+    // The platform's queue for the feed, dead-lettering to the bridge's DLX, and the bridge's
+    // dead-letter consumer (which declares the dead-letter queue) before anything is published.
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ is required at {url}: {e}"));
+    let ch = conn.create_channel().await.unwrap();
+    council_bridge::amqp::declare_topology(&ch, &broker)
+        .await
+        .unwrap();
+    let queue = format!("{}.platform-payroll", sandbox.exchange);
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(sandbox.dlx.as_str())),
+    );
+    ch.queue_declare(
+        ShortString::from(queue.as_str()),
+        QueueDeclareOptions::default(),
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        ShortString::from(queue.as_str()),
+        ShortString::from(sandbox.exchange.as_str()),
+        ShortString::from("#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut dead_letters = DeadLetterConsumer::connect(&broker).await.unwrap();
+    let mut platform = ch
+        .basic_consume(
+            ShortString::from(queue.as_str()),
+            ShortString::from("platform"),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+
+    let report = flush(&store, &broker, &Retry::default()).await.unwrap();
+    assert_eq!(report.published, records.len() as u64 + 1, "{report:?}");
+    let messages = report.batch_messages as usize + 1;
+
+    // The platform rejects the first batch message it gets and accepts the rest.
+    let mut rejected: Option<(String, Vec<String>)> = None;
+    for _ in 0..messages {
+        let d = tokio::time::timeout(Duration::from_secs(10), platform.next())
+            .await
+            .expect("a message on the platform's queue")
+            .unwrap()
+            .unwrap();
+        let m = common::received(&d);
+        if rejected.is_none() && m.routing_key == "payroll.pay_result.upserted.northshire" {
+            let ids = events(&m)
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect();
+            rejected = Some((m.message_id.clone(), ids));
+            d.acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await
+                .unwrap();
+        } else {
+            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    let (batch_id, rejected) = rejected.expect("a batch message");
+    assert!(rejected.len() > 1, "a batch of records: {rejected:?}");
+
+    // It comes back as one dead letter a record, in the batch's order, under the records' ids.
+    let delivered = dead_letters
+        .next(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the rejected batch message in the dead-letter queue");
+    let ids: Vec<&str> = delivered
+        .letters
+        .iter()
+        .map(|l| l.message_id.as_str())
+        .collect();
+    assert_eq!(ids, rejected, "one dead letter a record, with its own id");
+    for l in &delivered.letters {
+        assert!(
+            l.reason.contains("rejected by queue") && l.reason.contains(&batch_id),
+            "{}",
+            l.reason
+        );
+        assert_eq!(l.headers["cloudEvents:id"], l.message_id.as_str());
+        assert!(l.headers.contains_key("x-source-line"), "{:?}", l.headers);
+    }
+    council_bridge::daemon::keep_dead_letters(&store, &delivered.letters).unwrap();
+    // The same delivery again (not acknowledged in time, say) adds nothing.
+    council_bridge::daemon::keep_dead_letters(&store, &delivered.letters).unwrap();
+    delivered.ack(Duration::from_secs(5)).await.unwrap();
+
+    let failures: Vec<_> = store
+        .failures(None, false, u32::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.stage == "dead-lettered")
+        .collect();
+    let mut failed: Vec<String> = failures
+        .iter()
+        .map(|f| f.message_id.clone().unwrap())
+        .collect();
+    failed.sort();
+    let mut expected = rejected.clone();
+    expected.sort();
+    assert_eq!(failed, expected, "one failure a record of the batch, once");
+    for f in &failures {
+        assert_eq!(
+            (f.council.as_str(), f.feed.as_str()),
+            ("northshire", "payroll")
+        );
+        assert!(
+            f.line.is_some() && f.row.is_some(),
+            "its own line and row: {f:?}"
+        );
+    }
+    let lines: BTreeSet<i64> = failures.iter().filter_map(|f| f.line).collect();
+    assert_eq!(lines.len(), rejected.len(), "each record its own line");
+    let counts = store.outbox_counts().unwrap();
+    assert_eq!(counts.failed, rejected.len() as u64, "{counts:?}");
+    assert_eq!(counts.sent, (records.len() + 1 - rejected.len()) as u64);
+
+    // The operator replays one record: it goes out alone, under its own id.
+    let failure = &failures[0];
+    let record_id = failure.message_id.clone().unwrap();
+    let out = sandbox
+        .cli(None)
+        .args(["failures", "replay", &failure.id.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = flush(&store, &broker, &Retry::default()).await.unwrap();
+    assert_eq!(
+        (report.published, report.batch_messages),
+        (1, 1),
+        "{report:?}"
+    );
+    let d = tokio::time::timeout(Duration::from_secs(10), platform.next())
+        .await
+        .expect("the replayed record on the platform's queue")
+        .unwrap()
+        .unwrap();
+    let m = common::received(&d);
+    d.acker.ack(BasicAckOptions::default()).await.unwrap();
+    let replayed = events(&m);
+    assert_eq!(replayed.len(), 1, "only the replayed record goes out");
+    assert_eq!(replayed[0]["id"], record_id.as_str());
+    assert_eq!(m.message_id, batch_message_id([record_id.as_str()]));
+    assert_eq!(store.failure(failure.id).unwrap().status, "replayed");
+    let still_open = store
+        .failures(None, false, u32::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.stage == "dead-lettered")
+        .count();
+    assert_eq!(still_open, rejected.len() - 1, "the others stay open");
+
+    dead_letters.close().await;
+    let _ = ch
+        .queue_delete(
+            ShortString::from(queue.as_str()),
+            QueueDeleteOptions::default(),
+        )
+        .await;
+    Consumer::bind(&sandbox).await.cleanup().await;
+    let _ = conn.close(200, ShortString::from("done")).await;
 }

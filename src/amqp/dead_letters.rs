@@ -11,6 +11,7 @@ use lapin::{Channel, Connection};
 use serde_json::{Map, Value, json};
 
 use super::{AmqpError, BrokerConfig, declare_on_connect, open_connection, timed};
+use crate::canonical::envelope;
 use crate::store::DeadLetter;
 
 /// A consumer of the dead-letter queue, on its own connection.
@@ -23,8 +24,10 @@ pub struct DeadLetterConsumer {
 
 /// One dead-lettered message, not yet acknowledged.
 pub struct Delivered {
-    /// What to keep.
-    pub letter: DeadLetter,
+    /// What to keep: the message, or each record of a batch message (batched mode), as its own
+    /// dead letter under its own message id, so that each becomes a failure of its own and is
+    /// replayed alone, as a dead-lettered single message is.
+    pub letters: Vec<DeadLetter>,
     acker: lapin::Acker,
 }
 
@@ -117,8 +120,18 @@ impl DeadLetterConsumer {
                         .unwrap_or_default(),
                     reason,
                 };
+                let batch = d
+                    .properties
+                    .content_type()
+                    .as_ref()
+                    .is_some_and(|t| t.as_str() == envelope::BATCH_CONTENT_TYPE)
+                    || letter.headers.contains_key("x-batch-records");
                 Ok(Some(Delivered {
-                    letter,
+                    letters: if batch {
+                        records_of(letter)
+                    } else {
+                        vec![letter]
+                    },
                     acker: d.acker,
                 }))
             }
@@ -133,6 +146,32 @@ impl DeadLetterConsumer {
         )
         .await;
     }
+}
+
+/// The records of a dead-lettered batch message, each as a dead letter of its own (its id,
+/// headers and body, the batch's routing key, correlation id and reason, naming the batch
+/// message); the message whole when its body is not a batch of identified records.
+fn records_of(batch: DeadLetter) -> Vec<DeadLetter> {
+    let Some(records) = envelope::unbatch(&batch.body) else {
+        return vec![batch];
+    };
+    let reason = format!(
+        "{}, in batch message {} of {} records",
+        batch.reason,
+        batch.message_id,
+        records.len()
+    );
+    records
+        .into_iter()
+        .map(|r| DeadLetter {
+            message_id: r.message_id,
+            routing_key: batch.routing_key.clone(),
+            headers: r.headers,
+            body: r.body,
+            correlation_id: batch.correlation_id.clone(),
+            reason: reason.clone(),
+        })
+        .collect()
 }
 
 fn value_to_json(v: &AMQPValue) -> Value {

@@ -187,16 +187,7 @@ pub fn batch_body(records: &[&OutboundMessage]) -> Vec<u8> {
         }
         out.push(b'{');
         for (k, v) in &m.headers {
-            let name = match k.strip_prefix("cloudEvents:") {
-                Some(attribute) => attribute.to_string(),
-                None => k
-                    .strip_prefix("x-")
-                    .unwrap_or(k)
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .map(|c| c.to_ascii_lowercase())
-                    .collect(),
-            };
+            let name = attribute_name(k);
             if name.is_empty() || name == "data" || name == "data_base64" {
                 continue;
             }
@@ -217,6 +208,109 @@ pub fn batch_body(records: &[&OutboundMessage]) -> Vec<u8> {
     }
     out.push(b']');
     out
+}
+
+/// The CloudEvents attribute a header becomes in a batch: `cloudEvents:` attributes by their
+/// name, other headers as extension attributes (lower-case letters and digits, `x-` dropped).
+fn attribute_name(header: &str) -> String {
+    match header.strip_prefix("cloudEvents:") {
+        Some(attribute) => attribute.to_string(),
+        None => header
+            .strip_prefix("x-")
+            .unwrap_or(header)
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect(),
+    }
+}
+
+/// The headers records carry, by the attribute each becomes in a batch (to read a batch back).
+const RECORD_HEADER_NAMES: [&str; 17] = [
+    "cloudEvents:specversion",
+    "cloudEvents:id",
+    "cloudEvents:source",
+    "cloudEvents:type",
+    "cloudEvents:subject",
+    "cloudEvents:time",
+    "cloudEvents:dataschema",
+    "cloudEvents:datacontenttype",
+    "x-source-file",
+    "x-source-sha256",
+    "x-source-line",
+    "x-source-row",
+    "x-mapping-id",
+    "x-mapping-version",
+    "x-content-sha256",
+    "x-previous-content-sha256",
+    "x-derived-from",
+];
+
+/// One record of a batch message, read back from its body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchedRecord {
+    /// The record's own message id (its event's `id`).
+    pub message_id: String,
+    /// Its headers, as the record had them (attributes named back to header names).
+    pub headers: Map<String, Value>,
+    /// Its body (the event's `data`).
+    pub body: Vec<u8>,
+}
+
+/// The records of a batch message body ([`batch_body`]), each with its own id, headers and
+/// body; `None` when the body is not a batch of events that each have an `id` (it is then kept
+/// whole, as a single message would be).
+pub fn unbatch(body: &[u8]) -> Option<Vec<BatchedRecord>> {
+    let events: Vec<Map<String, Value>> = serde_json::from_slice(body).ok()?;
+    if events.is_empty() {
+        return None;
+    }
+    events
+        .into_iter()
+        .map(|mut event| {
+            let message_id = event.get("id")?.as_str()?.to_string();
+            let data = event.remove("data").unwrap_or(Value::Null);
+            let headers = event
+                .into_iter()
+                .map(|(attribute, v)| {
+                    let name = RECORD_HEADER_NAMES
+                        .iter()
+                        .find(|h| attribute_name(h) == attribute)
+                        .map_or_else(
+                            || {
+                                if matches!(
+                                    attribute.as_str(),
+                                    "specversion"
+                                        | "id"
+                                        | "source"
+                                        | "type"
+                                        | "subject"
+                                        | "time"
+                                        | "dataschema"
+                                        | "datacontenttype"
+                                ) {
+                                    format!("cloudEvents:{attribute}")
+                                } else {
+                                    format!("x-{attribute}")
+                                }
+                            },
+                            |h| (*h).to_string(),
+                        );
+                    (name, v)
+                })
+                .collect();
+            let body = if data.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&data).ok()?
+            };
+            Some(BatchedRecord {
+                message_id,
+                headers,
+                body,
+            })
+        })
+        .collect()
 }
 
 /// Builds the message for one validated record.
@@ -590,5 +684,28 @@ mod tests {
         assert_eq!(a.headers["cloudEvents:time"], json!("2027-01-15T08:00:00Z"));
         assert_eq!(a.headers.len(), 15);
         assert_eq!(a.body, serde_json::to_vec(&body).unwrap());
+
+        // A batch of records reads back as the same records: ids, headers, bodies.
+        let changed = b
+            .clone()
+            .with_header("x-previous-content-sha256", json!("def"));
+        let batch = batch_body(&[&a, &changed, &c]);
+        let back = unbatch(&batch).expect("a batch");
+        let expected: Vec<BatchedRecord> = [&a, &changed, &c]
+            .into_iter()
+            .map(|m| BatchedRecord {
+                message_id: m.message_id.clone(),
+                headers: m.headers.clone(),
+                body: m.body.clone(),
+            })
+            .collect();
+        assert_eq!(back, expected);
+        assert_eq!(unbatch(b"[]"), None);
+        assert_eq!(
+            unbatch(br#"[{"data": {}}]"#),
+            None,
+            "an event without an id"
+        );
+        assert_eq!(unbatch(&a.body), None, "a single record is no batch");
     }
 }

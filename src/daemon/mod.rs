@@ -31,7 +31,7 @@ use crate::canonical::envelope;
 use crate::config::Config;
 use crate::pipeline::{self, flush::Retry};
 use crate::schedule::{Clock, london};
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetter, Store, StoreError};
 
 /// Feeds read at the same time (the machine's cores, not the number of feeds).
 const PARALLEL_FEEDS: usize = 2;
@@ -609,12 +609,8 @@ async fn dead_letter_loop(
         };
         match c.next(Duration::from_millis(500)).await {
             Ok(None) => {}
-            Ok(Some(delivered)) => match store.record_dead_letter(&delivered.letter) {
-                Ok(id) => {
-                    crate::metrics::dead_letter();
-                    tracing::warn!(failure = id, message_id = %delivered.letter.message_id,
-                        routing_key = %delivered.letter.routing_key, reason = %delivered.letter.reason,
-                        "the platform dead-lettered a message; kept as a failure (see `failures show`)");
+            Ok(Some(delivered)) => match keep_dead_letters(&store, &delivered.letters) {
+                Ok(()) => {
                     if let Err(e) = delivered.ack(broker.timeout).await {
                         tracing::warn!(error = %e, "could not acknowledge a dead letter; it comes back and is recognised");
                         consumer = None;
@@ -636,6 +632,20 @@ async fn dead_letter_loop(
     if let Some(c) = consumer {
         c.close().await;
     }
+}
+
+/// Keeps each letter of one delivery (a message, or each record of a batch message) as a
+/// failure; the delivery is acknowledged only once all are kept. Each is idempotent, so a
+/// delivery that comes back after a partial failure adds nothing twice.
+pub fn keep_dead_letters(store: &Store, letters: &[DeadLetter]) -> Result<(), StoreError> {
+    for letter in letters {
+        let id = store.record_dead_letter(letter)?;
+        crate::metrics::dead_letter();
+        tracing::warn!(failure = id, message_id = %letter.message_id,
+            routing_key = %letter.routing_key, reason = %letter.reason,
+            "the platform dead-lettered a message; kept as a failure (see `failures show`)");
+    }
+    Ok(())
 }
 
 /// Raises one alert per feed and London day for feeds whose `expected_by` passed with nothing

@@ -785,14 +785,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                                 &provenance,
                                 now,
                             );
-                            keys_seen.record(
-                                &entity.name,
-                                &key,
-                                &rec,
-                                &body,
-                                &message.message_id,
-                                || bounded_raw(&rec),
-                            );
+                            keys_seen.record(&entity.name, &key, &rec, &message.message_id, || {
+                                bounded_raw(&rec)
+                            });
                             messages.push(message);
                             Ok((key, body))
                         }
@@ -855,7 +850,14 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         }
     }
     let mut held_reasons = Vec::new();
-    let conflicts = keys_seen.conflicts();
+    let conflicts = keys_seen.conflicts(
+        |rows| raw_rows(ctx, rows),
+        |row| {
+            ReadError::File(format!(
+                "the file changed while it was read: row {row}, which shares its key with a later row, is no longer there; read it again"
+            ))
+        },
+    )?;
     report.duplicate_keys = std::mem::take(&mut keys_seen).finish();
     if !report.duplicate_keys.is_empty() {
         tracing::warn!(council, feed, file = %raw.name, batch = batch_id, duplicates = ?report.duplicate_keys, "records of the batch share a key");
@@ -983,6 +985,34 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
+}
+
+/// The raw values (bounded, as the failure store keeps them) of the given data rows, read again
+/// from the file, with the locator's file name: `duplicate_keys: reject` needs those of the
+/// first record of each key that later records share, which are not kept while reading.
+fn raw_rows(
+    ctx: &ReadContext<'_>,
+    rows: &std::collections::BTreeSet<u64>,
+) -> Result<std::collections::HashMap<u64, (String, Value)>, ReadError> {
+    let bytes = sources::open(ctx.raw).map_err(|e| ReadError::File(e.to_string()))?;
+    let decoder =
+        crate::formats::open_limited(&ctx.raw.name, bytes, &ctx.mapping.source.format, ctx.limits)
+            .map_err(|e| ReadError::File(e.to_string()))?;
+    let mut out = std::collections::HashMap::with_capacity(rows.len());
+    for item in decoder {
+        if let Item::Record(rec) = item.map_err(|e| ReadError::File(e.to_string()))?
+            && rows.contains(&rec.locator.row)
+        {
+            out.insert(
+                rec.locator.row,
+                (rec.locator.file.clone(), bounded_raw(&rec)),
+            );
+            if out.len() == rows.len() {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `duplicate_keys: reject`: every record of a key that records with different content share is

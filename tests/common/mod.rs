@@ -262,7 +262,7 @@ impl Consumer {
     }
 }
 
-fn received(d: &lapin::message::Delivery) -> Received {
+pub fn received(d: &lapin::message::Delivery) -> Received {
     let p = &d.properties;
     let mut headers = std::collections::BTreeMap::new();
     if let Some(h) = p.headers() {
