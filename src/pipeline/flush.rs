@@ -1,5 +1,10 @@
 //! Outbox → broker: publish what is pending, mark what the broker confirmed, keep the rest.
 //!
+//! Several processes may flush one store at once (`serve` on several machines, a `run` beside
+//! an `outbox flush`): each page is claimed in the store before it is read (`store/claims.rs`),
+//! so each pending row is published by one process at a time; a killed publisher's claims are
+//! taken over once they expire, or at once when its pid is gone from this host.
+//!
 //! The store's work runs on a blocking thread, pipelined with the publisher: while one page's
 //! messages are published and confirmed, the next page is read and prepared (properties, batch
 //! bodies) and the previous page's outcomes are marked, so the broker does not wait for the
@@ -18,8 +23,7 @@ use std::time::Duration;
 
 use crate::amqp::{BrokerConfig, Outcome, Prepared, Publisher};
 use crate::canonical::envelope;
-use crate::store::lease::{self, Lease};
-use crate::store::{PendingMessage, Store, StoreError};
+use crate::store::{PendingMessage, Store, StoreError, claims};
 
 /// Messages read from the outbox per round (at least the largest batch size, so a batch
 /// message always fits in a page).
@@ -47,7 +51,8 @@ pub struct FlushReport {
     pub still_pending: u64,
     /// Why the flush stopped early, if it did.
     pub error: Option<String>,
-    /// Set when another process held the outbox and published what was pending meanwhile.
+    /// Set when the flush stopped while other processes still held claims on pending
+    /// messages (they publish them).
     pub published_by: Option<String>,
 }
 
@@ -58,7 +63,8 @@ pub struct Retry {
     pub attempts: u32,
     /// First pause between attempts (doubles each time, at most 10 s).
     pub first_pause: Duration,
-    /// How long to wait while another process holds the outbox and messages still wait.
+    /// How long to wait, once nothing is left to claim, while other processes still hold
+    /// claims on pending messages (a claimer that dies leaves them to this one).
     pub lease_wait: Duration,
     /// Keep trying for at least this long after the broker first fails (a routine broker
     /// restart takes a minute or two); the flush gives up once both this and `attempts` are
@@ -77,45 +83,6 @@ impl Default for Retry {
     }
 }
 
-/// Who publishes.
-enum Publishing<'a> {
-    /// This process, holding the outbox lease.
-    Here(Lease<'a>),
-    /// Another process held the lease and nothing is left pending.
-    ElsewhereDone(lease::Holder),
-    /// Another process holds the lease and messages still wait after `lease_wait`.
-    ElsewhereWaiting(lease::Holder),
-}
-
-/// One publisher per store: takes the outbox lease, or waits while another process holds it
-/// until either the lease is free or nothing is pending any more (the other process published
-/// it), so a `run` and an `outbox flush` started together never send a message twice.
-async fn take_outbox<'a>(
-    store: &'a Store,
-    wait: Duration,
-) -> Result<Publishing<'a>, crate::store::StoreError> {
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut said = false;
-    loop {
-        match Lease::try_take(store, lease::PUBLISHER)? {
-            Ok(l) => return Ok(Publishing::Here(l)),
-            Err(holder) => {
-                if store.outbox_counts()?.pending == 0 {
-                    return Ok(Publishing::ElsewhereDone(holder));
-                }
-                if tokio::time::Instant::now() >= deadline || super::stop_requested() {
-                    return Ok(Publishing::ElsewhereWaiting(holder));
-                }
-                if !said {
-                    tracing::info!(holder = %holder, "another process is publishing the outbox; waiting for it");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
 /// Publishes every pending outbox message. A lost connection is re-established and the
 /// unconfirmed messages are sent again (same message ids); when the broker cannot be reached
 /// after `retry.attempts` tries in a row, the flush stops and the messages stay pending.
@@ -125,23 +92,6 @@ pub async fn flush(
     retry: &Retry,
 ) -> Result<FlushReport, crate::store::StoreError> {
     let mut report = FlushReport::default();
-    let lease = match take_outbox(store, retry.lease_wait).await? {
-        Publishing::Here(l) => l,
-        Publishing::ElsewhereDone(holder) => {
-            report.published_by = Some(holder.to_string());
-            report.still_pending = store.outbox_counts()?.pending;
-            return Ok(report);
-        }
-        Publishing::ElsewhereWaiting(holder) => {
-            report.still_pending = store.outbox_counts()?.pending;
-            report.error = Some(format!(
-                "another process holds the outbox and {} messages still wait: {holder}",
-                report.still_pending
-            ));
-            report.published_by = Some(holder.to_string());
-            return Ok(report);
-        }
-    };
     let worker = Arc::new(Store::open(store.location())?);
     let mut reader = Some(Reader {
         store: worker.clone(),
@@ -149,9 +99,9 @@ pub async fn flush(
     });
     let mut ahead: Option<tokio::task::JoinHandle<(Reader, Result<Page, StoreError>)>> = None;
     let mut marking: Option<tokio::task::JoinHandle<Result<(), StoreError>>> = None;
-    // Pages are read forward from `cursor`; back to the oldest pending row (0) when a forward
-    // read finds nothing or the connection broke.
-    let mut cursor = 0i64;
+    // Since when nothing was left to claim while other processes held claims.
+    let mut waiting_since: Option<tokio::time::Instant> = None;
+    let mut renewed = std::time::Instant::now();
     let mut publisher: Option<Publisher> = None;
     let mut failures_in_a_row = 0u32;
     let mut failing_since: Option<std::time::Instant> = None;
@@ -163,9 +113,10 @@ pub async fn flush(
                 report.error = Some("the process is stopping (signal)".into());
                 break;
             }
-            if !lease.renew()? {
-                report.error = Some("another process took over publishing the outbox".into());
-                break;
+            if renewed.elapsed() >= claims::CLAIM_TTL / 3 {
+                let w = worker.clone();
+                joined(tokio::task::spawn_blocking(move || w.renew_claims())).await?;
+                renewed = std::time::Instant::now();
             }
             let mut page = match ahead.take() {
                 Some(h) => {
@@ -177,7 +128,7 @@ pub async fn flush(
                     finish(&mut marking).await?;
                     let mut r = reader.take().expect("the reader is back");
                     let (r, page) = joined(tokio::task::spawn_blocking(move || {
-                        let page = r.read(cursor);
+                        let page = r.read();
                         (r, page)
                     }))
                     .await;
@@ -187,12 +138,23 @@ pub async fn flush(
             };
             if page.rows.is_empty() {
                 finish(&mut marking).await?;
-                if cursor == 0 {
+                let w = worker.clone();
+                let elsewhere =
+                    joined(tokio::task::spawn_blocking(move || w.claimed_elsewhere())).await?;
+                if elsewhere == 0 {
                     break;
                 }
-                cursor = 0;
+                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= retry.lease_wait || super::stop_requested() {
+                    report.published_by = Some(format!(
+                        "other processes, which hold claims on {elsewhere} pending messages"
+                    ));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            waiting_since = None;
             let p = match publisher.take().filter(Publisher::is_healthy) {
                 Some(p) => p,
                 None => match Publisher::connect(broker).await {
@@ -202,7 +164,7 @@ pub async fn flush(
                         p
                     }
                     Err(e) => {
-                        cursor = 0;
+                        worker.release_claims(&page.ids())?;
                         failures_in_a_row += 1;
                         let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                         let spent =
@@ -221,12 +183,10 @@ pub async fn flush(
                     }
                 },
             };
-            // Read and prepare the next page while this one is published.
-            cursor = page.last_id;
+            // Claim, read and prepare the next page while this one is published.
             let mut r = reader.take().expect("the reader is back");
-            let after = cursor;
             ahead = Some(tokio::task::spawn_blocking(move || {
-                let page = r.read(after);
+                let page = r.read();
                 (r, page)
             }));
             let started = std::time::Instant::now();
@@ -293,11 +253,14 @@ pub async fn flush(
             if let Some(reason) = &broken {
                 // Start again from the oldest pending row once this page is marked: the
                 // unconfirmed messages are sent again, the same records in the same messages.
+                // The page read ahead is given back (its rows may be older than the failed ones).
                 if let Some(h) = ahead.take() {
-                    let (r, _) = joined(h).await;
+                    let (r, next) = joined(h).await;
                     reader = Some(r);
+                    if let Ok(next) = next {
+                        worker.release_claims(&next.ids())?;
+                    }
                 }
-                cursor = 0;
                 finish(&mut marking).await?;
                 tracing::warn!(unconfirmed, reason = %reason, "connection lost while publishing; reconnecting to resend the unconfirmed messages");
                 p.close().await;
@@ -340,12 +303,17 @@ pub async fn flush(
         let _ = joined(h).await;
     }
     let marked = finish(&mut marking).await;
+    // Whatever this flush claimed and did not publish goes back to the other publishers.
+    let released = {
+        let w = worker.clone();
+        joined(tokio::task::spawn_blocking(move || w.release_all_claims())).await
+    };
     result?;
     marked?;
+    released?;
     if let Some(p) = publisher {
         p.close().await;
     }
-    drop(lease);
     report.still_pending = store.outbox_counts()?.pending;
     Ok(report)
 }
@@ -406,11 +374,14 @@ struct Page {
     messages: Vec<Prepared>,
     /// The rows (indexes into `rows`) each message carries.
     members: Vec<Vec<usize>>,
-    /// The highest outbox id in the page: the next page starts after it.
-    last_id: i64,
 }
 
 impl Page {
+    /// The page's outbox ids (claimed by this process).
+    fn ids(&self) -> Vec<i64> {
+        self.rows.iter().map(|r| r.outbox_id).collect()
+    }
+
     fn batched(&self, members: &[usize]) -> bool {
         members
             .first()
@@ -425,11 +396,11 @@ struct Reader {
 }
 
 impl Reader {
-    /// The pending rows after `after`, grouped into messages: a record of a batched feed goes
-    /// in the batch message of its (batch, routing key, block of `batch_size` outbox ids), any
-    /// other row alone. A full page ends before the first block that may continue past it.
-    fn read(&mut self, after: i64) -> Result<Page, StoreError> {
-        let mut pending = self.store.pending_after(after, PAGE)?;
+    /// Claims the oldest publishable rows and groups them into messages: a record of a
+    /// batched feed goes in the batch message of its (batch, routing key, block of
+    /// `batch_size` outbox ids), any other row alone. The store claims a block whole.
+    fn read(&mut self) -> Result<Page, StoreError> {
+        let mut pending = self.store.claim_pending(PAGE)?;
         let mut sizes = Vec::with_capacity(pending.len());
         for m in &pending {
             let size = if envelope::is_record(&m.message) {
@@ -446,18 +417,6 @@ impl Reader {
             };
             sizes.push(size.map(|n| n.max(1)));
         }
-        if pending.len() == PAGE as usize
-            && let Some(last) = pending.last().map(|m| m.outbox_id)
-        {
-            let cut = pending.iter().zip(&sizes).position(|(m, size)| {
-                size.is_some_and(|n| (m.outbox_id / i64::from(n) + 1) * i64::from(n) - 1 > last)
-            });
-            if let Some(cut) = cut.filter(|&c| c > 0) {
-                pending.truncate(cut);
-                sizes.truncate(cut);
-            }
-        }
-        let last_id = pending.last().map_or(after, |m| m.outbox_id);
         let mut members: Vec<Vec<usize>> = Vec::new();
         let mut groups: HashMap<(&str, &str, i64), usize> = HashMap::new();
         for (i, (m, size)) in pending.iter().zip(&sizes).enumerate() {
@@ -503,7 +462,6 @@ impl Reader {
             rows,
             messages,
             members,
-            last_id,
         })
     }
 }

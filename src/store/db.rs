@@ -159,6 +159,16 @@ impl Engine {
         }
     }
 
+    /// The clause that ends a `SELECT` whose rows a concurrent transaction claims: PostgreSQL
+    /// locks them and skips rows another transaction has locked (`FOR UPDATE SKIP LOCKED`);
+    /// nothing on SQLite, whose write transactions run one at a time.
+    pub fn skip_locked(self) -> &'static str {
+        match self {
+            Engine::Sqlite => "",
+            Engine::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
     /// The column that orders a table's rows by insertion where it has no integer id
     /// (`batches`, `runs`): SQLite's `rowid`, a `seq` identity column on PostgreSQL.
     pub fn insertion_order(self) -> &'static str {

@@ -1,8 +1,8 @@
 //! Leases: which process works on what, across every process that opens one store.
 //!
-//! Reading a feed and publishing the outbox must each be done by one worker at a time, whether
-//! that worker is `serve`, `run`, `outbox flush` or a cron job: two readers of one feed read its
-//! files twice, and two publishers send the same pending messages twice. A lease is a row in
+//! Reading a feed must be done by one worker at a time, whether that worker is `serve`, `run`,
+//! `outbox flush` or a cron job: two readers of one feed read its files twice. (Publishing is
+//! shared: publishers claim outbox rows, see `claims.rs`.) A lease is a row in
 //! the `leases` table naming its holder (a random id per process, with its pid, host and
 //! purpose) and an expiry. The holder renews it while it works; a holder that died stops
 //! renewing and its lease expires, or is taken over at once when the holder's pid is gone from
@@ -14,9 +14,6 @@ use std::time::Duration;
 use super::db::p;
 
 use super::{Result, Store};
-
-/// The lease on publishing a store's outbox.
-pub const PUBLISHER: &str = "outbox";
 
 /// How long a lease lasts without renewal.
 pub const TTL: Duration = Duration::from_secs(60);
@@ -73,7 +70,7 @@ impl Owner {
 /// Who holds a lease.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Holder {
-    /// The lease (`outbox`, `feed:<council>/<feed>`).
+    /// The lease (`feed:<council>/<feed>`).
     pub name: String,
     /// What the holding process is.
     pub purpose: String,
@@ -120,7 +117,7 @@ fn now_ms() -> i64 {
 }
 
 /// Whether a process of this host with this pid is gone.
-fn is_dead_here(host: &str, pid: u32) -> bool {
+pub(super) fn is_dead_here(host: &str, pid: u32) -> bool {
     host == owner().host
         && pid != std::process::id()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()

@@ -186,6 +186,12 @@ const SQLITE: &[&str] = &[
     // 8 (batched publishing): records per CloudEvents batch message for a batch's records, when
     // its feed publishes batches (NULL: one message per record).
     "ALTER TABLE batches ADD COLUMN publish_batch_size INTEGER;",
+    // 9 (several publishers): a pending row is claimed by the process publishing it until the
+    // claim expires (epoch milliseconds), so publishers share the outbox without sending a row
+    // twice; the index holds only claimed rows.
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_expires INTEGER;
+    CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;",
 ];
 
 /// PostgreSQL's schema. Migration 1 is the schema SQLite reached at its migration 8, with
@@ -363,6 +369,10 @@ const POSTGRES: &[&str] = &[
         created_at TEXT NOT NULL,
         finished_at TEXT
     );",
+    // 2 (several publishers): SQLite's migration 9, outbox claims.
+    "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN claim_expires BIGINT;
+    CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;",
 ];
 
 /// The migrations of `engine`, numbered from 1.

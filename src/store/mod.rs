@@ -9,6 +9,7 @@
 //! once another process had written, and would fail with "database is locked" at once instead of
 //! waiting its turn (the busy timeout only covers waiting for the lock).
 
+pub mod claims;
 mod console;
 pub mod db;
 mod delta;
@@ -699,53 +700,14 @@ impl Store {
     pub fn pending_after(&self, after: i64, limit: u32) -> Result<Vec<PendingMessage>> {
         self.with(|db| {
             let rows = db.query(
-                "SELECT id, council, attempts, message_id, routing_key, headers, body, correlation_id,
-                 timestamp, header_set FROM outbox WHERE status = 'pending'
-                 AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE status = 'processing'))
-                 AND id > ?2 ORDER BY id LIMIT ?1",
+                &format!(
+                    "SELECT {PENDING_COLUMNS} FROM outbox WHERE status = 'pending'
+                     AND (batch_id IS NULL OR batch_id NOT IN (SELECT id FROM batches WHERE status = 'processing'))
+                     AND id > ?2 ORDER BY id LIMIT ?1"
+                ),
                 p![limit, after],
             )?;
-            let mut sets: std::collections::HashMap<i64, serde_json::Map<String, Value>> =
-                std::collections::HashMap::new();
-            let mut page = Vec::with_capacity(rows.len());
-            for mut r in rows {
-                let own: serde_json::Map<String, Value> = match r.val(5) {
-                    Some(db::Val::Text(t)) => serde_json::from_str(t).unwrap_or_default(),
-                    _ => Default::default(),
-                };
-                let headers = match r.get::<Option<i64>>(9)? {
-                    None => own,
-                    Some(id) => {
-                        let shared = match sets.entry(id) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                let text: String = db.query_value(
-                                    "SELECT headers FROM header_sets WHERE id = ?1",
-                                    p![id],
-                                )?;
-                                e.insert(serde_json::from_str(&text).unwrap_or_default())
-                            }
-                        };
-                        let mut full = shared.clone();
-                        full.extend(own);
-                        full
-                    }
-                };
-                page.push(PendingMessage {
-                    outbox_id: r.get(0)?,
-                    council: r.take(1)?,
-                    attempts: r.get(2)?,
-                    message: OutboundMessage {
-                        message_id: r.take(3)?,
-                        routing_key: r.take(4)?,
-                        headers,
-                        body: r.take(6)?,
-                        correlation_id: r.take(7)?,
-                        timestamp: r.get(8)?,
-                    },
-                });
-            }
-            Ok(page)
+            pending_messages(db, rows)
         })
     }
 
@@ -783,24 +745,29 @@ impl Store {
         }
         let ids = id_list(outbox_ids);
         let sql = format!(
-            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1
-             WHERE id IN ({}) AND status = 'pending'",
+            "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
+             claimed_by = NULL WHERE id IN ({}) AND status = 'pending'",
             self.engine.json_ids("?1")
         );
         self.with(|db| db.execute(&sql, p![ids, now()]).map(|_| ()))
     }
 
-    /// Records a failed attempt; the message stays pending.
+    /// Records a failed attempt; the message stays pending, and this process's claim on it
+    /// is released (any publisher may take it again; a claim another process took over after
+    /// this one's expired is left to it).
     pub fn mark_attempt_failed(&self, outbox_ids: &[i64], error: &str) -> Result<()> {
         if outbox_ids.is_empty() {
             return Ok(());
         }
         let ids = id_list(outbox_ids);
         let sql = format!(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id IN ({})",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2,
+             claimed_by = CASE WHEN claimed_by = ?3 THEN NULL ELSE claimed_by END
+             WHERE id IN ({})",
             self.engine.json_ids("?1")
         );
-        self.with(|db| db.execute(&sql, p![ids, error]).map(|_| ()))
+        let me = claims::claimer();
+        self.with(|db| db.execute(&sql, p![ids, error, me]).map(|_| ()))
     }
 
     /// Moves a message the broker could not route (or refused) to the failures, with the reason.
@@ -821,7 +788,8 @@ impl Store {
             let mut tx = db.transaction()?;
             tx.execute(&insert, p![outbox_id, stage, reason, now()])?;
             tx.execute(
-                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?2,
+                 claimed_by = NULL WHERE id = ?1",
                 p![outbox_id, reason],
             )?;
             tx.commit()
@@ -1288,8 +1256,57 @@ fn own_headers(
     }
 }
 
+/// The columns [`pending_messages`] reads, in its order.
+pub(super) const PENDING_COLUMNS: &str =
+    "id, council, attempts, message_id, routing_key, headers, body,
+    correlation_id, timestamp, header_set";
+
+/// Outbox rows read with [`PENDING_COLUMNS`] as messages, each with its full headers (its own
+/// over its header set's).
+pub(super) fn pending_messages(db: &mut Db, rows: Vec<Row>) -> DbResult<Vec<PendingMessage>> {
+    let mut sets: std::collections::HashMap<i64, serde_json::Map<String, Value>> =
+        std::collections::HashMap::new();
+    let mut page = Vec::with_capacity(rows.len());
+    for mut r in rows {
+        let own: serde_json::Map<String, Value> = match r.val(5) {
+            Some(db::Val::Text(t)) => serde_json::from_str(t).unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let headers = match r.get::<Option<i64>>(9)? {
+            None => own,
+            Some(id) => {
+                let shared = match sets.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let text: String = db
+                            .query_value("SELECT headers FROM header_sets WHERE id = ?1", p![id])?;
+                        e.insert(serde_json::from_str(&text).unwrap_or_default())
+                    }
+                };
+                let mut full = shared.clone();
+                full.extend(own);
+                full
+            }
+        };
+        page.push(PendingMessage {
+            outbox_id: r.get(0)?,
+            council: r.take(1)?,
+            attempts: r.get(2)?,
+            message: OutboundMessage {
+                message_id: r.take(3)?,
+                routing_key: r.take(4)?,
+                headers,
+                body: r.take(6)?,
+                correlation_id: r.take(7)?,
+                timestamp: r.get(8)?,
+            },
+        });
+    }
+    Ok(page)
+}
+
 /// Outbox ids as a JSON array, for `json_each` (one statement for a page).
-fn id_list(ids: &[i64]) -> String {
+pub(super) fn id_list(ids: &[i64]) -> String {
     let mut s = String::with_capacity(ids.len() * 8 + 2);
     s.push('[');
     for (i, id) in ids.iter().enumerate() {
@@ -1576,6 +1593,49 @@ mod tests {
             ("m3", 1)
         );
         assert_eq!(store.outbox_counts().unwrap().sent, 2);
+    }
+
+    #[test]
+    fn claimed_rows_are_not_claimed_again_until_released_and_a_block_is_claimed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        store.begin_batch(&batch("b")).unwrap();
+        let records: Vec<OutboundMessage> = (1..=6)
+            .map(|i| record(&format!("m{i}"), i as u64))
+            .collect();
+        store
+            .write_chunk(&batch("b"), &records, &[], false)
+            .unwrap();
+        store
+            .finish_batch("b", &serde_json::json!({}), &message("manifest"), false)
+            .unwrap();
+        let ids = |page: &[PendingMessage]| page.iter().map(|m| m.outbox_id).collect::<Vec<_>>();
+        let first = store.claim_pending(2).unwrap();
+        assert_eq!(ids(&first), [1, 2]);
+        let second = store.claim_pending(2).unwrap();
+        assert_eq!(ids(&second), [3, 4], "claimed rows are skipped");
+        store.mark_attempt_failed(&[1], "nacked").unwrap();
+        store.mark_sent(&[2]).unwrap();
+        assert_eq!(
+            ids(&store.claim_pending(1).unwrap()),
+            [1],
+            "released by the failed attempt"
+        );
+        store.release_all_claims().unwrap();
+        assert_eq!(store.claimed_elsewhere().unwrap(), 0);
+
+        // Batched (blocks of 4 ids: 0-3, 4-7): asked for one row, the claim takes its block.
+        store.set_publish_batch_size("b", 4).unwrap();
+        let block = store.claim_pending(1).unwrap();
+        assert_eq!(ids(&block), [1, 3], "the pending rows of block 0-3");
+        let next = store.claim_pending(1).unwrap();
+        assert_eq!(
+            ids(&next),
+            [4, 5, 6, 7],
+            "block 4-7 whole (the manifest is id 7)"
+        );
+        assert!(store.claim_pending(10).unwrap().is_empty());
+        assert_eq!(store.outbox_counts().unwrap().pending, 6);
     }
 
     #[test]
