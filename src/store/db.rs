@@ -159,6 +159,18 @@ impl Engine {
         }
     }
 
+    /// A statement that sets the identity sequence of `table.column` past the largest value
+    /// the column holds (after rows were inserted with their ids); `None` on SQLite, whose
+    /// ids continue from the largest by themselves.
+    pub fn reset_identity(self, table: &str, column: &str) -> Option<String> {
+        match self {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
+            )),
+        }
+    }
+
     /// The column that orders a table's rows by insertion where it has no integer id
     /// (`batches`, `runs`): SQLite's `rowid`, a `seq` identity column on PostgreSQL.
     pub fn insertion_order(self) -> &'static str {
@@ -468,6 +480,19 @@ fn numeric(raw: &[u8]) -> std::result::Result<Val, Box<dyn std::error::Error + S
     Ok(i64::try_from(int).map_or(Val::Real(int as f64), Val::Int))
 }
 
+impl Val {
+    /// The value as a parameter (bytes stay bytes).
+    pub fn as_param(&self) -> Param<'_> {
+        match self {
+            Val::Null => Param::Null,
+            Val::Int(i) => Param::Int(*i),
+            Val::Real(f) => Param::Real(*f),
+            Val::Text(s) => Param::Text(Cow::Borrowed(s)),
+            Val::Blob(b) => Param::Blob(Cow::Borrowed(b)),
+        }
+    }
+}
+
 /// One row of a result, read whole.
 #[derive(Debug, Clone)]
 pub struct Row(Vec<Val>);
@@ -491,6 +516,11 @@ impl Row {
         })?;
         let v = std::mem::replace(v, Val::Null);
         T::from_owned(v).map_err(|message| DbError::Column { index, message })
+    }
+
+    /// Every value, in column order.
+    pub fn values(&self) -> &[Val] {
+        &self.0
     }
 
     /// The raw value of column `index`.
@@ -861,6 +891,23 @@ impl Db {
     /// Column 0 of the first row.
     pub fn query_value<T: FromVal>(&mut self, sql: &str, params: &[Param<'_>]) -> DbResult<T> {
         self.query_row(sql, params, |r| r.get(0))
+    }
+
+    /// The names of `table`'s columns, in their order.
+    pub fn columns(&mut self, table: &str) -> DbResult<Vec<String>> {
+        match self.engine() {
+            Engine::Sqlite => self.query_map(
+                "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                &[Param::from(table)],
+                |r| r.get(0),
+            ),
+            Engine::Postgres => self.query_map(
+                "SELECT CAST(column_name AS TEXT) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = ?1 ORDER BY ordinal_position",
+                &[Param::from(table)],
+                |r| r.get(0),
+            ),
+        }
     }
 
     /// Runs several statements with no parameters (a migration).

@@ -10,6 +10,7 @@
 //! waiting its turn (the busy timeout only covers waiting for the lock).
 
 mod console;
+mod copy;
 pub mod db;
 mod delta;
 mod feeds;
@@ -18,6 +19,7 @@ mod migrations;
 mod retention;
 mod runs;
 
+pub use copy::{COPIED_TABLES, CopyReport};
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use delta::{FeedState, StateChange};
 pub use retention::{PruneReport, Retention};
@@ -321,9 +323,30 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The schema version of the store at `location` (migrations applied; 0 for an SQLite file
+/// that does not exist yet, which is not created) and the latest this release knows, without
+/// migrating it.
+pub fn schema_version_of(location: &Location) -> Result<(usize, usize)> {
+    let failed = |source| StoreError::Database {
+        location: location.to_string(),
+        source,
+    };
+    let mut db = match location {
+        Location::Sqlite(path) if !path.exists() => {
+            return Ok((0, migrations::migrations(Engine::Sqlite).len()));
+        }
+        Location::Sqlite(path) => Db::open_sqlite(path).map_err(failed)?,
+        Location::Postgres(url) => Db::open_postgres(url).map_err(failed)?,
+    };
+    let latest = migrations::migrations(db.engine()).len();
+    let version = db::off_async(|| migrations::version(&mut db)).map_err(failed)?;
+    Ok((version, latest))
+}
+
 impl Store {
     /// Opens the store at `location` (an SQLite file, created if needed, or a PostgreSQL
-    /// address) and brings its schema up to date.
+    /// address) and brings its schema up to date (`council-bridge store migrate` does it on
+    /// purpose; every command does it on opening).
     pub fn open(location: impl Into<Location>) -> Result<Self> {
         let location = location.into();
         let failed = |source| StoreError::Database {
