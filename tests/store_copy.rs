@@ -86,7 +86,13 @@ fn a_store_with_every_kind_of_row_copies_from_sqlite_to_postgres_and_back() {
             .create_token("ci", "viewer", None, &"ab".repeat(32), "test-operator")
             .unwrap();
         store
-            .create_replay_job("job-1", "test-operator", "a test", &FailureFilter::default(), 0)
+            .create_replay_job(
+                "job-1",
+                "test-operator",
+                "a test",
+                &FailureFilter::default(),
+                0,
+            )
             .unwrap();
         store
             .record_audit(
@@ -120,12 +126,12 @@ fn a_store_with_every_kind_of_row_copies_from_sqlite_to_postgres_and_back() {
     let migrated = run_ok(&sandbox, &["--store", database.url(), "store", "migrate"]);
     let mut lines = migrated.lines();
     let first = lines.next().unwrap();
+    assert!(first.contains(": schema version 0 of "), "{migrated}");
     assert!(
-        first.contains(": schema version 0 of "),
-        "{migrated}"
-    );
-    assert!(
-        lines.next().unwrap().starts_with("migrated: schema version "),
+        lines
+            .next()
+            .unwrap()
+            .starts_with("migrated: schema version "),
         "{migrated}"
     );
     let again = run_ok(&sandbox, &["--store", database.url(), "store", "migrate"]);
@@ -133,14 +139,22 @@ fn a_store_with_every_kind_of_row_copies_from_sqlite_to_postgres_and_back() {
 
     let copied = run_ok(
         &sandbox,
-        &["store", "copy", "--from", source_arg, "--to", database.url()],
+        &[
+            "store",
+            "copy",
+            "--from",
+            source_arg,
+            "--to",
+            database.url(),
+        ],
     );
     for table in COPIED_TABLES {
         let n = dump(&source, table).len();
         assert!(
             copied
                 .lines()
-                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [*table, &n.to_string(), "rows"]),
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == [*table, &n.to_string(), "rows"]),
             "{table}: {n} rows in {copied}"
         );
         assert_eq!(dump(&source, table), dump(&pg, table), "{table}");
@@ -149,11 +163,21 @@ fn a_store_with_every_kind_of_row_copies_from_sqlite_to_postgres_and_back() {
     // A target that holds batches already is refused, and nothing is written to it.
     let out = sandbox
         .cli(None)
-        .args(["store", "copy", "--from", source_arg, "--to", database.url()])
+        .args([
+            "store",
+            "copy",
+            "--from",
+            source_arg,
+            "--to",
+            database.url(),
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("already holds"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("already holds"),
+        "{err}"
+    );
     assert_eq!(dump(&source, "outbox").len(), dump(&pg, "outbox").len());
 
     // The copy is a working store: new ids continue after the copied ones, and it reads the

@@ -40,7 +40,12 @@ pub struct Cli {
     pub amqp_url: Option<String>,
     /// The store: an SQLite file or a PostgreSQL address, `postgres://user@host:port/database`
     /// (overrides `store`).
-    #[arg(long, global = true, env = "COUNCIL_BRIDGE_STORE", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "COUNCIL_BRIDGE_STORE",
+        hide_env_values = true
+    )]
     pub store: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "auto")]
@@ -878,7 +883,9 @@ async fn execute(cli: &Cli) -> Result<u8> {
         Command::Store {
             action: StoreCmd::Copy { from, to },
         } => {
-            let from = from.as_deref().map_or_else(|| env.store.clone(), Location::parse);
+            let from = from
+                .as_deref()
+                .map_or_else(|| env.store.clone(), Location::parse);
             let to = Location::parse(to);
             if from == to {
                 bail!("--from and --to are the same store ({from})");
@@ -888,8 +895,7 @@ async fn execute(cli: &Cli) -> Result<u8> {
             }
             let source =
                 Store::open(&from).with_context(|| format!("cannot open the store {from}"))?;
-            let target =
-                Store::open(&to).with_context(|| format!("cannot open the store {to}"))?;
+            let target = Store::open(&to).with_context(|| format!("cannot open the store {to}"))?;
             let report = source
                 .copy_into(&target)
                 .with_context(|| format!("cannot copy {from} into {to}"))?;

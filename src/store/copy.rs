@@ -112,12 +112,16 @@ impl Store {
                 loop {
                     let rows = if keyset {
                         src.query(
-                            &format!("SELECT {list}, id FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                            &format!(
+                                "SELECT {list}, id FROM {table} WHERE id > ?1 ORDER BY id LIMIT ?2"
+                            ),
                             &[Param::Int(last_id), Param::Int(PAGE)],
                         )
                     } else {
                         src.query(
-                            &format!("SELECT {list} FROM {table} ORDER BY {order_by} LIMIT ?1 OFFSET ?2"),
+                            &format!(
+                                "SELECT {list} FROM {table} ORDER BY {order_by} LIMIT ?1 OFFSET ?2"
+                            ),
                             &[Param::Int(PAGE), Param::Int(copied as i64)],
                         )
                     }

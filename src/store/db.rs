@@ -31,7 +31,8 @@ pub enum DbError {
     /// SQLite said no.
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL said no (its message, detail and hint; the error is not chained again).
+    /// PostgreSQL said no (its message and hint, not the detail, which can quote a row's
+    /// values; the error is not chained again).
     #[error("{}", pg_message(.0))]
     Postgres(postgres::Error),
     /// A query that must return a row returned none.
@@ -67,9 +68,10 @@ fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut m = format!("PostgreSQL {}: {}", db.severity(), db.message());
-            for extra in [db.detail(), db.hint()].into_iter().flatten() {
+            // Not the detail: it can quote a row's values ("Failing row contains ...").
+            if let Some(hint) = db.hint() {
                 m.push_str(" (");
-                m.push_str(extra);
+                m.push_str(hint);
                 m.push(')');
             }
             m

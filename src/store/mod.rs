@@ -19,8 +19,8 @@ mod migrations;
 mod retention;
 mod runs;
 
-pub use copy::{COPIED_TABLES, CopyReport};
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
+pub use copy::{COPIED_TABLES, CopyReport};
 pub use delta::{FeedState, StateChange};
 pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
@@ -692,7 +692,7 @@ impl Store {
     pub fn batches(&self, council: Option<&str>, limit: u32) -> Result<Vec<BatchRow>> {
         let sql = format!(
             "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
-             FROM batches WHERE (?1 IS NULL OR council = ?1) ORDER BY started_at DESC, {} DESC LIMIT ?2",
+             FROM batches WHERE (CAST(?1 AS TEXT) IS NULL OR council = ?1) ORDER BY started_at DESC, {} DESC LIMIT ?2",
             self.engine.insertion_order()
         );
         self.with(|db| db.query_map(&sql, p![council, limit], batch_row))
@@ -887,7 +887,7 @@ impl Store {
         self.with(|db| {
             db.query_map(
                 &format!(
-                    "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
+                    "{FAILURE_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
                 ),
                 p![council, all, limit],
                 failure_row,
@@ -1345,7 +1345,7 @@ fn audit(tx: &mut Db, actor: &str, action: &str, target: &str, detail: &str) -> 
     tx.query_value(
         "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
          VALUES (?1, ?2, ?3, ?4, ?5,
-           CASE WHEN ?6 IS NOT NULL THEN (SELECT council FROM failures WHERE id = ?6)
+           CASE WHEN CAST(?6 AS BIGINT) IS NOT NULL THEN (SELECT council FROM failures WHERE id = ?6)
                 ELSE (SELECT council FROM batches WHERE id = ?4) END,
            ?7, 1) RETURNING id",
         p![now(), actor, action, target, detail, failure, outcome],

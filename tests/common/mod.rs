@@ -54,8 +54,14 @@ impl TestDatabase {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        admin(server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        admin(server, &format!("CREATE DATABASE {name} TEMPLATE template0"));
+        admin(
+            server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        admin(
+            server,
+            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+        );
         let mut url = url::Url::parse(server).expect("COUNCIL_BRIDGE_TEST_STORE parses");
         url.set_path(&name);
         TestDatabase {
