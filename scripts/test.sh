@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672 (and that
-# openssh-server is installed, for tests/sftp.rs, and chromium + chromium-driver, for
-# tests/browser.rs), then run
-# `cargo test --all-targets --locked` from the repository root. Extra arguments go to cargo test.
+# The project's one test command: make sure RabbitMQ answers on 127.0.0.1:5672 and PostgreSQL on
+# 127.0.0.1:5432 (and that openssh-server is installed, for tests/sftp.rs, and chromium +
+# chromium-driver, for tests/browser.rs), then run `cargo test --all-targets --locked` from the
+# repository root twice: once on SQLite stores, once with every test's store in a fresh
+# PostgreSQL database (COUNCIL_BRIDGE_TEST_STORE). Extra arguments go to cargo test.
 # tests/cluster.rs starts its own three-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh, ports
 # 5681-5683, as the rabbitmq user) from the same installed RabbitMQ and stops it at the end; a
 # cluster left behind by an interrupted run is stopped here afterwards.
@@ -13,6 +14,9 @@
 #
 # Environment:
 #   RABBITMQ_WAIT_SECS   how long to wait for the broker to come up (default 90)
+#   COUNCIL_BRIDGE_PG_URL
+#                        the PostgreSQL server of the second pass (default
+#                        postgres://postgres@127.0.0.1:5432/postgres; trust authentication)
 #   FUZZ_SECONDS         when set (e.g. 15) and cargo-fuzz is installed, also run each fuzz
 #                        target that long after the tests (7 targets; keep the total to a
 #                        minute or two). See docs/fuzzing.md.
@@ -170,6 +174,50 @@ ensure_broker() {
     log "broker ready: amqp://guest:guest@${AMQP_HOST}:${AMQP_PORT}/%2f"
 }
 
+PG_URL="${COUNCIL_BRIDGE_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+pg_up() {
+    timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/5432" >/dev/null 2>&1 &&
+        { ! command -v pg_isready >/dev/null 2>&1 || pg_isready -q -h 127.0.0.1 -p 5432 -t 3; }
+}
+
+# The PostgreSQL pass needs the server: started here (Debian's cluster) when it is down.
+ensure_postgres() {
+    if pg_up; then
+        log "PostgreSQL already answering on 127.0.0.1:5432"
+        return 0
+    fi
+    command -v pg_ctlcluster >/dev/null 2>&1 || die "PostgreSQL is not running on 127.0.0.1:5432 and pg_ctlcluster is not installed (apt-get install postgresql)"
+    local version
+    version="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$version" ] || die "PostgreSQL is not running and no cluster is configured in /etc/postgresql"
+    log "PostgreSQL is not running: starting cluster ${version}/main"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start ||
+        die "pg_ctlcluster could not start PostgreSQL ${version}/main (see /var/log/postgresql/)"
+    local deadline=$((SECONDS + 30))
+    until pg_up; do
+        [ "$SECONDS" -lt "$deadline" ] || die "PostgreSQL ${version}/main did not answer on 127.0.0.1:5432 within 30s (see /var/log/postgresql/)"
+        sleep 1
+    done
+    log "PostgreSQL is up"
+}
+
+# Runs the suite once; prints `tests: N passed, M failed (LABEL stores)`; returns cargo's status.
+run_suite() {
+    local label="$1" out rc=0 started=$SECONDS
+    shift
+    out="$(mktemp)"
+    cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
+    # One closing line per pass (the bench targets print last otherwise).
+    local passed failed
+    passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')
+    failed=$(grep -Eo '[0-9]+ failed;' "$out" | awk '{s += $1} END {print s + 0}')
+    rm -f "$out"
+    SUMMARY+="tests: ${passed} passed, ${failed} failed (${label} stores, $((SECONDS - started))s)"$'\n'
+    printf 'tests: %s passed, %s failed (%s stores)\n' "$passed" "$failed" "$label"
+    return "$rc"
+}
+
 # Optional: each fuzz target for a few seconds (stable toolchain: RUSTC_BOOTSTRAP, no sanitizer).
 run_fuzz() {
     local secs="$1" target
@@ -196,6 +244,7 @@ main() {
     if [ "$broker_only" -eq 1 ]; then
         return 0
     fi
+    ensure_postgres
     ensure_sshd
     ensure_chromium
 
@@ -212,20 +261,17 @@ main() {
     else
         log "../shared/data/real is missing: the tests on real council files will print NOT RUN"
     fi
-    log "running: cargo test --all-targets --locked${*:+ $*}"
-    local out rc=0
-    out="$(mktemp)"
-    cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
+    SUMMARY=""
+    local rc=0
+    log "running on SQLite stores: cargo test --all-targets --locked${*:+ $*}"
+    COUNCIL_BRIDGE_TEST_STORE= run_suite sqlite "$@" || rc=$?
+    log "running on PostgreSQL stores (${PG_URL}, a database per test): cargo test --all-targets --locked${*:+ $*}"
+    COUNCIL_BRIDGE_TEST_STORE="$PG_URL" run_suite postgres "$@" || rc=$?
     if [ -d "${CB_CLUSTER_DIR:-${TMPDIR:-/tmp}/council-bridge-rabbitmq-cluster}" ]; then
         log "stopping the three-node cluster an interrupted tests/cluster.rs left running"
         bash scripts/rabbitmq-cluster.sh stop || true
     fi
-    # One closing line for the whole suite (the bench targets print last otherwise).
-    local passed failed
-    passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')
-    failed=$(grep -Eo '[0-9]+ failed;' "$out" | awk '{s += $1} END {print s + 0}')
-    rm -f "$out"
-    printf 'tests: %s passed, %s failed\n' "$passed" "$failed"
+    printf '%s' "$SUMMARY"
     if [ "$rc" -eq 0 ] && [ -n "${FUZZ_SECONDS:-}" ]; then
         run_fuzz "$FUZZ_SECONDS" || rc=$?
     fi

@@ -811,8 +811,9 @@ pub struct Council {
 /// The whole configuration, paths resolved.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The SQLite file.
-    pub store: PathBuf,
+    /// The store: an SQLite file (resolved against the configuration's folder) or a
+    /// PostgreSQL address (`postgres://…`).
+    pub store: crate::store::Location,
     /// The mappings folder.
     pub mappings: PathBuf,
     /// The schemas folder.
@@ -1039,7 +1040,10 @@ impl Config {
             });
         }
         Ok(Config {
-            store: resolve(&root.store),
+            store: match crate::store::Location::from(&root.store) {
+                crate::store::Location::Sqlite(p) => crate::store::Location::Sqlite(resolve(&p)),
+                postgres => postgres,
+            },
             mappings,
             schemas: resolve(&root.schemas),
             broker: root.broker,

@@ -29,7 +29,11 @@ pub fn init(format: LogFormat, default_level: &str) {
             "lapin::returned_messages=off"
                 .parse()
                 .expect("valid directive"),
-        );
+        )
+        // The PostgreSQL driver logs every statement's parameters at debug level: record
+        // values, personal data included.
+        .add_directive("tokio_postgres=info".parse().expect("valid directive"))
+        .add_directive("postgres=info".parse().expect("valid directive"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -133,6 +133,15 @@ fn only_store_touches_sqlite() {
 }
 
 #[test]
+fn only_store_touches_postgresql() {
+    only_in(
+        "postgres::",
+        &["store"],
+        "nothing but store opens the database",
+    );
+}
+
+#[test]
 fn mapping_and_canonical_do_no_io_beyond_loading_their_definitions() {
     for needle in ["std::net", "tokio", "reqwest", "std::process"] {
         only_in(

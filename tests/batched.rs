@@ -30,7 +30,7 @@ fn batched_file(sandbox: &Sandbox) -> (Store, BTreeSet<String>, String) {
     let mapping =
         council_bridge::mapping::load(&sandbox.path("mappings/northshire/payroll.yaml"), &registry)
             .unwrap();
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     let raw = council_bridge::sources::describe(&dir.join("payroll_batched_0.csv")).unwrap();
     let policy = FeedPolicy {
         publish_batch_size: Some(BATCH_SIZE),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{Consumer, Sandbox, broker_url, stdout};
 use council_bridge::canonical::Registry;
-use council_bridge::store::Store;
 
 /// Every message the bundled sample councils produce, by routing key: the good rows of each
 /// file (see mappings/*/samples/EXPECTED.md) and one manifest per file (per page for the API).
@@ -207,7 +206,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
             .is_empty()
     );
 
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     assert_eq!(store.outbox_counts().unwrap().pending, TOTAL_FILES as u64);
     drop(store);
 
@@ -319,7 +318,7 @@ async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_i
             .any(|m| m.body["status"] == "suspended" && m.headers["x-source-line"] == "9")
     );
 
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     assert_eq!(
         store.failure(id.parse().unwrap()).unwrap().status,
         "replayed"

@@ -3,13 +3,14 @@
 //! Every row of every sample is valid (mappings/southvale/samples/EXPECTED.md), every entity of
 //! the catalogue yields records, and every record in the outbox validates against its schema.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::pipeline;
-use council_bridge::store::Store;
 
 /// Feed → (entity, detail rows read, valid, rejected).
 const FEEDS: [(&str, &str, u64, u64, u64); 12] = [
@@ -42,7 +43,7 @@ fn southvale_publishes_every_finance_and_payroll_entity_and_every_record_validat
     let config = Config::load(&repo().join("council-bridge.yaml")).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("catalogue.db")).unwrap();
+    let store = common::test_store(&dir.path().join("catalogue.db"));
 
     let reports = pipeline::process(&config, &registry, &store, Some("southvale"), None, false);
 

@@ -4,13 +4,14 @@
 //! the outbox validates against its entity's schema. No broker is needed: messages wait in a
 //! private store's outbox.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::pipeline;
-use council_bridge::store::Store;
 use serde_json::Value;
 
 /// Per feed: (feed, file, rows read, valid, rejected, canonical entity).
@@ -120,7 +121,7 @@ fn run_westmarch() -> (Vec<pipeline::FeedReport>, BTreeMap<String, Vec<Value>>) 
     let config = Config::load(&repo().join("council-bridge.yaml")).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("catalogue.db")).unwrap();
+    let store = common::test_store(&dir.path().join("catalogue.db"));
     let reports = pipeline::process(&config, &registry, &store, Some("westmarch"), None, false);
 
     let mut records: BTreeMap<String, Vec<Value>> = BTreeMap::new();

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Sandbox, repo, sandbox_with_payroll, write_payroll};
-use council_bridge::store::Store;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
@@ -127,7 +126,8 @@ fn cluster_config(sandbox: &Sandbox, queue: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "store: var/test.db\nmappings: mappings\nschemas: schemas\nbroker:\n  retry_seconds: 90\n  exchange: {}\n  dead_letter_exchange: {}\n  dead_letter_queue: {}\n  urls: [\"{}\", \"{}\", \"{}\"]\n  queues:\n    {queue}: [\"#\"]\n",
+            "store: {}\nmappings: mappings\nschemas: schemas\nbroker:\n  retry_seconds: 90\n  exchange: {}\n  dead_letter_exchange: {}\n  dead_letter_queue: {}\n  urls: [\"{}\", \"{}\", \"{}\"]\n  queues:\n    {queue}: [\"#\"]\n",
+            sandbox.store_setting(),
             sandbox.exchange,
             sandbox.dlx,
             sandbox.dlq,
@@ -246,7 +246,7 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         common::stdout(&run),
         String::from_utf8_lossy(&run.stderr)
     );
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     let pending = store.pending(1_000_000).unwrap();
     assert_eq!(pending.len(), records + FILES, "records and manifests wait");
     let expected: BTreeMap<String, Vec<u8>> = pending
@@ -384,7 +384,7 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         logs.contains("connected to broker node"),
         "the log names the node it moved to"
     );
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     assert_eq!(
         store.outbox_counts().unwrap().sent,
         expected.len() as u64,

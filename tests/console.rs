@@ -16,7 +16,7 @@ use common::{Consumer, Sandbox, broker_url, sandbox_with_payroll, stdout, write_
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::pipeline::{Operator, flush::Retry};
-use council_bridge::store::{FailureFilter, Store};
+use council_bridge::store::FailureFilter;
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
@@ -152,7 +152,7 @@ async fn a_council_token_gets_nothing_of_another_council_on_any_endpoint() {
     // Health is open; nothing else is.
     assert_eq!(call(&c, "GET", &u("/health"), None, None).await.0, 200);
     let b_id = river[0];
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     let river_batch = store.batches(Some("riverton"), 1).unwrap().remove(0).id;
     let gets = [
         "/api/v1/failures".to_string(),
@@ -735,7 +735,7 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
 
     let config = Arc::new(Config::load(&sandbox.config()).unwrap());
     let registry = Arc::new(Registry::load(&config.schemas).unwrap());
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     let filter = FailureFilter {
         council: Some("northshire".into()),
         feed: Some("payroll".into()),
@@ -1158,7 +1158,7 @@ async fn serve_resumes_an_interrupted_bulk_replay_at_start() {
     let job = {
         let config = Arc::new(Config::load(&sandbox.config()).unwrap());
         let registry = Arc::new(Registry::load(&config.schemas).unwrap());
-        let store = Store::open(sandbox.store_path()).unwrap();
+        let store = sandbox.open_store();
         let filter = FailureFilter {
             council: Some("northshire".into()),
             field: Some("payment_method".into()),
@@ -1172,7 +1172,7 @@ async fn serve_resumes_an_interrupted_bulk_replay_at_start() {
     };
     let mut consumer = Consumer::bind(&sandbox).await;
     let serve = Console::start_command(&sandbox, "serve", Some(&broker_url()));
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     let start = Instant::now();
     while store.replay_job(&job).unwrap().status != "done" {
         assert!(

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{Consumer, Received, Sandbox, broker_url, stdout};
-use council_bridge::store::Store;
 
 const IDLE: Duration = Duration::from_millis(1200);
 const HEADER: &str = "Assignment;Person Ref;Payroll No;Job Title;Start;End;Status;Contract;FTE;Hours;Grade;Post;Line Manager Assignment;Org Unit;Cost Centre;Primary";
@@ -210,8 +209,8 @@ fn batches(sandbox: &Sandbox) -> Vec<serde_json::Value> {
 }
 
 fn state_size(sandbox: &Sandbox) -> usize {
-    Store::open(sandbox.store_path())
-        .unwrap()
+    sandbox
+        .open_store()
         .feed_state("westmarch", "employments")
         .unwrap()
         .hashes
@@ -580,7 +579,7 @@ async fn a_discarded_snapshot_publishes_nothing_and_leaves_the_state_unchanged()
     );
     assert_eq!(batches(&sandbox)[0]["status"], "discarded");
     assert_eq!(state_size(&sandbox), 6);
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     assert!(
         store
             .audit_log(5)

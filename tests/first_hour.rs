@@ -24,7 +24,7 @@ fn a_mistyped_store_is_an_error_not_a_new_empty_store() {
     let err = stderr(&out);
     assert!(
         err.contains("there is no store at var/tset.db (the configured store is ")
-            && err.contains("var/test.db); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`"),
+            && err.contains(&format!("{}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`", sandbox.store_setting())),
         "{err}"
     );
     assert!(!sandbox.path("var/tset.db").exists(), "nothing created");

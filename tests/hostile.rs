@@ -694,14 +694,14 @@ fn the_failure_store_keeps_a_long_raw_value_truncated_with_its_length_and_sha256
         .output()
         .unwrap();
     assert!(stdout(&out).contains("processed"), "{}", stdout(&out));
-    let db = rusqlite::Connection::open(sandbox.store_path()).unwrap();
-    let rows: Vec<(String, String)> = db
-        .prepare("SELECT raw_record, errors FROM failures")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows: Vec<(String, String)> = council_bridge::store::db::off_async(|| {
+        sandbox
+            .open_db()
+            .query_map("SELECT raw_record, errors FROM failures", &[], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    });
     assert!(
         rows.iter()
             .all(|(raw, errors)| raw.len() < 100 * 1024 && errors.len() < 100 * 1024),

@@ -1,6 +1,8 @@
 //! What a row makes, end to end into the store: records of several entities from one row
 //! (`also:`), and the `duplicate_keys: reject` policy across chunks.
 
+mod common;
+
 use std::path::PathBuf;
 
 use council_bridge::canonical::Registry;
@@ -46,7 +48,7 @@ fn one_row_makes_a_person_and_an_employment_and_a_bad_value_fails_only_its_recor
         ["hr.person", "hr.employment"]
     );
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path().join("s.db")).unwrap();
+    let store = common::test_store(&tmp.path().join("s.db"));
     let raw = sources::describe(&dir.join("westmarch_starters_2026-11.csv")).unwrap();
     let report =
         pipeline::process_file(&registry, &store, "westmarch", "starters", &m, &raw, false)
@@ -211,7 +213,7 @@ fields:
     }
     let file = tmp.path().join("people.csv");
     std::fs::write(&file, csv).unwrap();
-    let store = Store::open(tmp.path().join("s.db")).unwrap();
+    let store = common::test_store(&tmp.path().join("s.db"));
     let raw = sources::describe(&file).unwrap();
     let policy = FeedPolicy {
         duplicate_keys: DuplicateKeyPolicy::Reject,
@@ -297,7 +299,7 @@ fields:
     std::fs::write(&file, "Ref,Title\nPO1,Chief Executive\n").unwrap();
     let raw = sources::describe(&file).unwrap();
     let run = |as_at: Option<council_bridge::config::AsAt>, feed: &str| {
-        let store = Store::open(tmp.path().join(format!("{feed}.db"))).unwrap();
+        let store = common::test_store(&tmp.path().join(format!("{feed}.db")));
         let policy = FeedPolicy {
             as_at,
             ..FeedPolicy::default()
@@ -390,7 +392,7 @@ fields:
     std::fs::write(&file, "Ref,Title\nPO1,CX\n").unwrap();
     let config = council_bridge::config::Config::load(&root.join("council-bridge.yaml")).unwrap();
     let feed = &config.councils[0].feeds[0];
-    let store = Store::open(root.join("store.db")).unwrap();
+    let store = common::test_store(&root.join("store.db"));
     let m = mapping::load(&feed.mapping, &registry).unwrap();
     let report = pipeline::process_file_with(
         &registry,

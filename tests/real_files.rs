@@ -5,6 +5,8 @@
 //! Without ../shared each test prints that it was not run and why; with
 //! COUNCIL_BRIDGE_REQUIRE_REAL_DATA=1 (CI) that is a failure.
 
+mod common;
+
 mod real_data;
 
 use std::collections::BTreeMap;
@@ -13,7 +15,6 @@ use std::path::Path;
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::pipeline;
-use council_bridge::store::Store;
 use serde_json::Value;
 
 struct Run {
@@ -62,7 +63,7 @@ fn run_all() -> Option<Run> {
     .unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("real.db")).unwrap();
+    let store = common::test_store(&dir.path().join("real.db"));
     let reports = pipeline::process(&config, &registry, &store, None, None, false);
     let mut bodies: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in store.pending(100_000).unwrap() {

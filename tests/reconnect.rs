@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Consumer, Sandbox, cutting_proxy};
 use council_bridge::canonical::envelope::{OutboundMessage, message_id};
 use council_bridge::pipeline::flush::{Retry, flush};
-use council_bridge::store::{NewBatch, Store};
+use council_bridge::store::NewBatch;
 use serde_json::json;
 
 const MESSAGES: usize = 20_000;
@@ -21,7 +21,7 @@ const MESSAGES: usize = 20_000;
 async fn a_connection_killed_mid_publish_loses_nothing_and_duplicates_nothing_under_new_ids() {
     let sandbox = Sandbox::new();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
 
     // 20,000 records of one batch in the outbox, as the pipeline leaves them.
     let batch = "batch-reconnect";

@@ -10,7 +10,7 @@ use common::{Consumer, Sandbox, broker_url};
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
 use council_bridge::pipeline::{self, flush::Retry};
-use council_bridge::store::{Retention, Store};
+use council_bridge::store::Retention;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_payloads_and_old_run_reports_are_pruned_ids_stay() {
@@ -19,7 +19,7 @@ async fn sent_payloads_and_old_run_reports_are_pruned_ids_stay() {
     let mut consumer = Consumer::bind(&sandbox).await;
     let config = Config::load(&sandbox.config()).unwrap();
     let registry = Registry::load(&config.schemas).unwrap();
-    let store = Store::open(sandbox.store_path()).unwrap();
+    let store = sandbox.open_store();
     pipeline::process(&config, &registry, &store, Some("northshire"), None, false);
     let flushed = pipeline::flush(&store, &sandbox.broker(&url), &Retry::default())
         .await

@@ -90,7 +90,7 @@ async fn scheduled_feed_runs_at_its_london_time_and_a_missed_run_once_at_start()
     assert!(yaml.contains("schedule: \"30 1 * * *\""));
     std::fs::write(&council, yaml).unwrap();
     let config = Arc::new(Config::load(&sandbox.config()).unwrap());
-    let store = Arc::new(Store::open(sandbox.store_path()).unwrap());
+    let store = Arc::new(sandbox.open_store());
 
     // Saturday 24 October 2026, noon: the daemon starts; payroll is not due yet.
     let clock = Arc::new(ManualClock::new(utc("2026-10-24T12:00:00Z")));

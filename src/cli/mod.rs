@@ -19,7 +19,7 @@ use crate::amqp::BrokerConfig;
 use crate::canonical::Registry;
 use crate::config::Config;
 use crate::pipeline::{self, flush::Retry};
-use crate::store::Store;
+use crate::store::{Location, Store};
 use crate::telemetry::{self, LogFormat};
 
 /// council-bridge: council exports → canonical model → RabbitMQ.
@@ -38,9 +38,15 @@ pub struct Cli {
     /// `broker.urls`); without one, messages wait in the outbox.
     #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
-    /// SQLite store file (overrides `store`).
-    #[arg(long, global = true, env = "COUNCIL_BRIDGE_STORE")]
-    pub store: Option<PathBuf>,
+    /// The store: an SQLite file or a PostgreSQL address, `postgres://user@host:port/database`
+    /// (overrides `store`).
+    #[arg(
+        long,
+        global = true,
+        env = "COUNCIL_BRIDGE_STORE",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     pub log_format: LogFormat,
@@ -85,7 +91,7 @@ pub enum Command {
     Status,
     /// The store itself.
     Store {
-        /// init | prune
+        /// init | prune | migrate | copy
         #[command(subcommand)]
         action: StoreCmd,
     },
@@ -264,6 +270,20 @@ pub enum StoreCmd {
     /// content hashes stay) and run reports older than `retention.run_report_days`. `serve`
     /// does this every hour.
     Prune,
+    /// Apply the schema migrations the store has not had yet (every command also does on
+    /// opening it) and show its schema version before and after.
+    Migrate,
+    /// Copy every table of one store into a new, empty one (SQLite or PostgreSQL, either way),
+    /// in one transaction on the target. Stop the instances using the source first.
+    Copy {
+        /// The store copied (default: the store in use, --store or the configured one).
+        #[arg(long)]
+        from: Option<String>,
+        /// The store written: an SQLite file or a `postgres://` address; it must hold no
+        /// batches or outbox rows.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// `outbox` actions.
@@ -550,7 +570,7 @@ fn unknown_council(config: &Config, c: &str) -> anyhow::Error {
 struct Env {
     config: Config,
     broker: Option<BrokerConfig>,
-    store_path: PathBuf,
+    store: Location,
 }
 
 fn env(cli: &Cli) -> Result<Env> {
@@ -588,11 +608,16 @@ fn env(cli: &Cli) -> Result<Env> {
         b.timeout = Duration::from_secs(30);
         b
     });
-    let store_path = cli.store.clone().unwrap_or_else(|| config.store.clone());
+    let store = cli
+        .store
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(Location::parse)
+        .unwrap_or_else(|| config.store.clone());
     Ok(Env {
         config,
         broker,
-        store_path,
+        store,
     })
 }
 
@@ -600,16 +625,18 @@ fn env(cli: &Cli) -> Result<Env> {
 /// `--store` or `COUNCIL_BRIDGE_STORE`) must exist, so a mistyped path is an error rather than a
 /// new, empty store that hides the real one (`store init` creates one on purpose).
 fn open_store(env: &Env) -> Result<Store> {
-    if env.store_path != env.config.store && !crate::store::Location::from(&env.store_path).exists()
-    {
+    existing_store(&env.store, &env.config.store)?;
+    Store::open(&env.store).with_context(|| format!("cannot open the store {}", env.store))
+}
+
+/// Refuses a store other than the configured one that does not exist.
+fn existing_store(location: &Location, configured: &Location) -> Result<()> {
+    if location != configured && !location.exists() {
         bail!(
-            "there is no store at {} (the configured store is {}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`",
-            env.store_path.display(),
-            env.config.store.display()
+            "there is no store at {location} (the configured store is {configured}); check --store or COUNCIL_BRIDGE_STORE, or create a new store there with `council-bridge store init`",
         );
     }
-    Store::open(&env.store_path)
-        .with_context(|| format!("cannot open the store {}", env.store_path.display()))
+    Ok(())
 }
 
 fn registry(env: &Env) -> Result<Registry> {
@@ -811,9 +838,11 @@ async fn execute(cli: &Cli) -> Result<u8> {
         Command::Store {
             action: StoreCmd::Init,
         } => {
-            let existed = env.store_path.exists();
-            Store::open(&env.store_path)
-                .with_context(|| format!("cannot create the store {}", env.store_path.display()))?;
+            let (before, _) = crate::store::schema_version_of(&env.store)
+                .with_context(|| format!("cannot open the store {}", env.store))?;
+            let existed = before > 0;
+            Store::open(&env.store)
+                .with_context(|| format!("cannot create the store {}", env.store))?;
             println!(
                 "{} {}",
                 if existed {
@@ -821,8 +850,71 @@ async fn execute(cli: &Cli) -> Result<u8> {
                 } else {
                     "store created:"
                 },
-                env.store_path.display()
+                env.store
             );
+            Ok(0)
+        }
+        Command::Store {
+            action: StoreCmd::Migrate,
+        } => {
+            existing_store(&env.store, &env.config.store)?;
+            let (before, latest) = crate::store::schema_version_of(&env.store)
+                .with_context(|| format!("cannot open the store {}", env.store))?;
+            let store = open_store(&env)?;
+            let (after, _) = store.schema_version()?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "store": env.store.to_string(), "before": before, "after": after, "latest": latest })
+                );
+            } else {
+                println!("store {}: schema version {before} of {latest}", env.store);
+                if after == before {
+                    println!("up to date: schema version {after} of {latest}");
+                } else {
+                    println!(
+                        "migrated: schema version {after} of {latest} ({} applied)",
+                        after - before
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Store {
+            action: StoreCmd::Copy { from, to },
+        } => {
+            let from = from
+                .as_deref()
+                .map_or_else(|| env.store.clone(), Location::parse);
+            let to = Location::parse(to);
+            if from == to {
+                bail!("--from and --to are the same store ({from})");
+            }
+            if !from.exists() {
+                bail!("there is no store at {from} to copy from");
+            }
+            let source =
+                Store::open(&from).with_context(|| format!("cannot open the store {from}"))?;
+            let target = Store::open(&to).with_context(|| format!("cannot open the store {to}"))?;
+            let report = source
+                .copy_into(&target)
+                .with_context(|| format!("cannot copy {from} into {to}"))?;
+            if cli.json {
+                let tables: serde_json::Map<String, serde_json::Value> = report
+                    .tables
+                    .iter()
+                    .map(|(t, n)| (t.clone(), (*n).into()))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "from": from.to_string(), "to": to.to_string(), "rows": tables })
+                );
+            } else {
+                println!("copied {from} into {to}:");
+                for (table, n) in &report.tables {
+                    println!("  {table:<18} {n:>10} rows");
+                }
+            }
             Ok(0)
         }
         Command::Store {

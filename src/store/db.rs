@@ -31,7 +31,8 @@ pub enum DbError {
     /// SQLite said no.
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
-    /// PostgreSQL said no (its message, detail and hint; the error is not chained again).
+    /// PostgreSQL said no (its message and hint, not the detail, which can quote a row's
+    /// values; the error is not chained again).
     #[error("{}", pg_message(.0))]
     Postgres(postgres::Error),
     /// A query that must return a row returned none.
@@ -67,9 +68,10 @@ fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut m = format!("PostgreSQL {}: {}", db.severity(), db.message());
-            for extra in [db.detail(), db.hint()].into_iter().flatten() {
+            // Not the detail: it can quote a row's values ("Failing row contains ...").
+            if let Some(hint) = db.hint() {
                 m.push_str(" (");
-                m.push_str(extra);
+                m.push_str(hint);
                 m.push(')');
             }
             m
@@ -166,6 +168,18 @@ impl Engine {
         match self {
             Engine::Sqlite => "",
             Engine::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// A statement that sets the identity sequence of `table.column` past the largest value
+    /// the column holds (after rows were inserted with their ids); `None` on SQLite, whose
+    /// ids continue from the largest by themselves.
+    pub fn reset_identity(self, table: &str, column: &str) -> Option<String> {
+        match self {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
+            )),
         }
     }
 
@@ -478,6 +492,19 @@ fn numeric(raw: &[u8]) -> std::result::Result<Val, Box<dyn std::error::Error + S
     Ok(i64::try_from(int).map_or(Val::Real(int as f64), Val::Int))
 }
 
+impl Val {
+    /// The value as a parameter (bytes stay bytes).
+    pub fn as_param(&self) -> Param<'_> {
+        match self {
+            Val::Null => Param::Null,
+            Val::Int(i) => Param::Int(*i),
+            Val::Real(f) => Param::Real(*f),
+            Val::Text(s) => Param::Text(Cow::Borrowed(s)),
+            Val::Blob(b) => Param::Blob(Cow::Borrowed(b)),
+        }
+    }
+}
+
 /// One row of a result, read whole.
 #[derive(Debug, Clone)]
 pub struct Row(Vec<Val>);
@@ -501,6 +528,11 @@ impl Row {
         })?;
         let v = std::mem::replace(v, Val::Null);
         T::from_owned(v).map_err(|message| DbError::Column { index, message })
+    }
+
+    /// Every value, in column order.
+    pub fn values(&self) -> &[Val] {
+        &self.0
     }
 
     /// The raw value of column `index`.
@@ -871,6 +903,23 @@ impl Db {
     /// Column 0 of the first row.
     pub fn query_value<T: FromVal>(&mut self, sql: &str, params: &[Param<'_>]) -> DbResult<T> {
         self.query_row(sql, params, |r| r.get(0))
+    }
+
+    /// The names of `table`'s columns, in their order.
+    pub fn columns(&mut self, table: &str) -> DbResult<Vec<String>> {
+        match self.engine() {
+            Engine::Sqlite => self.query_map(
+                "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                &[Param::from(table)],
+                |r| r.get(0),
+            ),
+            Engine::Postgres => self.query_map(
+                "SELECT CAST(column_name AS TEXT) FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = ?1 ORDER BY ordinal_position",
+                &[Param::from(table)],
+                |r| r.get(0),
+            ),
+        }
     }
 
     /// Runs several statements with no parameters (a migration).

@@ -11,6 +11,7 @@
 
 pub mod claims;
 mod console;
+mod copy;
 pub mod db;
 mod delta;
 mod feeds;
@@ -20,6 +21,7 @@ mod retention;
 mod runs;
 
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
+pub use copy::{COPIED_TABLES, CopyReport};
 pub use delta::{FeedState, StateChange};
 pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
@@ -322,9 +324,30 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The schema version of the store at `location` (migrations applied; 0 for an SQLite file
+/// that does not exist yet, which is not created) and the latest this release knows, without
+/// migrating it.
+pub fn schema_version_of(location: &Location) -> Result<(usize, usize)> {
+    let failed = |source| StoreError::Database {
+        location: location.to_string(),
+        source,
+    };
+    let mut db = match location {
+        Location::Sqlite(path) if !path.exists() => {
+            return Ok((0, migrations::migrations(Engine::Sqlite).len()));
+        }
+        Location::Sqlite(path) => Db::open_sqlite(path).map_err(failed)?,
+        Location::Postgres(url) => Db::open_postgres(url).map_err(failed)?,
+    };
+    let latest = migrations::migrations(db.engine()).len();
+    let version = db::off_async(|| migrations::version(&mut db)).map_err(failed)?;
+    Ok((version, latest))
+}
+
 impl Store {
     /// Opens the store at `location` (an SQLite file, created if needed, or a PostgreSQL
-    /// address) and brings its schema up to date.
+    /// address) and brings its schema up to date (`council-bridge store migrate` does it on
+    /// purpose; every command does it on opening).
     pub fn open(location: impl Into<Location>) -> Result<Self> {
         let location = location.into();
         let failed = |source| StoreError::Database {
@@ -683,7 +706,7 @@ impl Store {
     pub fn batches(&self, council: Option<&str>, limit: u32) -> Result<Vec<BatchRow>> {
         let sql = format!(
             "SELECT id, council, feed, file_name, file_sha256, status, started_at, summary
-             FROM batches WHERE (?1 IS NULL OR council = ?1) ORDER BY started_at DESC, {} DESC LIMIT ?2",
+             FROM batches WHERE (CAST(?1 AS TEXT) IS NULL OR council = ?1) ORDER BY started_at DESC, {} DESC LIMIT ?2",
             self.engine.insertion_order()
         );
         self.with(|db| db.query_map(&sql, p![council, limit], batch_row))
@@ -845,7 +868,7 @@ impl Store {
         self.with(|db| {
             db.query_map(
                 &format!(
-                    "{FAILURE_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
+                    "{FAILURE_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR council = ?1) AND (?2 OR status = 'open') ORDER BY id LIMIT ?3"
                 ),
                 p![council, all, limit],
                 failure_row,
@@ -1374,7 +1397,7 @@ fn audit(tx: &mut Db, actor: &str, action: &str, target: &str, detail: &str) -> 
     tx.query_value(
         "INSERT INTO audit (at, actor, action, target, detail, council, outcome, records)
          VALUES (?1, ?2, ?3, ?4, ?5,
-           CASE WHEN ?6 IS NOT NULL THEN (SELECT council FROM failures WHERE id = ?6)
+           CASE WHEN CAST(?6 AS BIGINT) IS NOT NULL THEN (SELECT council FROM failures WHERE id = ?6)
                 ELSE (SELECT council FROM batches WHERE id = ?4) END,
            ?7, 1) RETURNING id",
         p![now(), actor, action, target, detail, failure, outcome],

@@ -94,7 +94,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<RunRow>> {
         let sql = format!(
-            "{RUN_SELECT} WHERE (?1 IS NULL OR council = ?1) AND (?2 IS NULL OR feed = ?2)
+            "{RUN_SELECT} WHERE (CAST(?1 AS TEXT) IS NULL OR council = ?1) AND (CAST(?2 AS TEXT) IS NULL OR feed = ?2)
              ORDER BY started_at DESC, {} DESC LIMIT ?3",
             self.engine.insertion_order()
         );

@@ -20,6 +20,120 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
 use council_bridge::amqp::{BrokerConfig, declare_topology};
+use council_bridge::store::{Location, Store, db::Db};
+
+/// The PostgreSQL server the suite runs its stores on when `COUNCIL_BRIDGE_TEST_STORE` is set to
+/// a `postgres://` address (each sandbox then gets a fresh database of its own on that server);
+/// unset or empty, stores are SQLite files in the sandbox.
+pub fn test_store_server() -> Option<String> {
+    std::env::var("COUNCIL_BRIDGE_TEST_STORE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            assert!(
+                s.starts_with("postgres://") || s.starts_with("postgresql://"),
+                "COUNCIL_BRIDGE_TEST_STORE must be a postgres:// address, not {s}"
+            );
+            s
+        })
+}
+
+/// A PostgreSQL database made for one test (`cb_t_<pid>_<n>`), dropped with it.
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database on `server`; fails loudly when the server is not there.
+    pub fn create(server: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "cb_t_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        admin(
+            server,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
+        admin(
+            server,
+            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+        );
+        let mut url = url::Url::parse(server).expect("COUNCIL_BRIDGE_TEST_STORE parses");
+        url.set_path(&name);
+        TestDatabase {
+            server: server.to_string(),
+            name,
+            url: url.to_string(),
+        }
+    }
+
+    /// Its address.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (server, sql) = (
+            self.server.clone(),
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+        // Not a panic while unwinding: a database left behind only costs disk.
+        council_bridge::store::db::off_async(move || {
+            if let Err(e) = Db::open_postgres(&server).and_then(|mut db| db.execute_batch(&sql)) {
+                eprintln!("could not drop the test database: {e}");
+            }
+        });
+    }
+}
+
+fn admin(server: &str, sql: &str) {
+    council_bridge::store::db::off_async(|| {
+        let mut db = Db::open_postgres(server).unwrap_or_else(|e| {
+            panic!("COUNCIL_BRIDGE_TEST_STORE is set but PostgreSQL is not reachable at {server}: {e}. Start it with `pg_ctlcluster $(ls /etc/postgresql) main start`.")
+        });
+        db.execute_batch(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    })
+}
+
+/// A store for a test that is not in a sandbox: the SQLite file `path`, or, under
+/// `COUNCIL_BRIDGE_TEST_STORE`, a fresh PostgreSQL database (dropped with the value).
+pub struct TestStore {
+    pub store: Store,
+    _database: Option<TestDatabase>,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Opens a test's store: at `path` (SQLite), or in a fresh PostgreSQL database when
+/// `COUNCIL_BRIDGE_TEST_STORE` is set. Every test that opens a store goes through here or
+/// through [`Sandbox::open_store`].
+pub fn test_store(path: &Path) -> TestStore {
+    match test_store_server() {
+        None => TestStore {
+            store: Store::open(path).unwrap(),
+            _database: None,
+        },
+        Some(server) => {
+            let database = TestDatabase::create(&server);
+            TestStore {
+                store: Store::open(database.url()).unwrap(),
+                _database: Some(database),
+            }
+        }
+    }
+}
 
 /// The broker the tests use (AMQP_TEST_URL overrides).
 pub fn broker_url() -> String {
@@ -52,6 +166,8 @@ pub struct Sandbox {
     pub exchange: String,
     pub dlx: String,
     pub dlq: String,
+    /// The sandbox's PostgreSQL database (under `COUNCIL_BRIDGE_TEST_STORE`).
+    pub database: Option<TestDatabase>,
 }
 
 impl Sandbox {
@@ -63,10 +179,12 @@ impl Sandbox {
         let exchange = format!("cb-test-{id}.events");
         let dlx = format!("cb-test-{id}.dlx");
         let dlq = format!("cb-test-{id}.dead-letters");
+        let database = test_store_server().map(|server| TestDatabase::create(&server));
+        let store = database.as_ref().map_or("var/test.db", |d| d.url());
         std::fs::write(
             dir.path().join("council-bridge.yaml"),
             format!(
-                "store: var/test.db\nmappings: mappings\nschemas: schemas\nbroker:\n  retry_seconds: 3\n  exchange: {exchange}\n  dead_letter_exchange: {dlx}\n  dead_letter_queue: {dlq}\n"
+                "store: {store}\nmappings: mappings\nschemas: schemas\nbroker:\n  retry_seconds: 3\n  exchange: {exchange}\n  dead_letter_exchange: {dlx}\n  dead_letter_queue: {dlq}\n"
             ),
         )
         .unwrap();
@@ -75,6 +193,7 @@ impl Sandbox {
             exchange,
             dlx,
             dlq,
+            database,
         }
     }
 
@@ -86,8 +205,35 @@ impl Sandbox {
         self.path("council-bridge.yaml")
     }
 
-    pub fn store_path(&self) -> PathBuf {
-        self.path("var/test.db")
+    /// The sandbox's store: its SQLite file, or its PostgreSQL database.
+    pub fn store_location(&self) -> Location {
+        match &self.database {
+            Some(d) => Location::parse(d.url()),
+            None => Location::Sqlite(self.path("var/test.db")),
+        }
+    }
+
+    /// The `store:` setting the sandbox's configuration has (for tests that write their own).
+    pub fn store_setting(&self) -> String {
+        match &self.database {
+            Some(d) => d.url().to_string(),
+            None => "var/test.db".into(),
+        }
+    }
+
+    /// Opens the sandbox's store.
+    pub fn open_store(&self) -> Store {
+        Store::open(self.store_location()).unwrap()
+    }
+
+    /// A raw connection to the sandbox's store, for tests that look at its tables.
+    pub fn open_db(&self) -> Db {
+        match self.store_location() {
+            Location::Sqlite(p) => Db::open_sqlite(&p).unwrap(),
+            Location::Postgres(url) => {
+                council_bridge::store::db::off_async(|| Db::open_postgres(&url)).unwrap()
+            }
+        }
     }
 
     pub fn broker(&self, url: &str) -> BrokerConfig {
