@@ -207,7 +207,7 @@ run_suite() {
     local label="$1" out rc=0 started=$SECONDS
     shift
     out="$(mktemp)"
-    cargo test --all-targets --locked "$@" 2>&1 | tee "$out" || rc=$?
+    cargo test --all-targets --locked --no-fail-fast "$@" 2>&1 | tee "$out" || rc=$?
     # One closing line per pass (the bench targets print last otherwise).
     local passed failed
     passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$out" | awk '{s += $4} END {print s + 0}')

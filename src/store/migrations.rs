@@ -388,9 +388,11 @@ pub fn version(db: &mut Db) -> DbResult<usize> {
     Ok(match db.engine() {
         Engine::Sqlite => db.query_value::<i64>("PRAGMA user_version", p![])? as usize,
         Engine::Postgres => {
-            db.execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
-            )?;
+            if !db
+                .query_value::<bool>("SELECT to_regclass('schema_migrations') IS NOT NULL", p![])?
+            {
+                return Ok(0);
+            }
             db.query_value::<i64>(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
                 p![],
@@ -412,8 +414,13 @@ pub fn run(db: &mut Db) -> DbResult<Vec<usize>> {
 pub fn run_to(db: &mut Db, last: usize) -> DbResult<Vec<usize>> {
     let engine = db.engine();
     if engine == Engine::Postgres {
-        // Made outside the loop's transactions so that `version` reads it inside them.
-        version(db)?;
+        // Under the writer lock: two processes opening a new database at once would otherwise
+        // race on the table's creation (PostgreSQL refuses the second `CREATE … IF NOT EXISTS`).
+        let mut tx = db.transaction()?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )?;
+        tx.commit()?;
     }
     let mut applied = Vec::new();
     for (i, sql) in migrations(engine).iter().enumerate().take(last) {
