@@ -1,13 +1,15 @@
-//! The embedded store (SQLite): batches, the outbox, failures and the audit log.
+//! The store (embedded SQLite by default, or PostgreSQL: see `db`): batches, the outbox,
+//! failures and the audit log.
 //!
 //! The store is the only shared state and the source of truth for delivery: a message is
 //! written here, in the same transaction as its batch's progress, before anything is sent, and
 //! it is marked sent only after the broker confirms it. Nothing else in the crate opens the
-//! database file. Calls are short and synchronous; the connection sits behind a mutex so the
+//! database. Calls are short and synchronous; the connection sits behind a mutex so the
 //! store can be shared by the async publisher and the pipeline. Every write transaction takes
-//! the write lock when it begins (`IMMEDIATE`): a deferred one that read first could not upgrade
-//! once another process had written, and would fail with "database is locked" at once instead of
-//! waiting its turn (the busy timeout only covers waiting for the lock).
+//! the write lock when it begins (SQLite `IMMEDIATE`, a PostgreSQL advisory lock): a deferred
+//! one that read first could not upgrade once another process had written, and would fail with
+//! "database is locked" at once instead of waiting its turn (the busy timeout only covers
+//! waiting for the lock).
 
 pub mod claims;
 mod console;
