@@ -1,8 +1,10 @@
 //! Scale-out (issue 15): three `serve` instances share one PostgreSQL store over a dozen feeds
-//! and 200,000 records, and one of them is SIGKILLed mid-run. Every record reaches RabbitMQ,
-//! each file yields one completed batch, no record goes out under two message ids, and the
-//! store's `sent` count is what the broker received (a message sent again after the kill comes
-//! under the same id). Needs PostgreSQL at 127.0.0.1:5432 (COUNCIL_BRIDGE_TEST_PG overrides the
+//! and 200,000 records, and one of them is SIGKILLed mid-run, in the middle of a file. Every
+//! record reaches RabbitMQ, each file yields one completed batch, the file the killed instance
+//! was reading is taken over from its last committed chunk (same batch, nothing before the
+//! checkpoint written again), no record goes out under two message ids, and the store's `sent`
+//! count is what the broker received (a message sent again after the kill comes under the same
+//! id). Needs PostgreSQL at 127.0.0.1:5432 (COUNCIL_BRIDGE_TEST_PG overrides the
 //! server address) and RabbitMQ; fails loudly when either is absent.
 
 mod common;
@@ -102,6 +104,10 @@ impl Instance {
         }
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -196,21 +202,30 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
             .join("\n")
     };
 
-    // SIGKILL one instance once publishing is under way and files are still being read.
+    // SIGKILL one instance once publishing is under way and it is in the middle of a file
+    // (at least one chunk of it committed). It is stopped (SIGSTOP) first, so that what it had
+    // committed can be read before it dies and the others take its feeds over.
+    let victim = instances[0].pid();
     let kill_at = Instant::now();
-    loop {
+    let cut_short = loop {
         let sent = store.outbox_counts().unwrap().sent;
-        let reading = batches_of(&store_url).iter().any(|b| b.2 == "processing");
-        if sent > 20_000 && reading {
-            break;
+        if sent > 20_000 && !readings_of(&store_url, victim).is_empty() {
+            signal(victim, "STOP");
+            // A statement already on its way to the server lands before the reading below.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let committed = readings_of(&store_url, victim);
+            if !committed.is_empty() {
+                break committed;
+            }
+            signal(victim, "CONT"); // it finished that file meanwhile: try again
         }
         assert!(
             kill_at.elapsed() < Duration::from_secs(180),
-            "never saw publishing under way while files were read (sent {sent})\n{}",
+            "never saw publishing under way while instance 0 was in the middle of a file (sent {sent})\n{}",
             tails(&instances)
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     instances[0].sigkill();
     let killed_after = started.elapsed();
 
@@ -220,7 +235,7 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
     let (batches, counts) = loop {
         let counts = store.outbox_counts().unwrap();
         let batches = batches_of(&store_url);
-        let completed = batches.iter().filter(|b| b.2 == "completed").count();
+        let completed = batches.iter().filter(|b| b.status == "completed").count();
         if completed >= FILES && counts.pending == 0 && counts.staged == 0 {
             break (batches, counts);
         }
@@ -236,13 +251,15 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
     }
     let finished_after = started.elapsed();
 
-    // Each file read once to completion (a reading cut short by the kill is abandoned).
+    // Each file read once to completion, in one batch: the killed instance's readings were
+    // resumed (same batch id) from the checkpoint they had reached, not read again. A reading
+    // killed before its first chunk was committed has nothing to resume and is abandoned.
     let mut by_file: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for b in &batches {
         by_file
-            .entry(format!("{} {}", b.0, b.1))
+            .entry(format!("{} {}", b.feed, b.sha256))
             .or_default()
-            .push(b.2.clone());
+            .push(b.status.clone());
     }
     assert_eq!(by_file.len(), FILES, "{by_file:?}");
     for (file, statuses) in &by_file {
@@ -255,7 +272,21 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
             "file {file}: readings {statuses:?}"
         );
     }
-    let abandoned = batches.iter().filter(|b| b.2 == "abandoned").count();
+    for (id, items) in &cut_short {
+        let b = batches.iter().find(|b| &b.id == id).unwrap();
+        assert_eq!(
+            (b.status.as_str(), b.resumed_after),
+            ("completed", Some(*items)),
+            "batch {id}, killed after {items} items were committed, is resumed from there"
+        );
+        assert_eq!(
+            b.read,
+            common::ROWS as u64,
+            "batch {id}: every row counted once"
+        );
+    }
+    let abandoned = batches.iter().filter(|b| b.status == "abandoned").count();
+    let resumed = batches.iter().filter(|b| b.resumed_after.is_some()).count();
 
     // What the broker received: every record once under one id, duplicates only of an id.
     let got = consumer
@@ -291,7 +322,8 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
     );
     eprintln!(
         "scale-out: {rows} records in {FILES} files over {FEEDS} feeds, {INSTANCES} instances; \
-         one SIGKILLed at {:.1}s; all published at {:.1}s; {abandoned} readings abandoned by the kill; \
+         one SIGKILLed at {:.1}s in the middle of {cut_short:?} (batch, items committed); all published at {:.1}s; \
+         {resumed} readings resumed, {abandoned} abandoned (killed before a chunk); \
          {duplicates} messages received twice (same id)",
         killed_after.as_secs_f64(),
         finished_after.as_secs_f64()
@@ -300,16 +332,75 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
     consumer.cleanup().await;
 }
 
-/// The store's batches as (feed, file sha256, status), read with SQL: `Store::batches` binds
-/// an untyped `?1 IS NULL` that PostgreSQL refuses ("could not determine data type").
-fn batches_of(store_url: &str) -> Vec<(String, String, String)> {
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{name} {pid}");
+}
+
+/// A batch as the test looks at it.
+#[derive(Debug)]
+struct Batch {
+    id: String,
+    feed: String,
+    sha256: String,
+    status: String,
+    /// Rows read (the summary's `counts.read`), once finished.
+    read: u64,
+    /// The items of the file an earlier reader had committed, when this reading resumed it.
+    resumed_after: Option<u64>,
+}
+
+/// The store's batches, read with SQL.
+fn batches_of(store_url: &str) -> Vec<Batch> {
     let url = store_url.to_string();
     off_async(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        c.query("SELECT feed, file_sha256, status FROM batches", &[])
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect()
+        c.query(
+            "SELECT id, feed, file_sha256, status, summary FROM batches",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let summary: Option<String> = r.get(4);
+            let summary: serde_json::Value = summary
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default();
+            Batch {
+                id: r.get(0),
+                feed: r.get(1),
+                sha256: r.get(2),
+                status: r.get(3),
+                read: summary["counts"]["read"].as_u64().unwrap_or(0),
+                resumed_after: summary["resumed_after_items"].as_u64(),
+            }
+        })
+        .collect()
+    })
+}
+
+/// The files the process `pid` is reading and has committed at least one chunk of: (batch id,
+/// items its checkpoint covers). The batch's reader is the process's lease holder id.
+fn readings_of(store_url: &str, pid: u32) -> Vec<(String, u64)> {
+    let url = store_url.to_string();
+    off_async(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.query(
+            "SELECT b.id, b.checkpoint FROM batches b WHERE b.status = 'processing'
+             AND b.checkpoint IS NOT NULL
+             AND b.reader IN (SELECT holder FROM leases WHERE pid = $1)",
+            &[&i64::from(pid)],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let checkpoint: String = r.get(1);
+            let checkpoint: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
+            (r.get(0), checkpoint["items"].as_u64().unwrap())
+        })
+        .collect()
     })
 }

@@ -439,6 +439,13 @@ fn file_lines(f: &FileReport) {
                     String::new()
                 }
             );
+            if let Some(items) = f.resumed_after {
+                println!(
+                    "      continued the unfinished reading of batch {} after its last committed chunk ({} items of the file; those were not written again)",
+                    f.batch_id.as_deref().unwrap_or("?"),
+                    items
+                );
+            }
             if let Some(d) = &f.delivery {
                 println!(
                     "      messages (with the batch manifest): {} published, {} waiting, {} held",

@@ -125,6 +125,10 @@ pub struct FileReport {
     /// valid and rejected records of each entity (a row is valid when all its records are).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub records: BTreeMap<String, RecordCounts>,
+    /// A reading another process left unfinished (it died, or lost the feed) was resumed: the
+    /// items of the file its last committed chunk covered, which were not written again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<u64>,
 }
 
 /// Valid and rejected records of one entity.
@@ -159,6 +163,7 @@ impl FileReport {
             money_totals: BTreeMap::new(),
             duplicate_keys: Vec::new(),
             records: BTreeMap::new(),
+            resumed_after: None,
         }
     }
 }
@@ -489,7 +494,12 @@ pub fn process_file_with(
     let entity = registry
         .get(&mapping.entity)
         .ok_or_else(|| PipelineError::Other(format!("no schema for {}", mapping.entity)))?;
-    let batch_id = uuid::Uuid::new_v4().to_string();
+    // A reading of this file that another process left unfinished (it died mid-file, or lost
+    // the feed's lease) is taken over from its last committed chunk, under the same batch id.
+    let (batch_id, resume) = match take_over(store, council, feed, mapping, raw)? {
+        Some((id, checkpoint)) => (id, Some(checkpoint)),
+        None => (uuid::Uuid::new_v4().to_string(), None),
+    };
     let batch = NewBatch {
         id: &batch_id,
         council,
@@ -499,9 +509,11 @@ pub fn process_file_with(
         mapping_id: &mapping.id,
         mapping_version: mapping.version,
     };
-    store.begin_batch(&batch)?;
-    if let Some(size) = policy.publish_batch_size {
-        store.set_publish_batch_size(&batch_id, size)?;
+    if resume.is_none() {
+        store.begin_batch(&batch)?;
+        if let Some(size) = policy.publish_batch_size {
+            store.set_publish_batch_size(&batch_id, size)?;
+        }
     }
     let mut report = FileReport::new(&raw.name, "processed");
     report.batch_id = Some(batch_id.clone());
@@ -515,6 +527,7 @@ pub fn process_file_with(
         force,
         policy,
         limits,
+        resume,
     };
     progress::file_started(council, feed, &raw.name, raw.size);
     let read = read_into_store(&ctx, &mut report);
@@ -534,6 +547,14 @@ pub fn process_file_with(
             failed.batch_id = Some(batch_id);
             failed.reason = Some(reason);
             Ok(failed)
+        }
+        Err(ReadError::TakenOver(reason)) => {
+            // The batch is the other process's now: nothing here touches it.
+            tracing::warn!(council, feed, file = %raw.name, batch = %batch_id, reason = %reason, "reading stopped: another process resumes this file");
+            let mut left = FileReport::new(&raw.name, "abandoned");
+            left.batch_id = Some(batch_id);
+            left.reason = Some(reason);
+            Ok(left)
         }
         Err(ReadError::Abandoned(reason)) => {
             tracing::warn!(council, feed, file = %raw.name, reason = %reason, "reading abandoned; nothing from it is kept and the file will be read again");
@@ -557,13 +578,49 @@ pub fn process_file_with(
 enum ReadError {
     Store(crate::store::StoreError),
     File(String),
-    /// Stopped at a safe point (shutdown, or the feed's lease was taken over).
+    /// Stopped at a safe point (shutdown): the batch is abandoned.
     Abandoned(String),
+    /// Another process took the feed over (this one lost its lease) and resumes the batch.
+    TakenOver(String),
 }
 
 impl From<crate::store::StoreError> for ReadError {
     fn from(e: crate::store::StoreError) -> Self {
-        ReadError::Store(e)
+        match e {
+            crate::store::StoreError::TakenOver { .. } => ReadError::TakenOver(e.to_string()),
+            e => ReadError::Store(e),
+        }
+    }
+}
+
+/// The unfinished reading of `raw` for this feed to resume, if there is one that was read with
+/// this mapping version (one read with another is dropped by `begin_batch`, and the file read
+/// again from the start): its batch id and last checkpoint, this process now its reader.
+fn take_over(
+    store: &Store,
+    council: &str,
+    feed: &str,
+    mapping: &Mapping,
+    raw: &RawFile,
+) -> Result<Option<(String, crate::store::Checkpoint)>, PipelineError> {
+    let Some(r) = store.resumable_batch(council, feed, &raw.sha256)? else {
+        return Ok(None);
+    };
+    if r.mapping_id != mapping.id || r.mapping_version != mapping.version {
+        tracing::warn!(council, feed, file = %raw.name, batch = %r.id,
+            "an unfinished reading of this file used mapping {} version {}, not {} version {}: it is dropped and the file read from the start",
+            r.mapping_id, r.mapping_version, mapping.id, mapping.version);
+        return Ok(None);
+    }
+    match store.take_over_batch(&r.id) {
+        Ok(checkpoint) => {
+            tracing::info!(council, feed, file = %raw.name, batch = %r.id, started_at = %r.started_at,
+                items = checkpoint.items, "resuming an unfinished reading after its last committed chunk");
+            Ok(Some((r.id, checkpoint)))
+        }
+        // Finished or given up meanwhile: read afresh.
+        Err(crate::store::StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -577,6 +634,8 @@ struct ReadContext<'a> {
     force: bool,
     policy: &'a FeedPolicy,
     limits: &'a crate::formats::Limits,
+    /// Where an unfinished reading this one takes over had got to.
+    resume: Option<crate::store::Checkpoint>,
 }
 
 /// The feed's "as at" date for the file's records (`as_at:` in council.yaml) as `YYYY-MM-DD`,
@@ -602,8 +661,19 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         force,
         policy,
         limits,
+        resume,
     } = *ctx;
     let (council, feed, batch_id) = (batch.council, batch.feed, batch.id);
+    // Resuming: the items the last committed chunk covered are decoded and mapped again, to
+    // rebuild what the reading tallies (counts, control totals, duplicate keys, a snapshot's
+    // keys), but nothing they make is written again.
+    let skip = resume.map_or(0, |c| c.items);
+    if let Some(c) = resume {
+        report.resumed_after = Some(c.items);
+        report.new_messages = c.new_messages;
+        report.already_known = c.already_known;
+        report.resent = c.resent;
+    }
     // The records each row makes: the mapping's own, then those of its `also:` blocks.
     let mut outputs = vec![(mapping, entity)];
     for m in &mapping.also {
@@ -623,7 +693,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         FeedMode::Events => None,
         FeedMode::Snapshot => {
             let d = delta::Delta::start(store, registry, council, feed, entity)?;
-            store.begin_snapshot(batch_id, council, feed, d.base.as_deref())?;
+            if resume.is_none() {
+                store.begin_snapshot(batch_id, council, feed, d.base.as_deref())?;
+            }
             Some(d)
         }
     };
@@ -665,7 +737,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>,
                        failures: &mut Vec<NewFailure>,
                        delta: &mut Option<delta::Delta<'_>>,
-                       report: &mut FileReport|
+                       report: &mut FileReport,
+                       items: u64,
+                       end: bool|
      -> Result<(), ReadError> {
         if let Some(d) = delta.as_mut() {
             store.stage_state_changes(batch_id, &d.changes)?;
@@ -680,11 +754,19 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
             ));
         }
         if store.renew_lease(&lease::feed(council, feed))? == Renewal::Lost {
-            return Err(ReadError::Abandoned(
+            return Err(ReadError::TakenOver(
                 "another process took over this feed's lease".into(),
             ));
         }
-        let outcome = store.write_chunk(batch, messages, failures, force)?;
+        let at = crate::store::Checkpoint {
+            items,
+            new_messages: report.new_messages,
+            already_known: report.already_known,
+            resent: report.resent,
+            end,
+            duplicates_taken_back: None,
+        };
+        let outcome = store.write_chunk_at(batch, messages, failures, force, Some(at))?;
         progress::rows_read(report.read);
         report.new_messages += outcome.new;
         report.already_known += outcome.already_known;
@@ -697,8 +779,11 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     let mut keys_seen = duplicates::Tracker::new(
         policy.duplicate_keys == crate::config::DuplicateKeyPolicy::Reject,
     );
+    let mut items: u64 = 0;
     for item in decoder {
         let item = item.map_err(|e| ReadError::File(e.to_string()))?;
+        items += 1;
+        let replaying = items <= skip;
         match item {
             Item::Control(rec) => {
                 tally.trailer(&rec);
@@ -715,7 +800,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                 if let Some(r) = &f.record {
                     profile.record(r);
                 }
-                tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
+                if !replaying {
+                    tracing::warn!(council, feed, file = %f.locator.file, line = f.locator.line, row = f.locator.row, reason = %f.reason, "row could not be decoded");
+                }
                 failures.push(NewFailure {
                     stage: "decode",
                     file_name: f.locator.file.clone(),
@@ -822,7 +909,9 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                                 };
                                 *report.rejected_by_reason.entry(reason).or_default() += 1;
                             }
-                            log_rejection(council, feed, &rec, &errors);
+                            if !replaying {
+                                log_rejection(council, feed, &rec, &errors);
+                            }
                             let mut errors = bounded_errors(&errors);
                             if several {
                                 for_entity(&mut errors, &entity.name);
@@ -845,8 +934,24 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                 }
             }
         }
+        if replaying {
+            // Already in the store, from the chunks the resumed reading committed.
+            messages.clear();
+            failures.clear();
+            if let Some(d) = delta.as_mut() {
+                d.changes.clear();
+            }
+            continue;
+        }
         if messages.len() >= CHUNK || failures.len() >= CHUNK {
-            flush_chunk(&mut messages, &mut failures, &mut delta, report)?;
+            flush_chunk(
+                &mut messages,
+                &mut failures,
+                &mut delta,
+                report,
+                items,
+                false,
+            )?;
         }
     }
     let mut held_reasons = Vec::new();
@@ -896,7 +1001,22 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         }
         report.delta = Some(d.counts.clone());
     }
-    flush_chunk(&mut messages, &mut failures, &mut delta, report)?;
+    if resume.is_some_and(|c| c.end) {
+        // The resumed reading had written its last chunk (the tail included) already.
+        messages.clear();
+        failures.clear();
+        if let Some(d) = delta.as_mut() {
+            d.changes.clear();
+        }
+    }
+    flush_chunk(
+        &mut messages,
+        &mut failures,
+        &mut delta,
+        report,
+        items,
+        true,
+    )?;
     if !conflicts.is_empty() {
         reject_duplicates(store, batch, &conflicts, report)?;
     }
@@ -978,6 +1098,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         "duplicate_keys": report.duplicate_keys,
         "drift": report.drift,
         "profile": profile,
+        "resumed_after_items": report.resumed_after,
     });
     let manifest =
         envelope::manifest_message(&entity.domain, council, feed, batch_id, &summary, now);

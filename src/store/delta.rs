@@ -93,12 +93,16 @@ impl Store {
     }
 
     /// Stores state changes of a snapshot batch being read (applied when it is accepted).
+    /// [`StoreError::TakenOver`] when another process now reads the batch.
     pub fn stage_state_changes(&self, batch_id: &str, changes: &[StateChange]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
-        self.with(|db| {
+        let staged = self.with(|db| {
             let mut tx = db.transaction()?;
+            if !super::resume::still_reading(&mut tx, batch_id)? {
+                return Ok(false);
+            }
             for ch in changes {
                 tx.execute(
                     "INSERT INTO snapshot_changes (batch_id, record_key, action, content_hash, body)
@@ -114,8 +118,16 @@ impl Store {
                     ],
                 )?;
             }
-            tx.commit()
-        })
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if staged {
+            Ok(())
+        } else {
+            Err(StoreError::TakenOver {
+                batch_id: batch_id.to_string(),
+            })
+        }
     }
 
     /// The batch that last advanced a feed's state, if it is not the one `batch_id` was

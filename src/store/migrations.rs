@@ -192,6 +192,12 @@ const SQLITE: &[&str] = &[
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
     ALTER TABLE outbox ADD COLUMN claim_expires INTEGER;
     CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;",
+    // 10 (resumable readings): the process reading a batch (`reader`, its lease holder id: the
+    // fence a process that lost its feed checks before it writes) and the batch's last
+    // committed chunk (`checkpoint`, JSON: items read, counts so far), which a process taking
+    // the feed over resumes from.
+    "ALTER TABLE batches ADD COLUMN reader TEXT;
+    ALTER TABLE batches ADD COLUMN checkpoint TEXT;",
 ];
 
 /// PostgreSQL's schema. Migration 1 is the schema SQLite reached at its migration 8, with
@@ -373,6 +379,9 @@ const POSTGRES: &[&str] = &[
     "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
     ALTER TABLE outbox ADD COLUMN claim_expires BIGINT;
     CREATE INDEX outbox_claimed ON outbox (claimed_by) WHERE claimed_by IS NOT NULL;",
+    // 3 (resumable readings): SQLite's migration 10.
+    "ALTER TABLE batches ADD COLUMN reader TEXT;
+    ALTER TABLE batches ADD COLUMN checkpoint TEXT;",
 ];
 
 /// The migrations of `engine`, numbered from 1.

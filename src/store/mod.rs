@@ -19,12 +19,14 @@ mod delta;
 mod feeds;
 pub mod lease;
 mod migrations;
+mod resume;
 mod retention;
 mod runs;
 
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use copy::{COPIED_TABLES, CopyReport};
 pub use delta::{FeedState, StateChange};
+pub use resume::{Checkpoint, Resumable};
 pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
 
@@ -64,6 +66,15 @@ pub enum StoreError {
     /// The operation would break an invariant; the message says what to do instead.
     #[error("{0}")]
     Refused(String),
+    /// This process is no longer the reader of the batch: another one took the feed over (this
+    /// one lost its lease) and resumes the batch; nothing was written.
+    #[error(
+        "batch {batch_id} is now read by another process (this one lost the feed's lease); nothing more was written by this one"
+    )]
+    TakenOver {
+        /// The batch.
+        batch_id: String,
+    },
 }
 
 /// Result of store operations.
@@ -448,8 +459,8 @@ impl Store {
             )?;
             tx.execute(
                 "INSERT INTO batches (id, council, feed, file_name, file_sha256, mapping_id,
-                 mapping_version, status, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8)",
-                p![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now()],
+                 mapping_version, status, started_at, reader) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8, ?9)",
+                p![b.id, b.council, b.feed, b.file_name, b.file_sha256, b.mapping_id, b.mapping_version, now(), lease::owner().id],
             )?;
             tx.commit()
         })
@@ -459,6 +470,7 @@ impl Store {
     /// `processing`, not publishable until the batch finishes) and failures in one transaction.
     /// A message whose id is already in the outbox is not written again; with `force`, an
     /// already sent one is queued again. The headers the chunk's messages share are stored once.
+    /// [`StoreError::TakenOver`] when another process now reads the batch.
     pub fn write_chunk(
         &self,
         batch: &NewBatch<'_>,
@@ -466,10 +478,27 @@ impl Store {
         failures: &[NewFailure],
         force: bool,
     ) -> Result<ChunkOutcome> {
+        self.write_chunk_at(batch, messages, failures, force, None)
+    }
+
+    /// [`Store::write_chunk`], recording in the same transaction how far the reading has got
+    /// (`at`: items read and the counts before this chunk, to which its own are added), so a
+    /// process taking the feed over resumes after this chunk.
+    pub fn write_chunk_at(
+        &self,
+        batch: &NewBatch<'_>,
+        messages: &[OutboundMessage],
+        failures: &[NewFailure],
+        force: bool,
+        at: Option<Checkpoint>,
+    ) -> Result<ChunkOutcome> {
         let (batch_id, council) = (batch.id, batch.council);
         let shared = shared_headers(messages);
-        self.with(|db| {
+        let written = self.with(|db| {
             let mut tx = db.transaction()?;
+            if !resume::still_reading(&mut tx, batch_id)? {
+                return Ok(None);
+            }
             let mut outcome = ChunkOutcome::default();
             {
                 let set = match &shared {
@@ -542,23 +571,50 @@ impl Store {
                 }
                 insert_failures(&mut tx, batch, failures, &created)?;
             }
+            if let Some(at) = at {
+                let checkpoint = Checkpoint {
+                    new_messages: at.new_messages + outcome.new,
+                    already_known: at.already_known + outcome.already_known,
+                    resent: at.resent + outcome.resent,
+                    ..at
+                };
+                resume::record_checkpoint(&mut tx, batch_id, &checkpoint)?;
+            }
             tx.commit()?;
-            Ok(outcome)
+            Ok(Some(outcome))
+        })?;
+        written.ok_or_else(|| StoreError::TakenOver {
+            batch_id: batch_id.to_string(),
         })
     }
 
     /// Takes records back from a batch still being read (`duplicate_keys: reject`), in one
     /// transaction: their staged messages are deleted and they are kept as `failures`. A
     /// message already published or staged by another batch is left alone. Returns the number
-    /// of messages taken back.
+    /// of messages taken back. Done once per batch: a reading resumed after it was done (the
+    /// process died before finishing the batch) finds the failures there and leaves them.
     pub fn reject_staged(
         &self,
         batch: &NewBatch<'_>,
         message_ids: &[&str],
         failures: &[NewFailure],
     ) -> Result<u64> {
-        self.with(|db| {
+        let done = self.with(|db| {
             let mut tx = db.transaction()?;
+            if !resume::still_reading(&mut tx, batch.id)? {
+                return Ok(None);
+            }
+            let reading: Option<String> = tx.query_opt(
+                "SELECT id FROM batches WHERE id = ?1 AND status = 'processing'",
+                p![batch.id],
+                |r| r.get(0),
+            )?;
+            let mut checkpoint = resume::load_checkpoint(&mut tx, batch.id)?.unwrap_or_default();
+            if let Some(removed) = checkpoint.duplicates_taken_back
+                && reading.is_some()
+            {
+                return Ok(Some(removed));
+            }
             let mut removed = 0;
             {
                 let delete = format!(
@@ -569,8 +625,13 @@ impl Store {
                 }
                 insert_failures(&mut tx, batch, failures, &now())?;
             }
+            checkpoint.duplicates_taken_back = Some(removed);
+            resume::record_checkpoint(&mut tx, batch.id, &checkpoint)?;
             tx.commit()?;
-            Ok(removed)
+            Ok(Some(removed))
+        })?;
+        done.ok_or_else(|| StoreError::TakenOver {
+            batch_id: batch.id.to_string(),
         })
     }
 
@@ -588,8 +649,11 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        self.with(|db| {
+        let finished = self.with(|db| {
             let mut tx = db.transaction()?;
+            if !resume::still_reading(&mut tx, batch_id)? {
+                return Ok(false);
+            }
             tx.execute(
                 "INSERT INTO outbox (message_id, batch_id, council, routing_key, headers, body,
                  correlation_id, timestamp, status, created_at)
@@ -630,8 +694,16 @@ impl Store {
                     summary.to_string()
                 ],
             )?;
-            tx.commit()
-        })
+            tx.commit()?;
+            Ok(true)
+        })?;
+        if finished {
+            Ok(())
+        } else {
+            Err(StoreError::TakenOver {
+                batch_id: batch_id.to_string(),
+            })
+        }
     }
 
     /// Marks a batch that could not be read (still `processing`); its staged messages are dropped (the file stays
@@ -639,6 +711,10 @@ impl Store {
     pub fn fail_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|db| {
             let mut tx = db.transaction()?;
+            if !resume::still_reading(&mut tx, batch_id)? {
+                // Another process took the reading over: the batch is its to finish.
+                return Ok(());
+            }
             tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", p![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", p![batch_id])?;
             tx.execute(
@@ -649,11 +725,16 @@ impl Store {
         })
     }
 
-    /// Abandons a batch whose reading stopped at a safe point (shutdown, lease lost): like a
-    /// failed one, nothing from it is kept and the file is read again later.
+    /// Abandons a batch whose reading stopped at a safe point (shutdown): like a failed one,
+    /// nothing from it is kept and the file is read again later. A batch another process has
+    /// taken over (this one lost the feed's lease) is left to it, as is one it fails.
     pub fn abandon_batch(&self, batch_id: &str, reason: &str) -> Result<()> {
         self.with(|db| {
             let mut tx = db.transaction()?;
+            if !resume::still_reading(&mut tx, batch_id)? {
+                // Another process took the reading over: the batch is its to finish.
+                return Ok(());
+            }
             tx.execute("DELETE FROM outbox WHERE batch_id = ?1 AND status IN ('pending', 'staged')", p![batch_id])?;
             tx.execute("DELETE FROM failures WHERE batch_id = ?1", p![batch_id])?;
             tx.execute(
@@ -1556,10 +1637,13 @@ mod tests {
             1
         );
         assert_eq!(
-            store.reject_staged(&batch("b"), &["m1"], &[]).unwrap(),
-            0,
-            "already taken back"
+            store
+                .reject_staged(&batch("b"), &["m1"], std::slice::from_ref(&failure))
+                .unwrap(),
+            1,
+            "done once per batch: a resumed reading gets the count of the first, nothing more"
         );
+        assert_eq!(store.failures(None, true, 10).unwrap().len(), 1);
         store
             .finish_batch(
                 "b",

@@ -505,6 +505,19 @@ pub const ROWS: usize = 5_000;
 /// trailer with count and gross total), with employee numbers unique across all files from
 /// `first`. Returns the number of detail rows written.
 pub fn write_payroll(dir: &Path, tag: &str, first: usize, files: usize) -> usize {
+    for f in 0..files {
+        write_payroll_file(
+            &dir.join(format!("payroll_{tag}_{f}.csv")),
+            first + f * ROWS,
+            ROWS,
+        );
+    }
+    files * ROWS
+}
+
+/// Writes one Northshire payroll export of `rows` rows (as [`write_payroll`]) to `path`, with
+/// employee numbers from `first`.
+pub fn write_payroll_file(path: &Path, first: usize, rows: usize) {
     let sample =
         std::fs::read(repo().join("mappings/northshire/samples/payroll/payroll_202610.csv"))
             .unwrap();
@@ -513,33 +526,30 @@ pub fn write_payroll(dir: &Path, tag: &str, first: usize, files: usize) -> usize
     // The template row starts with employee number 010401 and has gross "£3,912.50".
     assert!(row.starts_with(b"010401,"));
     let rest = &row[6..];
-    for f in 0..files {
-        let mut out = Vec::with_capacity(ROWS * row.len() + 200);
-        out.extend_from_slice(title);
+    let mut out = Vec::with_capacity(rows * row.len() + 200);
+    out.extend_from_slice(title);
+    out.push(b'\n');
+    out.extend_from_slice(header);
+    out.push(b'\n');
+    for i in 0..rows {
+        out.extend_from_slice(format!("{:06}", first + i).as_bytes());
+        out.extend_from_slice(rest);
         out.push(b'\n');
-        out.extend_from_slice(header);
-        out.push(b'\n');
-        for i in 0..ROWS {
-            out.extend_from_slice(format!("{:06}", first + f * ROWS + i).as_bytes());
-            out.extend_from_slice(rest);
-            out.push(b'\n');
-        }
-        let total_pence = 391_250u64 * ROWS as u64;
-        let pounds = total_pence / 100;
-        let mut grouped = String::new();
-        for (i, ch) in pounds.to_string().chars().enumerate() {
-            let left = pounds.to_string().len() - i;
-            if i > 0 && left.is_multiple_of(3) {
-                grouped.push(',');
-            }
-            grouped.push(ch);
-        }
-        out.extend_from_slice(format!("TRAILER,{ROWS},\"").as_bytes());
-        out.push(0xA3); // the pound sign in Windows-1252
-        out.extend_from_slice(format!("{grouped}.{:02}\"\r\n", total_pence % 100).as_bytes());
-        std::fs::write(dir.join(format!("payroll_{tag}_{f}.csv")), out).unwrap();
     }
-    files * ROWS
+    let total_pence = 391_250u64 * rows as u64;
+    let pounds = total_pence / 100;
+    let mut grouped = String::new();
+    for (i, ch) in pounds.to_string().chars().enumerate() {
+        let left = pounds.to_string().len() - i;
+        if i > 0 && left.is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    out.extend_from_slice(format!("TRAILER,{rows},\"").as_bytes());
+    out.push(0xA3); // the pound sign in Windows-1252
+    out.extend_from_slice(format!("{grouped}.{:02}\"\r\n", total_pence % 100).as_bytes());
+    std::fs::write(path, out).unwrap();
 }
 
 /// A sandbox whose Northshire payroll folder holds only generated files.
