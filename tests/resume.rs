@@ -9,11 +9,30 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, sandbox_with_payroll, stdout, write_payroll_file};
+use common::{Sandbox, sandbox_with_payroll, signal, stdout, write_payroll_file};
 use council_bridge::store::Location;
 use council_bridge::store::db::{Param, off_async};
 
 const ROWS: usize = 60_000;
+const PAYROLL: &[&str] = &["--council", "northshire", "--feed", "payroll"];
+
+/// `run ARGS --json` (no broker), which must succeed; what it printed.
+fn run_json(sandbox: &Sandbox, args: &[&str]) -> serde_json::Value {
+    let out = sandbox
+        .cli(None)
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
 
 /// Batches being read with a committed chunk: (batch id, items the checkpoint covers); none
 /// while the store is not made yet.
@@ -54,14 +73,6 @@ fn outbox_of(sandbox: &Sandbox, batch: &str, upto: i64) -> (i64, i64) {
             )
             .unwrap()
     })
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{name} {pid}");
 }
 
 /// Starts `council-bridge run ARGS` (no broker) and SIGKILLs it once it has committed a few
@@ -118,8 +129,7 @@ fn a_run_killed_mid_file_is_resumed_from_its_last_committed_chunk() {
     let dir = sandbox.path("mappings/northshire/samples/payroll");
     write_payroll_file(&dir.join("payroll_big.csv"), 100_000, ROWS);
 
-    let (batch, items) =
-        run_killed_mid_file(&sandbox, &["--council", "northshire", "--feed", "payroll"]);
+    let (batch, items) = run_killed_mid_file(&sandbox, PAYROLL);
     assert!(
         (items as usize) < ROWS,
         "killed in the middle of the file: {items} items committed of {ROWS}"
@@ -129,25 +139,7 @@ fn a_run_killed_mid_file_is_resumed_from_its_last_committed_chunk() {
     assert!(written > 0, "the killed run had staged rows");
 
     // The second run takes the batch over from there.
-    let out = sandbox
-        .cli(None)
-        .args([
-            "run",
-            "--council",
-            "northshire",
-            "--feed",
-            "payroll",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        stdout(&out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_json(&sandbox, PAYROLL);
     let file = &report["feeds"][0]["files"][0];
     assert_eq!(file["status"], "processed", "{file}");
     assert_eq!(
@@ -214,19 +206,7 @@ fn a_run_killed_mid_file_is_resumed_from_its_last_committed_chunk() {
         "the takeover is audited: {audit}"
     );
     // Stored once: a third run skips the file (same sha256).
-    let again = sandbox
-        .cli(None)
-        .args([
-            "run",
-            "--council",
-            "northshire",
-            "--feed",
-            "payroll",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let again = run_json(&sandbox, PAYROLL);
     assert_eq!(
         again["feeds"][0]["files"][0]["status"], "skipped",
         "{again}"
@@ -268,8 +248,7 @@ fn a_snapshot_killed_mid_file_resumes_with_the_keys_it_had_seen() {
         employments(0..STAFF, |_| "Customer Services Adviser"),
     )
     .unwrap();
-    let first = sandbox.cli(None).arg("run").args(args).output().unwrap();
-    assert!(first.status.success(), "{}", stdout(&first));
+    run_json(&sandbox, &args);
     // Night 2: every 40th leaves (1,000 deleted), every other 10th changes job (3,000
     // updated), 975 start (1,000 new numbers less every 40th), spread through the file.
     let night2 = employments((0..STAFF + 1_000).filter(|i| i % 40 != 0), |i| {
@@ -283,15 +262,7 @@ fn a_snapshot_killed_mid_file_resumes_with_the_keys_it_had_seen() {
     let (batch, items) = run_killed_mid_file(&sandbox, &args);
     assert!((items as usize) < STAFF, "{items}");
     eprintln!("snapshot: killed after {items} items were committed, resumed as batch {batch}");
-    let out = sandbox
-        .cli(None)
-        .arg("run")
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let report: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    let report = run_json(&sandbox, &args);
     let file = &report["feeds"][0]["files"][0];
     assert_eq!(
         (

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Consumer, Sandbox, broker_url, repo, write_payroll};
+use common::{Consumer, Sandbox, broker_url, repo, signal, write_payroll};
 use council_bridge::store::db::off_async;
 use council_bridge::store::{Location, Store};
 
@@ -330,14 +330,6 @@ async fn three_instances_on_postgres_survive_a_sigkill_and_publish_each_record_o
     );
     drop(store);
     consumer.cleanup().await;
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill -{name} {pid}");
 }
 
 /// A batch as the test looks at it.

@@ -936,11 +936,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         }
         if replaying {
             // Already in the store, from the chunks the resumed reading committed.
-            messages.clear();
-            failures.clear();
-            if let Some(d) = delta.as_mut() {
-                d.changes.clear();
-            }
+            drop_written(&mut messages, &mut failures, &mut delta);
             continue;
         }
         if messages.len() >= CHUNK || failures.len() >= CHUNK {
@@ -1003,11 +999,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     }
     if resume.is_some_and(|c| c.end) {
         // The resumed reading had written its last chunk (the tail included) already.
-        messages.clear();
-        failures.clear();
-        if let Some(d) = delta.as_mut() {
-            d.changes.clear();
-        }
+        drop_written(&mut messages, &mut failures, &mut delta);
     }
     flush_chunk(
         &mut messages,
@@ -1106,6 +1098,19 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     tracing::info!(council, feed, file = %raw.name, batch = batch_id, read = report.read, valid = report.valid,
         rejected = report.rejected, new_messages = report.new_messages, status = %report.status, "file processed");
     Ok(())
+}
+
+/// Drops what a resumed reading made again for items its last committed chunk covered.
+fn drop_written(
+    messages: &mut Vec<envelope::OutboundMessage>,
+    failures: &mut Vec<NewFailure>,
+    delta: &mut Option<delta::Delta<'_>>,
+) {
+    messages.clear();
+    failures.clear();
+    if let Some(d) = delta.as_mut() {
+        d.changes.clear();
+    }
 }
 
 /// The raw values (bounded, as the failure store keeps them) of the given data rows, read again

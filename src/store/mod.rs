@@ -1517,10 +1517,10 @@ fn insert_failures(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn message(id: &str) -> OutboundMessage {
+    pub(in crate::store) fn message(id: &str) -> OutboundMessage {
         OutboundMessage {
             message_id: id.into(),
             routing_key: "payroll.pay_result.upserted.northshire".into(),
@@ -1531,7 +1531,7 @@ mod tests {
         }
     }
 
-    fn batch(id: &str) -> NewBatch<'_> {
+    pub(in crate::store) fn batch(id: &str) -> NewBatch<'_> {
         NewBatch {
             id,
             council: "northshire",

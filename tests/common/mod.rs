@@ -498,6 +498,15 @@ pub async fn serve_hr_api(token: &str) -> (String, std::sync::Arc<std::sync::ato
     (format!("{base}/hr/v1/workers?page=1"), hits)
 }
 
+/// Sends a signal (`STOP`, `CONT`, `TERM`...) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill -{name} {pid}");
+}
+
 /// Rows per generated payroll file.
 pub const ROWS: usize = 5_000;
 
