@@ -1398,7 +1398,7 @@ fn phase_a_instructions() {
     println!("{line}");
     for (name, (total, secs)) in [
         ("A  decode+map+validate+envelope", a),
-        ("B  process: file -> store (process_file)", b),
+        ("B  file -> store (process_file)", b),
     ] {
         println!(
             "{:<84}{rows:>10}{:>12}",
@@ -1470,7 +1470,7 @@ fn whole_runs(rows: usize) {
     let figures: Vec<WholeRun> = sizes.into_iter().map(whole_run).collect();
     println!();
     println!(
-        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}{:>14}",
+        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>16}{:>14}",
         "whole run in a child (file -> RabbitMQ)",
         "messages",
         "seconds",
@@ -1479,12 +1479,12 @@ fn whole_runs(rows: usize) {
         "RSS after B MB",
         "peak RSS MB"
     );
-    let line = "-".repeat(120);
+    let line = "-".repeat(122);
     println!("{line}");
     for f in &figures {
         let secs = f.process_secs + f.flush_secs;
         println!(
-            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>14.1}{:>14.1}",
+            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>16.1}{:>14.1}",
             format!(
                 "{} rows, {:.1} MB file, confirmed",
                 grouped(f.rows),

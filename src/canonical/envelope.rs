@@ -785,8 +785,16 @@ mod tests {
             assert_eq!(hash, hex::encode(Sha256::digest(canonical_json(v))), "{v}");
         }
         // The message id is the UUIDv5 of the four parts joined by line breaks, hyphenated.
-        let id = message_id("northshire", "payroll.pay_result", "E1/2026-10-31", &hash_of_a());
-        let name = format!("northshire\npayroll.pay_result\nE1/2026-10-31\n{}", hash_of_a());
+        let id = message_id(
+            "northshire",
+            "payroll.pay_result",
+            "E1/2026-10-31",
+            &hash_of_a(),
+        );
+        let name = format!(
+            "northshire\npayroll.pay_result\nE1/2026-10-31\n{}",
+            hash_of_a()
+        );
         assert_eq!(id, Uuid::new_v5(&namespace(), name.as_bytes()).to_string());
     }
 

@@ -290,9 +290,7 @@ fn field_value(
             (None, Value::String(s)) => s,
             (None, v) => return Err(error(t.name(), after_expr(v), Some(text_of(v)))),
         };
-        let next = string_transform(t, s, &error, || {
-            after_expr(&Value::String(String::new()))
-        })?;
+        let next = string_transform(t, s, &error, || after_expr(&Value::String(String::new())))?;
         text = None;
         value = next;
     }
@@ -318,18 +316,16 @@ fn string_transform(
     after_expr: impl Fn() -> String,
 ) -> Result<Value, FieldError> {
     Ok(match t {
-        Transform::Split { separator, index } => {
-            match s.split(separator.as_str()).nth(index - 1) {
-                Some(part) => Value::String(part.trim().to_string()),
-                None => {
-                    return Err(error(
-                        "split",
-                        format!("has fewer than {index} parts separated by \"{separator}\""),
-                        Some(s.to_string()),
-                    ));
-                }
+        Transform::Split { separator, index } => match s.split(separator.as_str()).nth(index - 1) {
+            Some(part) => Value::String(part.trim().to_string()),
+            None => {
+                return Err(error(
+                    "split",
+                    format!("has fewer than {index} parts separated by \"{separator}\""),
+                    Some(s.to_string()),
+                ));
             }
-        }
+        },
         Transform::Pad { length, with, left } => {
             let missing = length.saturating_sub(s.chars().count());
             let fill: String = std::iter::repeat_n(*with, missing).collect();

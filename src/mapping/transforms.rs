@@ -234,7 +234,14 @@ pub fn iso_date(d: NaiveDate) -> String {
         let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
         let mut out = String::with_capacity(10);
         out.extend([digit(y / 1000), digit(y / 100), digit(y / 10), digit(y)]);
-        out.extend(['-', digit(m / 10), digit(m), '-', digit(day / 10), digit(day)]);
+        out.extend([
+            '-',
+            digit(m / 10),
+            digit(m),
+            '-',
+            digit(day / 10),
+            digit(day),
+        ]);
         out
     } else {
         d.format("%Y-%m-%d").to_string()
