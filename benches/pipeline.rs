@@ -18,6 +18,8 @@
 //!   memory does not grow with file size.
 //! * instructions per record of phase A — a `--decode-only` child under callgrind, counting
 //!   only `phase_a_records` (`BENCH_INSTR_ROWS`, default 20,000; stable on a busy machine);
+//!   and of phase B's processing — a `--process-only` child (file → a fresh SQLite store, no
+//!   broker) counting only `phase_b_process`;
 //! * whole runs — `--whole-run FILE` children (file → store → RabbitMQ, confirmed) at
 //!   `BENCH_ROWS` and `BENCH_MILLION` (default 1,000,000; 0 skips) rows: time and peak RSS.
 //!
@@ -72,6 +74,14 @@ fn main() {
             .and_then(|n| n.parse().ok())
             .expect("--decode-only needs a row count");
         decode_only_child(rows);
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--process-only") {
+        let rows = args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--process-only needs a row count");
+        process_only_child(rows);
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--generate") {
@@ -473,6 +483,43 @@ fn decode_only_child(rows: usize) {
         a.records as f64 / a.span.wall,
         vmhwm_kb()
     );
+}
+
+/// The `--process-only N` child: generate N rows, then phase B's processing alone
+/// (`process_file` into a fresh SQLite store, no broker), and print the figures on one line.
+fn process_only_child(rows: usize) {
+    let (mapping, registry) = load_mapping();
+    let work = tempfile::tempdir().expect("temp dir");
+    let path = work.path().join("payroll_bench.csv");
+    generate(&path, rows);
+    let store = Store::open(work.path().join("process.db")).expect("open the store");
+    let raw = sources::describe(&path).expect("describe the file");
+    let started = Instant::now();
+    let report = phase_b_process(&registry, &store, &mapping, &raw);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(report.valid, rows as u64, "every row valid: {report:?}");
+    assert_eq!(
+        report.new_messages, rows as u64,
+        "every record a new message: {report:?}"
+    );
+    println!(
+        "process-only rows={} secs={secs:.3} rate={:.0}",
+        report.valid,
+        report.valid as f64 / secs
+    );
+}
+
+/// Phase B's processing of one file into a store. Not inlined: the phase B instruction count
+/// collects exactly this function (callgrind's `--toggle-collect`).
+#[inline(never)]
+fn phase_b_process(
+    registry: &Registry,
+    store: &Store,
+    mapping: &Mapping,
+    raw: &sources::RawFile,
+) -> pipeline::FileReport {
+    pipeline::process_file(registry, store, COUNCIL, FEED, mapping, raw, false)
+        .expect("process_file")
 }
 
 struct ChildFigures {
@@ -1306,18 +1353,21 @@ fn env_count(name: &str, default: usize) -> usize {
     }
 }
 
-/// Instructions per record of phase A, counted by callgrind on a `--decode-only` child: only
-/// `phase_a_records` is collected (`--toggle-collect`), so generating the file, loading the
-/// mapping and hashing the file are not counted. Instruction counts do not move with the load
-/// on the machine, unlike wall times. `BENCH_CALLGRIND_OUT=<file>` keeps the profile for
-/// `callgrind_annotate`. Without valgrind, says so loudly (perf's hardware counters are not
-/// available in this VM, so there is no second tool to fall back on).
+/// Instructions per record of phase A and of phase B's processing, counted by callgrind on a
+/// `--decode-only` and a `--process-only` child: only `phase_a_records` (decode, map, validate,
+/// envelope) and `phase_b_process` (all of `process_file`: phase A's work and the store's) are
+/// collected (`--toggle-collect`), so generating the file, loading the mapping and hashing the
+/// file are not counted. Instruction counts do not move with the load on the machine, unlike
+/// wall times; they do not count the kernel's work (the store's writes and fsyncs).
+/// `BENCH_CALLGRIND_OUT=<file>` keeps the phase A profile for `callgrind_annotate` (and
+/// `<file>.b` the phase B one). Without valgrind, says so loudly (perf's hardware counters are
+/// not available in this VM, so there is no second tool to fall back on).
 fn phase_a_instructions() {
     let rows = instr_rows();
     println!();
     let line = "-".repeat(106);
     if rows == 0 {
-        println!("instructions per record (phase A): skipped (BENCH_INSTR_ROWS=0)");
+        println!("instructions per record (phases A and B): skipped (BENCH_INSTR_ROWS=0)");
         return;
     }
     let available = Command::new("valgrind")
@@ -1327,34 +1377,62 @@ fn phase_a_instructions() {
     if !available {
         println!("{line}");
         println!(
-            "!!! instructions per record (phase A) NOT MEASURED: valgrind is not installed. \
+            "!!! instructions per record (phases A and B) NOT MEASURED: valgrind is not installed. \
              Install valgrind (apt-get install valgrind) to count them."
         );
         println!("{line}");
         return;
     }
     let work = tempfile::tempdir().expect("temp dir");
-    let out_file = std::env::var("BENCH_CALLGRIND_OUT")
+    let out_a = std::env::var("BENCH_CALLGRIND_OUT")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| work.path().join("callgrind.out"));
+    let mut out_b = out_a.clone().into_os_string();
+    out_b.push(".b");
+    let a = callgrind_count("phase_a_records", "--decode-only", rows, &out_a);
+    let b = callgrind_count("phase_b_process", "--process-only", rows, Path::new(&out_b));
+    println!(
+        "{:<84}{:>10}{:>12}",
+        "instructions (callgrind, the phase's function only)", "rows", "per record"
+    );
+    println!("{line}");
+    for (name, (total, secs)) in [
+        ("A  decode+map+validate+envelope", a),
+        ("B  file -> store (process_file)", b),
+    ] {
+        println!(
+            "{:<84}{rows:>10}{:>12}",
+            format!(
+                "{name}: {} instructions ({secs:.0} s under valgrind)",
+                grouped(total)
+            ),
+            grouped(total / rows as u64)
+        );
+    }
+    println!("{line}");
+}
+
+/// Runs this benchmark as a `mode rows` child under callgrind, collecting only `function`, and
+/// returns the instructions counted and the seconds it took.
+fn callgrind_count(function: &str, mode: &str, rows: usize, out_file: &Path) -> (u64, f64) {
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
     let out = Command::new("valgrind")
         .arg("--tool=callgrind")
-        .arg("--toggle-collect=*phase_a_records*")
+        .arg(format!("--toggle-collect=*{function}*"))
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(&exe)
-        .args(["--decode-only", &rows.to_string()])
+        .args([mode, &rows.to_string()])
         .output()
         .expect("run valgrind");
     assert!(
         out.status.success(),
-        "valgrind --tool=callgrind {} --decode-only {rows} failed: {}\n{}",
+        "valgrind --tool=callgrind {} {mode} {rows} failed: {}\n{}",
         exe.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let profile = std::fs::read_to_string(&out_file).expect("read the callgrind output");
+    let profile = std::fs::read_to_string(out_file).expect("read the callgrind output");
     // `summary:` (older valgrind) or `totals:`: the collected events, Ir first.
     let total: u64 = profile
         .lines()
@@ -1363,23 +1441,9 @@ fn phase_a_instructions() {
         .unwrap_or_else(|| panic!("no totals in {}", out_file.display()));
     assert!(
         total > 0,
-        "callgrind collected nothing: is `phase_a_records` still a function of its own?"
+        "callgrind collected nothing: is `{function}` still a function of its own?"
     );
-    println!(
-        "{:<84}{:>10}{:>12}",
-        "instructions (callgrind, phase_a_records only)", "rows", "per record"
-    );
-    println!("{line}");
-    println!(
-        "{:<84}{rows:>10}{:>12}",
-        format!(
-            "A  decode+map+validate+envelope: {} instructions ({:.0} s under valgrind)",
-            grouped(total),
-            started.elapsed().as_secs_f64()
-        ),
-        grouped(total / rows as u64)
-    );
-    println!("{line}");
+    (total, started.elapsed().as_secs_f64())
 }
 
 /// One whole run's figures, from a `--whole-run` child.
@@ -1406,7 +1470,7 @@ fn whole_runs(rows: usize) {
     let figures: Vec<WholeRun> = sizes.into_iter().map(whole_run).collect();
     println!();
     println!(
-        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>14}{:>14}",
+        "{:<47}{:>10}{:>10}{:>12}{:>13}{:>16}{:>14}",
         "whole run in a child (file -> RabbitMQ)",
         "messages",
         "seconds",
@@ -1415,12 +1479,12 @@ fn whole_runs(rows: usize) {
         "RSS after B MB",
         "peak RSS MB"
     );
-    let line = "-".repeat(120);
+    let line = "-".repeat(122);
     println!("{line}");
     for f in &figures {
         let secs = f.process_secs + f.flush_secs;
         println!(
-            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>14.1}{:>14.1}",
+            "{:<47}{:>10}{secs:>10.3}{:>12}{:>13.3}{:>16.1}{:>14.1}",
             format!(
                 "{} rows, {:.1} MB file, confirmed",
                 grouped(f.rows),

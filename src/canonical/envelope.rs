@@ -107,11 +107,129 @@ pub fn content_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(&text))
 }
 
+/// The JSON of a record as it is stored and sent (`serde_json::to_vec`: compact, members in the
+/// mapping's order) and its [`content_hash`], from one serialisation: each top-level member's
+/// text is written once, into the body, and fed to the hash from there in key order. Only a
+/// member whose value holds an object with keys out of order has its canonical text written
+/// again, apart (a small nested object, such as a period or bank details).
+fn body_and_hash(body: &Value) -> (Vec<u8>, String) {
+    let Value::Object(members) = body else {
+        return (
+            serde_json::to_vec(body).expect("a JSON value always serialises"),
+            content_hash(body),
+        );
+    };
+    let mut out = Vec::with_capacity(1024);
+    // Each member: its key, its value, where `"key":value` is in `out`.
+    let mut spans: Vec<(&str, &Value, usize, usize)> = Vec::with_capacity(members.len());
+    out.push(b'{');
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let start = out.len();
+        json_to(&mut out, k);
+        out.push(b':');
+        json_to(&mut out, v);
+        spans.push((k, v, start, out.len()));
+    }
+    out.push(b'}');
+    let mut hasher = Sha256::new();
+    hasher.update(b"{");
+    let mut apart = Vec::new();
+    KEY_ORDER.with_borrow_mut(|order| {
+        for (i, &at) in order.of(members).iter().enumerate() {
+            let (k, v, start, end) = spans[at];
+            if i > 0 {
+                hasher.update(b",");
+            }
+            if in_canonical_order(v) {
+                hasher.update(&out[start..end]);
+            } else {
+                apart.clear();
+                json_to(&mut apart, k);
+                apart.push(b':');
+                write_canonical(&mut apart, v);
+                hasher.update(&apart);
+            }
+        }
+    });
+    hasher.update(b"}");
+    (out, lower_hex(&hasher.finalize()))
+}
+
+/// Bytes as lower-case hex (what `hex::encode` writes), without going through `char`s.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+thread_local! {
+    /// The key order of the last record body on this thread: the records of a mapping have
+    /// the same members in the same order, so they are sorted once.
+    static KEY_ORDER: std::cell::RefCell<KeyOrder> = const {
+        std::cell::RefCell::new(KeyOrder { keys: Vec::new(), order: Vec::new() })
+    };
+}
+
+/// Member names in their order in a body, and the places of those members sorted by name.
+struct KeyOrder {
+    keys: Vec<String>,
+    order: Vec<usize>,
+}
+
+impl KeyOrder {
+    /// The places of `members` in key order (as [`write_canonical`] sorts them).
+    fn of(&mut self, members: &Map<String, Value>) -> &[usize] {
+        let same = self.keys.len() == members.len()
+            && self.keys.iter().zip(members.keys()).all(|(a, b)| a == b);
+        if !same {
+            self.keys = members.keys().cloned().collect();
+            self.order = (0..self.keys.len()).collect();
+            let keys = &self.keys;
+            self.order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        }
+        &self.order
+    }
+}
+
+/// Whether `value`'s JSON is already its canonical JSON: every object in it has its keys in
+/// the order [`write_canonical`] sorts them to.
+fn in_canonical_order(value: &Value) -> bool {
+    match value {
+        Value::Object(m) => {
+            let mut previous: Option<&String> = None;
+            m.iter().all(|(k, v)| {
+                let ordered = previous.is_none_or(|p| p < k);
+                previous = Some(k);
+                ordered && in_canonical_order(v)
+            })
+        }
+        Value::Array(a) => a.iter().all(in_canonical_order),
+        _ => true,
+    }
+}
+
 /// The message id of a record: the same council, entity, key and content always give the same
 /// id, so reruns and replays are safe for consumers that de-duplicate on it.
 pub fn message_id(council: &str, entity: &str, key: &str, content_hash: &str) -> String {
-    let name = format!("{council}\n{entity}\n{key}\n{content_hash}");
-    Uuid::new_v5(&namespace(), name.as_bytes()).to_string()
+    let mut name = String::with_capacity(council.len() + entity.len() + key.len() + 67);
+    for (i, part) in [council, entity, key, content_hash].into_iter().enumerate() {
+        if i > 0 {
+            name.push('\n');
+        }
+        name.push_str(part);
+    }
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Uuid::new_v5(&namespace(), name.as_bytes())
+        .hyphenated()
+        .encode_lower(&mut text)
+        .to_string()
 }
 
 /// The message id of a delta-mode message: a change of one record from one state of its feed
@@ -322,7 +440,7 @@ pub fn record_message(
     provenance: &Provenance<'_>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> OutboundMessage {
-    let mut hash = content_hash(body);
+    let (body, mut hash) = body_and_hash(body);
     let id = message_id(provenance.council, &entity.name, key, &hash);
     let (mut headers, routing_key) = RECORD_HEADERS.with_borrow_mut(|template| {
         let fresh = template
@@ -352,7 +470,7 @@ pub fn record_message(
         message_id: id,
         routing_key,
         headers,
-        body: serde_json::to_vec(body).expect("a JSON value always serialises"),
+        body,
         correlation_id: provenance.batch_id.to_string(),
         timestamp: now.timestamp(),
     }
@@ -635,6 +753,53 @@ mod tests {
             content_hash(&v),
             hex::encode(Sha256::digest(sorted(&v).to_string().as_bytes()))
         );
+    }
+
+    /// The body and hash written in one pass are the body serialised as before and the hash of
+    /// its canonical JSON, whatever the order of keys at each level.
+    #[test]
+    fn body_and_hash_is_to_vec_and_content_hash() {
+        let values = [
+            json!({
+                "zeta": [3, {"b": null, "a": true, "Ä": "\u{1}\"q\\"}, -0.5, 1e300],
+                "alpha": {"y": "£3,912.50", "x": 12345678901234i64, "é": [], "": {}},
+                "mid": "line\nbreak\ttab",
+                "bank": {"sort_code": "401276", "account_number": "12345678"},
+                "period": {"end": "2026-10-31", "start": "2026-10-01"},
+                "sorted": {"a": 1, "b": {"c": [1, {"d": 2, "e": 3}]}},
+                "Z": 1,
+                "a\"b": false,
+            }),
+            json!({}),
+            json!({"only": {"z": 1, "a": 2}}),
+            json!([{"b": 1, "a": 2}]),
+            json!("text"),
+            Value::Null,
+        ];
+        // Twice over, so the second pass reads each key order from the cache, and with the
+        // bodies in turn (the cache follows a change of keys).
+        for v in values.iter().chain(&values) {
+            let (body, hash) = body_and_hash(v);
+            assert_eq!(body, serde_json::to_vec(v).unwrap(), "{v}");
+            assert_eq!(hash, content_hash(v), "{v}");
+            assert_eq!(hash, hex::encode(Sha256::digest(canonical_json(v))), "{v}");
+        }
+        // The message id is the UUIDv5 of the four parts joined by line breaks, hyphenated.
+        let id = message_id(
+            "northshire",
+            "payroll.pay_result",
+            "E1/2026-10-31",
+            &hash_of_a(),
+        );
+        let name = format!(
+            "northshire\npayroll.pay_result\nE1/2026-10-31\n{}",
+            hash_of_a()
+        );
+        assert_eq!(id, Uuid::new_v5(&namespace(), name.as_bytes()).to_string());
+    }
+
+    fn hash_of_a() -> String {
+        content_hash(&json!({"b": 1, "a": {"y": 2, "x": 3}}))
     }
 
     /// The headers shared by a batch's records are rebuilt when the file, time or entity

@@ -1,5 +1,7 @@
 //! Applying a compiled mapping to one record.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::compile::{Bound, CompiledField, FieldSource, Meta, Transform};
@@ -12,7 +14,8 @@ pub(super) fn apply(
     binding: &Binding,
     record: &SourceRecord,
 ) -> Result<MappedRecord, Vec<FieldError>> {
-    let mut body = Map::new();
+    // Sized for every field at the top level: the map never grows while it is filled.
+    let mut body = Map::with_capacity(mapping.fields.len());
     let mut errors = Vec::new();
     let mut null_reasons = Map::new();
     for ((field, columns), condition) in mapping
@@ -121,13 +124,14 @@ fn insert(body: &mut Map<String, Value>, segments: &[String], value: Value) {
     let (last, parents) = segments.split_last().expect("a field path has a segment");
     let mut map = body;
     for p in parents {
-        let entry = map
-            .entry(p.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
+        // The parent's name is copied only the first time (`get_mut` before `entry`).
+        if !map.get(p).is_some_and(Value::is_object) {
+            map.insert(p.clone(), Value::Object(Map::new()));
         }
-        map = entry.as_object_mut().expect("made an object");
+        map = map
+            .get_mut(p)
+            .and_then(Value::as_object_mut)
+            .expect("made an object");
     }
     map.insert(last.clone(), value);
 }
@@ -175,14 +179,15 @@ fn kind_of(value: &Value) -> &'static str {
     }
 }
 
-fn value_of(bound: &Bound, record: &SourceRecord) -> String {
+/// The raw text a bound source gives, borrowed from the record where it is there.
+fn value_of<'a>(bound: &'a Bound, record: &'a SourceRecord) -> Cow<'a, str> {
     match bound {
-        Bound::Column(i, _) => record.get(*i).to_string(),
-        Bound::Meta(Meta::File) => record.locator.file.clone(),
-        Bound::Meta(Meta::Line) => record.locator.line.to_string(),
-        Bound::Meta(Meta::Row) => record.locator.row.to_string(),
-        Bound::Meta(Meta::AsAt | Meta::AsAtSource) | Bound::Missing(_) => String::new(),
-        Bound::Supplied(v) => v.clone(),
+        Bound::Column(i, _) => Cow::Borrowed(record.get(*i)),
+        Bound::Meta(Meta::File) => Cow::Borrowed(&record.locator.file),
+        Bound::Meta(Meta::Line) => Cow::Owned(record.locator.line.to_string()),
+        Bound::Meta(Meta::Row) => Cow::Owned(record.locator.row.to_string()),
+        Bound::Meta(Meta::AsAt | Meta::AsAtSource) | Bound::Missing(_) => Cow::Borrowed(""),
+        Bound::Supplied(v) => Cow::Borrowed(v),
     }
 }
 
@@ -197,7 +202,7 @@ fn field_value(
             Bound::Meta(_) | Bound::Supplied(_) => None,
         })
     };
-    let raw: String = match &field.source {
+    let raw: Cow<'_, str> = match &field.source {
         FieldSource::Literal(v) => return Ok(Some(v.clone())),
         FieldSource::Each(_) => return Ok(None),
         FieldSource::Column(_) => columns
@@ -209,13 +214,15 @@ fn field_value(
             .map(|b| value_of(b, record))
             .find(|v| !v.trim().is_empty())
             .unwrap_or_default(),
-        FieldSource::Concat(_, sep) => columns
-            .iter()
-            .map(|b| value_of(b, record))
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| v.trim().to_string())
-            .collect::<Vec<_>>()
-            .join(sep),
+        FieldSource::Concat(_, sep) => Cow::Owned(
+            columns
+                .iter()
+                .map(|b| value_of(b, record))
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.trim().to_string())
+                .collect::<Vec<_>>()
+                .join(sep),
+        ),
     };
     let error = |rule: &str, message: String, value: Option<String>| FieldError {
         field: field.path.clone(),
@@ -233,30 +240,39 @@ fn field_value(
             (None, false) => Ok(None),
         };
     }
-    let mut value = Value::String(raw);
+    // The value is the raw text (borrowed from the record, not copied) until a transform
+    // makes another.
+    let mut text: Option<Cow<'_, str>> = Some(raw);
+    let mut value = Value::Null;
     let mut emptied = false;
     for t in &field.transforms {
         if let Transform::Expr(e) = t {
-            match e.run(&value, record) {
+            let input = match text.take() {
+                Some(s) => Value::String(s.into_owned()),
+                None => std::mem::take(&mut value),
+            };
+            match e.run(&input, record) {
                 // null: the field is empty.
                 Ok(Value::Null) => {
                     emptied = true;
                     break;
                 }
                 Ok(v) => value = v,
-                Err(m) => return Err(error("expr", m, Some(text_of(&value)))),
+                Err(m) => return Err(error("expr", m, Some(text_of(&input)))),
             }
             continue;
         }
         // Compile checks the types of the other transforms, except after an `expr`.
-        let after_expr = || {
+        let after_expr = |value: &Value| {
             format!(
                 "`{}` cannot take the {} the `expr` before it produced",
                 t.name(),
-                kind_of(&value)
+                kind_of(value)
             )
         };
-        if let Some(n) = value.as_f64() {
+        if text.is_none()
+            && let Some(n) = value.as_f64()
+        {
             value = match t {
                 Transform::Multiply(x) => number(n * x),
                 Transform::Divide(x) => number(n / x),
@@ -265,109 +281,23 @@ fn field_value(
                     let f = 10f64.powi(*places as i32);
                     number((n * f).round() / f)
                 }
-                _ => return Err(error(t.name(), after_expr(), Some(text_of(&value)))),
+                _ => return Err(error(t.name(), after_expr(&value), Some(text_of(&value)))),
             };
             continue;
         }
-        let Value::String(s) = &value else {
-            return Err(error(t.name(), after_expr(), Some(text_of(&value))));
+        let s: &str = match (&text, &value) {
+            (Some(s), _) => s,
+            (None, Value::String(s)) => s,
+            (None, v) => return Err(error(t.name(), after_expr(v), Some(text_of(v)))),
         };
-        value = match t {
-            Transform::Split { separator, index } => {
-                match s.split(separator.as_str()).nth(index - 1) {
-                    Some(part) => Value::String(part.trim().to_string()),
-                    None => {
-                        return Err(error(
-                            "split",
-                            format!("has fewer than {index} parts separated by \"{separator}\""),
-                            Some(s.clone()),
-                        ));
-                    }
-                }
-            }
-            Transform::Pad { length, with, left } => {
-                let missing = length.saturating_sub(s.chars().count());
-                let fill: String = std::iter::repeat_n(*with, missing).collect();
-                Value::String(if *left {
-                    format!("{fill}{s}")
-                } else {
-                    format!("{s}{fill}")
-                })
-            }
-            Transform::Regex { pattern, group } => {
-                match pattern.captures(s).and_then(|c| c.get(*group)) {
-                    Some(m) => Value::String(m.as_str().to_string()),
-                    None => {
-                        return Err(error(
-                            "regex",
-                            format!("does not match the pattern `{}`", pattern.as_str()),
-                            Some(s.clone()),
-                        ));
-                    }
-                }
-            }
-            Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_) => {
-                return Err(error(t.name(), after_expr(), Some(s.clone())));
-            }
-            Transform::Expr(_) => unreachable!("handled above"),
-            Transform::Trim => Value::String(s.trim().to_string()),
-            Transform::Upper => Value::String(s.to_uppercase()),
-            Transform::Lower => Value::String(s.to_lowercase()),
-            Transform::Compact => Value::String(transforms::compact(s)),
-            Transform::Digits => Value::String(transforms::digits(s)),
-            Transform::Date(formats) => match transforms::parse_date(s, formats) {
-                Ok(d) => Value::String(transforms::iso_date(d)),
-                Err(m) => return Err(error("date", m, Some(s.clone()))),
-            },
-            Transform::Period(formats) => match transforms::parse_period(s, formats) {
-                Ok(p) => serde_json::json!({
-                    "start": transforms::iso_date(p.start),
-                    "end": transforms::iso_date(p.end),
-                    "precision": p.precision,
-                }),
-                Err(m) => return Err(error("period", m, Some(s.clone()))),
-            },
-            Transform::Money => match transforms::parse_money(s) {
-                Ok(p) => Value::from(p),
-                Err(m) => return Err(error("money", m, Some(s.clone()))),
-            },
-            Transform::Pence => match transforms::parse_pence(s) {
-                Ok(p) => Value::from(p),
-                Err(m) => return Err(error("pence", m, Some(s.clone()))),
-            },
-            Transform::Integer => match transforms::parse_integer(s) {
-                Ok(p) => Value::from(p),
-                Err(m) => return Err(error("integer", m, Some(s.clone()))),
-            },
-            Transform::Decimal => match transforms::parse_decimal(s) {
-                Ok(p) => Value::from(p),
-                Err(m) => return Err(error("decimal", m, Some(s.clone()))),
-            },
-            Transform::Boolean => match transforms::parse_boolean(s) {
-                Ok(p) => Value::from(p),
-                Err(m) => return Err(error("boolean", m, Some(s.clone()))),
-            },
-            Transform::Map { values, default } => match values.get(s.trim()) {
-                Some(v) => v.clone(),
-                None => match default {
-                    Some(d) => d.clone(),
-                    None => {
-                        let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
-                        known.sort_unstable();
-                        if known.len() > 12 {
-                            known.truncate(12);
-                            known.push("...");
-                        }
-                        return Err(error(
-                            "map",
-                            format!("is not a known code (known: {})", known.join(", ")),
-                            Some(s.clone()),
-                        ));
-                    }
-                },
-            },
-        };
+        let next = string_transform(t, s, &error, || after_expr(&Value::String(String::new())))?;
+        text = None;
+        value = next;
     }
+    let value = match text {
+        Some(s) => Value::String(s.into_owned()),
+        None => value,
+    };
     if emptied || value.as_str().is_some_and(|s| s.trim().is_empty()) {
         return match (&field.default, field.required) {
             (Some(d), _) => Ok(Some(d.clone())),
@@ -376,4 +306,106 @@ fn field_value(
         };
     }
     Ok(Some(value))
+}
+
+/// A transform of text (every transform but `expr` and the arithmetic ones on a number).
+fn string_transform(
+    t: &Transform,
+    s: &str,
+    error: &dyn Fn(&str, String, Option<String>) -> FieldError,
+    after_expr: impl Fn() -> String,
+) -> Result<Value, FieldError> {
+    Ok(match t {
+        Transform::Split { separator, index } => match s.split(separator.as_str()).nth(index - 1) {
+            Some(part) => Value::String(part.trim().to_string()),
+            None => {
+                return Err(error(
+                    "split",
+                    format!("has fewer than {index} parts separated by \"{separator}\""),
+                    Some(s.to_string()),
+                ));
+            }
+        },
+        Transform::Pad { length, with, left } => {
+            let missing = length.saturating_sub(s.chars().count());
+            let fill: String = std::iter::repeat_n(*with, missing).collect();
+            Value::String(if *left {
+                format!("{fill}{s}")
+            } else {
+                format!("{s}{fill}")
+            })
+        }
+        Transform::Regex { pattern, group } => {
+            match pattern.captures(s).and_then(|c| c.get(*group)) {
+                Some(m) => Value::String(m.as_str().to_string()),
+                None => {
+                    return Err(error(
+                        "regex",
+                        format!("does not match the pattern `{}`", pattern.as_str()),
+                        Some(s.to_string()),
+                    ));
+                }
+            }
+        }
+        Transform::Multiply(_) | Transform::Divide(_) | Transform::Round(_) => {
+            return Err(error(t.name(), after_expr(), Some(s.to_string())));
+        }
+        Transform::Expr(_) => unreachable!("handled above"),
+        Transform::Trim => Value::String(s.trim().to_string()),
+        Transform::Upper => Value::String(s.to_uppercase()),
+        Transform::Lower => Value::String(s.to_lowercase()),
+        Transform::Compact => Value::String(transforms::compact(s)),
+        Transform::Digits => Value::String(transforms::digits(s)),
+        Transform::Date(formats) => match transforms::parse_date(s, formats) {
+            Ok(d) => Value::String(transforms::iso_date(d)),
+            Err(m) => return Err(error("date", m, Some(s.to_string()))),
+        },
+        Transform::Period(formats) => match transforms::parse_period(s, formats) {
+            Ok(p) => serde_json::json!({
+                "start": transforms::iso_date(p.start),
+                "end": transforms::iso_date(p.end),
+                "precision": p.precision,
+            }),
+            Err(m) => return Err(error("period", m, Some(s.to_string()))),
+        },
+        Transform::Money => match transforms::parse_money(s) {
+            Ok(p) => Value::from(p),
+            Err(m) => return Err(error("money", m, Some(s.to_string()))),
+        },
+        Transform::Pence => match transforms::parse_pence(s) {
+            Ok(p) => Value::from(p),
+            Err(m) => return Err(error("pence", m, Some(s.to_string()))),
+        },
+        Transform::Integer => match transforms::parse_integer(s) {
+            Ok(p) => Value::from(p),
+            Err(m) => return Err(error("integer", m, Some(s.to_string()))),
+        },
+        Transform::Decimal => match transforms::parse_decimal(s) {
+            Ok(p) => Value::from(p),
+            Err(m) => return Err(error("decimal", m, Some(s.to_string()))),
+        },
+        Transform::Boolean => match transforms::parse_boolean(s) {
+            Ok(p) => Value::from(p),
+            Err(m) => return Err(error("boolean", m, Some(s.to_string()))),
+        },
+        Transform::Map { values, default } => match values.get(s.trim()) {
+            Some(v) => v.clone(),
+            None => match default {
+                Some(d) => d.clone(),
+                None => {
+                    let mut known: Vec<&str> = values.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    if known.len() > 12 {
+                        known.truncate(12);
+                        known.push("...");
+                    }
+                    return Err(error(
+                        "map",
+                        format!("is not a known code (known: {})", known.join(", ")),
+                        Some(s.to_string()),
+                    ));
+                }
+            },
+        },
+    })
 }

@@ -10,12 +10,21 @@ use chrono::NaiveDate;
 /// spaces, a leading or trailing `-`, accounting brackets `(12.50)`, and `Nil`, `-`, `N/A` as
 /// zero. At most two decimal places: pence are never rounded.
 pub fn parse_money(raw: &str) -> Result<i64, String> {
-    let mut kept = String::with_capacity(raw.len());
-    kept.extend(
-        raw.chars()
-            .filter(|c| !matches!(c, '£' | 'Â' | ',' | ' ' | '\u{a0}')),
-    );
-    let mut s = kept.as_str();
+    let dropped = |c: &char| matches!(c, '£' | 'Â' | ',' | ' ' | '\u{a0}');
+    // The amount without the dropped characters: on the stack when it fits (it always does
+    // for real amounts), so reading one allocates nothing.
+    let mut buffer = [0u8; 64];
+    let kept: String;
+    let mut s = if raw.len() <= buffer.len() {
+        let mut n = 0;
+        for c in raw.chars().filter(|c| !dropped(c)) {
+            n += c.encode_utf8(&mut buffer[n..]).len();
+        }
+        std::str::from_utf8(&buffer[..n]).expect("whole characters were copied")
+    } else {
+        kept = raw.chars().filter(|c| !dropped(c)).collect();
+        kept.as_str()
+    };
     if s.is_empty() {
         return Err("is empty".into());
     }
@@ -221,11 +230,18 @@ pub fn digits(raw: &str) -> String {
 pub fn iso_date(d: NaiveDate) -> String {
     use chrono::Datelike;
     if (0..=9999).contains(&d.year()) {
+        let (y, m, day) = (d.year() as u32, d.month(), d.day());
+        let digit = |n: u32| char::from(b'0' + (n % 10) as u8);
         let mut out = String::with_capacity(10);
-        let _ = std::fmt::Write::write_fmt(
-            &mut out,
-            format_args!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
-        );
+        out.extend([digit(y / 1000), digit(y / 100), digit(y / 10), digit(y)]);
+        out.extend([
+            '-',
+            digit(m / 10),
+            digit(m),
+            '-',
+            digit(day / 10),
+            digit(day),
+        ]);
         out
     } else {
         d.format("%Y-%m-%d").to_string()
@@ -268,6 +284,30 @@ mod tests {
             "99999999999999999999",
         ] {
             assert!(parse_money(bad).is_err(), "{bad} should fail");
+        }
+        // Longer than the stack buffer, and with characters of several bytes: the same reading.
+        let long = format!("£{}1.50", " ".repeat(70));
+        assert_eq!(parse_money(&long), Ok(150));
+        let wide = format!("{}£12.50", "\u{a0}".repeat(40));
+        assert_eq!(parse_money(&wide), Ok(1250));
+        assert!(parse_money("£1é2.00").is_err());
+    }
+
+    #[test]
+    fn iso_dates_are_chronos_form() {
+        for (y, m, d) in [
+            (2026, 10, 31),
+            (0, 1, 1),
+            (9, 2, 3),
+            (99, 12, 9),
+            (999, 6, 30),
+            (1900, 2, 28),
+            (9999, 12, 31),
+            (-1, 1, 1),
+            (10000, 1, 1),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(iso_date(date), date.format("%Y-%m-%d").to_string());
         }
     }
 

@@ -1211,23 +1211,30 @@ fn add_pence(totals: &mut BTreeMap<String, i64>, prefix: &str, body: &Value) {
     let Value::Object(m) = body else {
         return;
     };
+    // A member's path, built in one buffer: a total already running is found without a copy.
+    let mut path = String::with_capacity(prefix.len() + 32);
     for (k, v) in m {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        path.clear();
+        if !prefix.is_empty() {
+            path.push_str(prefix);
+            path.push('.');
+        }
+        path.push_str(k);
         match v {
             Value::Number(n) if k.ends_with("_pence") => {
                 if let Some(n) = n.as_i64() {
-                    let t = totals.entry(path).or_default();
-                    *t = t.saturating_add(n);
+                    if let Some(t) = totals.get_mut(path.as_str()) {
+                        *t = t.saturating_add(n);
+                    } else {
+                        totals.insert(path.clone(), n);
+                    }
                 }
             }
             Value::Object(_) => add_pence(totals, &path, v),
             Value::Array(items) => {
+                path.push_str("[]");
                 for item in items {
-                    add_pence(totals, &format!("{path}[]"), item);
+                    add_pence(totals, &path, item);
                 }
             }
             _ => {}

@@ -29,14 +29,18 @@ fn shape_of(value: &str) -> Shape {
     let n = v.strip_prefix('£').unwrap_or(v);
     let n = n.strip_prefix(['-', '+']).unwrap_or(n);
     let n = n.strip_suffix('-').unwrap_or(n);
-    let n: String = n.chars().filter(|c| *c != ',').collect();
-    let mut parts = n.splitn(2, '.');
-    let whole = parts.next().unwrap_or("");
-    let frac = parts.next();
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Thousands commas are skipped where they are (no copy of the value without them).
+    let (whole, frac) = match n.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (n, None),
+    };
+    let digits = |s: &str| {
+        s.bytes().any(|b| b != b',') && s.bytes().all(|b| b.is_ascii_digit() || b == b',')
+    };
+    let only_commas = |s: &str| s.bytes().all(|b| b == b',');
     match frac {
         None if digits(whole) => Shape::Integer,
-        Some(f) if (digits(whole) || whole.is_empty()) && digits(f) => Shape::Decimal,
+        Some(f) if (digits(whole) || only_commas(whole)) && digits(f) => Shape::Decimal,
         _ => Shape::Text,
     }
 }
@@ -45,26 +49,25 @@ fn shape_of(value: &str) -> Shape {
 /// `dd-Mon-yyyy` / `dd Mon yyyy`.
 fn is_date(v: &str) -> bool {
     let v = v.split(['T', ' ']).next().unwrap_or(v);
-    let parts: Vec<&str> = v.split(['/', '-', '.']).collect();
-    if parts.len() != 3 {
+    let mut parts = v.split(['/', '-', '.']);
+    let (Some(p0), Some(p1), Some(p2), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return false;
-    }
+    };
     let num = |s: &str, min: usize, max: usize| {
         (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
     };
     let month_name = |s: &str| {
-        s.len() == 3 && {
-            let l = s.to_ascii_lowercase();
-            [
+        s.len() == 3
+            && [
                 "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
             ]
-            .contains(&l.as_str())
-        }
+            .iter()
+            .any(|m| s.eq_ignore_ascii_case(m))
     };
-    (num(parts[0], 4, 4) && num(parts[1], 1, 2) && num(parts[2], 1, 2))
-        || (num(parts[0], 1, 2)
-            && (num(parts[1], 1, 2) || month_name(parts[1]))
-            && (num(parts[2], 2, 2) || num(parts[2], 4, 4)))
+    (num(p0, 4, 4) && num(p1, 1, 2) && num(p2, 1, 2))
+        || (num(p0, 1, 2) && (num(p1, 1, 2) || month_name(p1)) && (num(p2, 2, 2) || num(p2, 4, 4)))
 }
 
 #[derive(Debug, Clone, Default)]
@@ -264,6 +267,109 @@ mod tests {
         assert_eq!(shape_of("31-Oct-2026"), Shape::Date);
         assert_eq!(shape_of("N/A"), Shape::Text);
         assert_eq!(shape_of("E100231-1"), Shape::Text);
+        assert_eq!(shape_of("1,234"), Shape::Integer);
+        assert_eq!(shape_of("2026-10-31T08:00:00"), Shape::Date);
+    }
+
+    /// The shapes are those of the first version, which copied the value without its commas
+    /// and split the date into a vector: the profiles of earlier batches stay comparable.
+    #[test]
+    fn shapes_are_those_of_the_copying_version() {
+        fn reference(value: &str) -> Shape {
+            let v = value.trim();
+            if v.is_empty() {
+                return Shape::Empty;
+            }
+            let d = v.split(['T', ' ']).next().unwrap_or(v);
+            let parts: Vec<&str> = d.split(['/', '-', '.']).collect();
+            let num = |s: &str, min: usize, max: usize| {
+                (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+            };
+            let month_name = |s: &str| {
+                s.len() == 3 && {
+                    let l = s.to_ascii_lowercase();
+                    [
+                        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
+                        "nov", "dec",
+                    ]
+                    .contains(&l.as_str())
+                }
+            };
+            if parts.len() == 3
+                && ((num(parts[0], 4, 4) && num(parts[1], 1, 2) && num(parts[2], 1, 2))
+                    || (num(parts[0], 1, 2)
+                        && (num(parts[1], 1, 2) || month_name(parts[1]))
+                        && (num(parts[2], 2, 2) || num(parts[2], 4, 4))))
+            {
+                return Shape::Date;
+            }
+            let n = v.strip_prefix('£').unwrap_or(v);
+            let n = n.strip_prefix(['-', '+']).unwrap_or(n);
+            let n = n.strip_suffix('-').unwrap_or(n);
+            let n: String = n.chars().filter(|c| *c != ',').collect();
+            let mut parts = n.splitn(2, '.');
+            let whole = parts.next().unwrap_or("");
+            let frac = parts.next();
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            match frac {
+                None if digits(whole) => Shape::Integer,
+                Some(f) if (digits(whole) || whole.is_empty()) && digits(f) => Shape::Decimal,
+                _ => Shape::Text,
+            }
+        }
+        let values = [
+            "",
+            " ",
+            "0",
+            "37",
+            " 37 ",
+            "1,234",
+            "1,,2",
+            ",",
+            ",,",
+            ",.5",
+            ".5",
+            "5.",
+            "1.,",
+            "1.2.3",
+            "12.",
+            "£1,234.56",
+            "-£45.00",
+            "£-5.00",
+            "(312.50)",
+            "+3",
+            "3-",
+            "-",
+            "--1",
+            "Nil",
+            "N/A",
+            "E100231-1",
+            "31/10/2026",
+            "1/2/26",
+            "2026-10-31",
+            "2026-1-3",
+            "2026-10-31T08:00:00",
+            "2026-10-31 08:00",
+            "31-Oct-2026",
+            "31-OCT-2026",
+            "31.Dec.26",
+            "31 Oct 2026",
+            "31/10",
+            "31/10/2026/1",
+            "31/10/202",
+            "123/10/2026",
+            "31//2026",
+            "1,2.3,4",
+            "£",
+            "£.",
+            "£,",
+            "1.5e3",
+            "٣",
+            "1 000",
+        ];
+        for v in values {
+            assert_eq!(shape_of(v), reference(v), "{v:?}");
+        }
     }
 
     #[test]

@@ -1318,6 +1318,16 @@ fn shared_headers(messages: &[OutboundMessage]) -> Option<serde_json::Map<String
     let (first, rest) = messages.split_first()?;
     let mut shared = first.headers.clone();
     for m in rest {
+        if same_names(&m.headers, &shared) {
+            // Records of one batch have the same headers in the same order: compared by
+            // place, without looking each name up.
+            for ((_, v), (_, own)) in shared.iter_mut().zip(&m.headers) {
+                if !v.is_null() && own != v {
+                    *v = Value::Null;
+                }
+            }
+            continue;
+        }
         for (k, v) in shared.iter_mut() {
             if !v.is_null() && m.headers.get(k) != Some(v) {
                 *v = Value::Null;
@@ -1325,6 +1335,11 @@ fn shared_headers(messages: &[OutboundMessage]) -> Option<serde_json::Map<String
         }
     }
     (!shared.is_empty()).then_some(shared)
+}
+
+/// Whether two header maps have the same names in the same order.
+fn same_names(a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>) -> bool {
+    a.len() == b.len() && a.keys().zip(b.keys()).all(|(x, y)| x == y)
 }
 
 /// The id of a header set (stored once, by content).
@@ -1350,14 +1365,29 @@ fn own_headers(
     );
     impl serde::Serialize for Own<'_> {
         fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            if same_names(self.0, self.1) {
+                // The same names in the same order (every record of a batch): by place.
+                return s.collect_map(
+                    self.0
+                        .iter()
+                        .zip(self.1.values())
+                        .filter(|((_, v), shared)| v != shared)
+                        .map(|(kv, _)| kv),
+                );
+            }
             s.collect_map(self.0.iter().filter(|(k, v)| self.1.get(*k) != Some(*v)))
         }
     }
     match (shared, set) {
-        (Some(shared), Some(set)) if shared.keys().all(|k| m.headers.contains_key(k)) => (
-            serde_json::to_string(&Own(&m.headers, shared)).unwrap_or_default(),
-            Some(set),
-        ),
+        (Some(shared), Some(set))
+            if same_names(&m.headers, shared)
+                || shared.keys().all(|k| m.headers.contains_key(k)) =>
+        {
+            (
+                serde_json::to_string(&Own(&m.headers, shared)).unwrap_or_default(),
+                Some(set),
+            )
+        }
         _ => (serde_json::to_string(&m.headers).unwrap_or_default(), None),
     }
 }
