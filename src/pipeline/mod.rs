@@ -12,6 +12,7 @@ mod profile;
 pub mod progress;
 mod replay;
 mod runs;
+mod writer;
 
 use std::collections::BTreeMap;
 
@@ -651,6 +652,19 @@ fn supplied_as_at(policy: &FeedPolicy, raw: &RawFile) -> Option<(String, &'stati
 }
 
 fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(), ReadError> {
+    // The chunks are written on a thread of their own while the next ones are read.
+    let start = ctx.resume.unwrap_or_default();
+    std::thread::scope(|scope| {
+        let mut writer = writer::ChunkWriter::start(scope, ctx.store, ctx.batch, ctx.force, start);
+        read_with_writer(ctx, report, &mut writer)
+    })
+}
+
+fn read_with_writer(
+    ctx: &ReadContext<'_>,
+    report: &mut FileReport,
+    writer: &mut writer::ChunkWriter<'_>,
+) -> Result<(), ReadError> {
     let ReadContext {
         store,
         registry,
@@ -658,7 +672,7 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         mapping,
         entity,
         raw,
-        force,
+        force: _,
         policy,
         limits,
         resume,
@@ -734,18 +748,29 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
     let mut messages = Vec::with_capacity(CHUNK);
     let mut failures = Vec::new();
 
-    let flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>,
-                       failures: &mut Vec<NewFailure>,
-                       delta: &mut Option<delta::Delta<'_>>,
-                       report: &mut FileReport,
-                       items: u64,
-                       end: bool|
+    // Hands a chunk to the writer thread (see `writer`).
+    let mut flush_chunk = |messages: &mut Vec<envelope::OutboundMessage>,
+                           failures: &mut Vec<NewFailure>,
+                           delta: &mut Option<delta::Delta<'_>>,
+                           report: &mut FileReport,
+                           items: u64,
+                           end: bool|
      -> Result<(), ReadError> {
-        if let Some(d) = delta.as_mut() {
-            store.stage_state_changes(batch_id, &d.changes)?;
-            d.changes.clear();
-        }
+        let changes = delta
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.changes))
+            .unwrap_or_default();
+        let chunk = |messages, failures, changes| writer::Chunk {
+            messages,
+            failures,
+            changes,
+            items,
+            end,
+        };
         if messages.is_empty() && failures.is_empty() {
+            if !changes.is_empty() {
+                writer.send(chunk(Vec::new(), Vec::new(), changes))?;
+            }
             return Ok(());
         }
         if stop_requested() {
@@ -758,22 +783,12 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
                 "another process took over this feed's lease".into(),
             ));
         }
-        let at = crate::store::Checkpoint {
-            items,
-            new_messages: report.new_messages,
-            already_known: report.already_known,
-            resent: report.resent,
-            end,
-            duplicates_taken_back: None,
-        };
-        let outcome = store.write_chunk_at(batch, messages, failures, force, Some(at))?;
         progress::rows_read(report.read);
-        report.new_messages += outcome.new;
-        report.already_known += outcome.already_known;
-        report.resent += outcome.resent;
-        messages.clear();
-        failures.clear();
-        Ok(())
+        writer.send(chunk(
+            std::mem::replace(messages, Vec::with_capacity(CHUNK)),
+            std::mem::take(failures),
+            changes,
+        ))
     };
 
     let mut keys_seen = duplicates::Tracker::new(
@@ -1009,6 +1024,11 @@ fn read_into_store(ctx: &ReadContext<'_>, report: &mut FileReport) -> Result<(),
         items,
         true,
     )?;
+    // Every chunk committed: the batch's counts.
+    let written = writer.finish()?;
+    report.new_messages = written.new_messages;
+    report.already_known = written.already_known;
+    report.resent = written.resent;
     if !conflicts.is_empty() {
         reject_duplicates(store, batch, &conflicts, report)?;
     }
