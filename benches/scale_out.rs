@@ -58,11 +58,30 @@ struct Figures {
 }
 
 fn main() {
-    let rows = env_or("BENCH_SCALE_ROWS", "120000")
-        .parse::<usize>()
-        .expect("BENCH_SCALE_ROWS is a number");
+    // `cargo test --all-targets` runs bench targets without `--bench` (once per store
+    // pass): then a smoke run only, 10,000 records on 1 and 2 instances (the same code and the
+    // same check that every record and manifest is sent once, in seconds rather than minutes;
+    // tests/scale_out.rs is the test of several instances).
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        println!(
+            "benches/scale_out.rs: smoke run (10,000 records, 1 and 2 instances); the benchmark is `cargo bench --bench scale_out`"
+        );
+    }
+    let rows = if smoke {
+        "10000".to_string()
+    } else {
+        env_or("BENCH_SCALE_ROWS", "120000")
+    }
+    .parse::<usize>()
+    .expect("BENCH_SCALE_ROWS is a number");
     let files = rows.div_ceil(common::ROWS).max(1);
-    let counts: Vec<usize> = env_or("BENCH_SCALE_INSTANCES", "1,2,3")
+    let instances = if smoke {
+        "1,2".to_string()
+    } else {
+        env_or("BENCH_SCALE_INSTANCES", "1,2,3")
+    };
+    let counts: Vec<usize> = instances
         .split(',')
         .map(|n| n.trim().parse().expect("BENCH_SCALE_INSTANCES: numbers"))
         .collect();

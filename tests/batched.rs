@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Consumer, Received, Sandbox, cutting_proxy, sandbox_with_payroll, write_payroll};
+use common::{
+    Consumer, ROWS, Received, Sandbox, cutting_proxy, sandbox_with_payroll, write_payroll_file,
+};
 use council_bridge::canonical::Registry;
 use council_bridge::canonical::envelope::{BATCH_CONTENT_TYPE, batch_message_id};
 use council_bridge::config::FeedPolicy;
@@ -20,12 +22,16 @@ use council_bridge::store::Store;
 use serde_json::Value;
 
 const BATCH_SIZE: u32 = 100;
+/// Rows of the file of the tests whose point is one record of a batch (replayed, dead-lettered),
+/// not the volume: five batch messages of `BATCH_SIZE`. The connection-cut test keeps the full
+/// `common::ROWS` (50 batch messages, so the cut falls with many messages in flight).
+const SMALL_FILE_ROWS: usize = 500;
 
-/// Processes one generated Northshire payroll file (`common::ROWS` rows) for a batched feed;
-/// returns the store and the ids of the records and of the manifest now in the outbox.
-fn batched_file(sandbox: &Sandbox) -> (Store, BTreeSet<String>, String) {
+/// Processes one generated Northshire payroll file of `rows` rows for a batched feed; returns
+/// the store and the ids of the records and of the manifest now in the outbox.
+fn batched_file(sandbox: &Sandbox, rows: usize) -> (Store, BTreeSet<String>, String) {
     let dir = sandbox.path("mappings/northshire/samples/payroll");
-    let rows = write_payroll(&dir, "batched", 100_000, 1);
+    write_payroll_file(&dir.join("payroll_batched_0.csv"), 100_000, rows);
     let registry = Registry::load(&sandbox.path("schemas")).unwrap();
     let mapping =
         council_bridge::mapping::load(&sandbox.path("mappings/northshire/payroll.yaml"), &registry)
@@ -95,7 +101,7 @@ fn events(m: &Received) -> &Vec<Value> {
 async fn a_batched_feed_delivers_every_record_once_across_a_connection_cut() {
     let sandbox = sandbox_with_payroll();
     let mut consumer = Consumer::bind(&sandbox).await;
-    let (store, records, manifest) = batched_file(&sandbox);
+    let (store, records, manifest) = batched_file(&sandbox, ROWS);
 
     // Cut the connection after roughly a third of the run's bytes.
     let bytes: u64 = store
@@ -127,7 +133,7 @@ async fn a_batched_feed_delivers_every_record_once_across_a_connection_cut() {
         records.len() as u64 + 1
     );
 
-    let got = consumer.drain(Duration::from_secs(3), 100_000).await;
+    let got = consumer.drain_published().await;
     // A consumer keeps the first delivery of each message id; a resend has the same id and the
     // same records.
     let mut seen: BTreeMap<&str, &Value> = BTreeMap::new();
@@ -175,7 +181,7 @@ async fn a_batched_feed_delivers_every_record_once_across_a_connection_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_record_of_a_batch_is_replayed_alone() {
     let sandbox = sandbox_with_payroll();
-    let (store, records, _) = batched_file(&sandbox);
+    let (store, records, _) = batched_file(&sandbox, SMALL_FILE_ROWS);
     let url = common::broker_url();
     let broker = sandbox.broker(&url);
 
@@ -221,7 +227,7 @@ async fn a_failed_record_of_a_batch_is_replayed_alone() {
     let report = flush(&store, &broker, &Retry::default()).await.unwrap();
     assert_eq!(report.published, 1, "{report:?}");
     assert_eq!(report.batch_messages, 1, "{report:?}");
-    let got = consumer.drain(Duration::from_millis(1500), 100).await;
+    let got = consumer.drain_published().await;
     assert_eq!(got.len(), 1, "only the replayed record goes out");
     let events = events(&got[0]);
     assert_eq!(events.len(), 1);
@@ -246,7 +252,7 @@ async fn a_dead_lettered_batch_becomes_one_failure_per_record_each_replayed_alon
     use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
     let sandbox = sandbox_with_payroll();
-    let (store, records, _) = batched_file(&sandbox);
+    let (store, records, _) = batched_file(&sandbox, SMALL_FILE_ROWS);
     let url = common::broker_url();
     let broker = sandbox.broker(&url);
     // The platform's queue for the feed, dead-lettering to the bridge's DLX, and the bridge's

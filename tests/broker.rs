@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use common::{Consumer, Sandbox, broker_url, stdout};
 use council_bridge::canonical::Registry;
@@ -64,7 +63,6 @@ const EXPECTED: [(&str, usize); 47] = [
 const TOTAL: usize = 227;
 /// Without it (no API configured: the HR feed is not pulled).
 const TOTAL_FILES: usize = TOTAL - 3 - 2;
-const IDLE: Duration = Duration::from_millis(1500);
 
 fn check_messages(sandbox: &Sandbox, got: &[common::Received], with_api: bool) {
     let registry = Registry::load(&sandbox.path("schemas")).unwrap();
@@ -144,7 +142,7 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
         stdout(&out),
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = consumer.drain(IDLE, TOTAL + 10).await;
+    let got = consumer.drain_published().await;
     assert_eq!(got.len(), TOTAL, "{}", stdout(&out));
     check_messages(&sandbox, &got, true);
     let text = stdout(&out);
@@ -173,7 +171,7 @@ async fn run_publishes_exactly_the_expected_messages_and_a_rerun_publishes_nothi
         stdout(&again)
     );
     assert!(
-        consumer.drain(IDLE, 10).await.is_empty(),
+        consumer.drain_published().await.is_empty(),
         "a rerun publishes nothing"
     );
     consumer.cleanup().await;
@@ -199,12 +197,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         "{}",
         stdout(&out)
     );
-    assert!(
-        consumer
-            .drain(Duration::from_millis(300), 10)
-            .await
-            .is_empty()
-    );
+    assert!(consumer.drain_published().await.is_empty());
 
     let store = sandbox.open_store();
     assert_eq!(store.outbox_counts().unwrap().pending, TOTAL_FILES as u64);
@@ -216,7 +209,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         .output()
         .unwrap();
     assert_eq!(flush.status.code(), Some(0), "{}", stdout(&flush));
-    let got = consumer.drain(IDLE, TOTAL_FILES + 10).await;
+    let got = consumer.drain_published().await;
     assert_eq!(got.len(), TOTAL_FILES);
     check_messages(&sandbox, &got, false);
 
@@ -231,7 +224,7 @@ async fn wrong_broker_address_keeps_everything_in_the_outbox_and_flush_delivers_
         stdout(&second)
     );
     assert!(
-        consumer.drain(IDLE, 10).await.is_empty(),
+        consumer.drain_published().await.is_empty(),
         "each message is delivered once"
     );
     let counts = sandbox.json(&["outbox", "status"]);
@@ -305,7 +298,7 @@ async fn a_bad_row_names_file_row_and_field_and_is_delivered_after_the_mapping_i
         .output()
         .unwrap();
     assert_eq!(replay.status.code(), Some(0), "{}", stdout(&replay));
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     let employees: Vec<_> = got
         .iter()
         .filter(|m| m.routing_key == "hr.employee.upserted.northshire")
@@ -356,10 +349,7 @@ async fn a_trailer_count_mismatch_is_reported_and_the_batch_held_until_released(
         "{text}"
     );
     assert!(
-        consumer
-            .drain(Duration::from_millis(800), 10)
-            .await
-            .is_empty(),
+        consumer.drain_published().await.is_empty(),
         "nothing from a held batch is published"
     );
 
@@ -387,7 +377,7 @@ async fn a_trailer_count_mismatch_is_reported_and_the_batch_held_until_released(
         .output()
         .unwrap();
     assert_eq!(release.status.code(), Some(0), "{}", stdout(&release));
-    let got = consumer.drain(IDLE, 20).await;
+    let got = consumer.drain_published().await;
     assert_eq!(got.len(), 5, "4 records and the manifest once released");
     let manifest = got
         .iter()

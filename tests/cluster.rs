@@ -1,7 +1,7 @@
 //! Failover on a real three-node RabbitMQ cluster (scripts/rabbitmq-cluster.sh, nodes
 //! cb1-cb3@localhost on 127.0.0.1:5681-5683, beside the broker on 5672): `broker setup` declares
 //! quorum queues with three replicas, and the node the publisher is connected to is killed in
-//! the middle of a 50,000-record flush. The publisher moves to another node, every record
+//! the middle of a 20,000-record flush. The publisher moves to another node, every record
 //! reaches the quorum consumer queue (a resent message only ever under its own id), and the
 //! quorum dead-letter queue keeps what it held. The test starts the cluster when it is not
 //! running (and fails when it cannot) and stops it at the end (unless `CB_CLUSTER_KEEP` is set).
@@ -21,7 +21,9 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-const FILES: usize = 10;
+/// Files of `common::ROWS` records: 20,000 records, so that the node is killed (at a tenth in
+/// the queue) with 18,000 still to publish through the failover.
+const FILES: usize = 4;
 const DEAD_LETTERS: usize = 20;
 
 fn node_url(n: usize) -> String {
@@ -228,7 +230,7 @@ async fn stopping_the_publishers_node_mid_flush_loses_nothing_and_keeps_the_dead
         let _ = conn.close(200, ShortString::from("done")).await;
     }
 
-    // 50,000 records (and one manifest per file) into the outbox, no broker yet.
+    // 20,000 records (and one manifest per file) into the outbox, no broker yet.
     let records = write_payroll(
         &sandbox.path("mappings/northshire/samples/payroll"),
         "cluster",

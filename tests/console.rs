@@ -813,7 +813,7 @@ async fn bulk_replay_of_ten_thousand_after_a_mapping_fix_interrupted_and_resumed
             .await
             .unwrap();
     assert!(report.error.is_none(), "{:?}", report.error);
-    let got = consumer.drain(Duration::from_secs(3), 20_000).await;
+    let got = consumer.drain_published().await;
     consumer.cleanup().await;
     let replayed: Vec<_> = got
         .iter()

@@ -5,11 +5,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use common::{Consumer, Received, Sandbox, broker_url, stdout};
 
-const IDLE: Duration = Duration::from_millis(1200);
 const HEADER: &str = "Assignment;Person Ref;Payroll No;Job Title;Start;End;Status;Contract;FTE;Hours;Grade;Post;Line Manager Assignment;Org Unit;Cost Centre;Primary";
 
 /// Westmarch's employment rows (the sample export), by column name.
@@ -234,7 +232,7 @@ async fn three_snapshots_publish_exactly_the_changes_starters_and_leavers() {
     drop_file(&sandbox, "assignments_20261101.csv", &night1);
     let (code, text) = run(&sandbox, true);
     assert_eq!(code, 0, "{text}");
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     let mut want: Vec<(String, String)> = night1
         .rows
         .iter()
@@ -289,7 +287,7 @@ async fn three_snapshots_publish_exactly_the_changes_starters_and_leavers() {
     drop_file(&sandbox, "assignments_20261102.csv", &night2);
     let (code, text) = run(&sandbox, true);
     assert_eq!(code, 0, "{text}");
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     assert_eq!(
         keys(&got),
         expect(&[
@@ -371,7 +369,7 @@ async fn three_snapshots_publish_exactly_the_changes_starters_and_leavers() {
     drop_file(&sandbox, "assignments_20261103.csv", &night3);
     let (code, text) = run(&sandbox, true);
     assert_eq!(code, 0, "{text}");
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     assert_eq!(
         keys(&got),
         expect(&[
@@ -455,7 +453,7 @@ async fn a_mass_delete_is_held_and_the_state_advances_only_on_release() {
     let mut consumer = Consumer::bind(&sandbox).await;
     drop_file(&sandbox, "a_20261101.csv", &Rows::sample());
     assert_eq!(run(&sandbox, true).0, 0);
-    assert_eq!(consumer.drain(IDLE, 100).await.len(), 7);
+    assert_eq!(consumer.drain_published().await.len(), 7);
 
     let night2 = Rows::sample().remove("E100235-1").remove("E100236-1");
     drop_file(&sandbox, "a_20261102.csv", &night2);
@@ -465,12 +463,7 @@ async fn a_mass_delete_is_held_and_the_state_advances_only_on_release() {
         text.contains("HELD: mass delete: the snapshot would delete 2 of the 6 records of the feed's state (33.3%), more than max_delete_percent 10"),
         "{text}"
     );
-    assert!(
-        consumer
-            .drain(Duration::from_millis(800), 10)
-            .await
-            .is_empty()
-    );
+    assert!(consumer.drain_published().await.is_empty());
     assert_eq!(
         state_size(&sandbox),
         6,
@@ -505,7 +498,7 @@ async fn a_mass_delete_is_held_and_the_state_advances_only_on_release() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     assert_eq!(
         keys(&got),
         expect(&[
@@ -526,7 +519,7 @@ async fn a_mass_delete_is_held_and_the_state_advances_only_on_release() {
     let (code, text) = run(&sandbox, true);
     assert_eq!(code, 0, "{text}");
     assert_eq!(
-        keys(&consumer.drain(IDLE, 100).await),
+        keys(&consumer.drain_published().await),
         expect(&[
             ("hr.employment.updated.westmarch", "E100231-1"),
             ("hr.batch.completed.westmarch", ""),
@@ -541,7 +534,7 @@ async fn a_discarded_snapshot_publishes_nothing_and_leaves_the_state_unchanged()
     let mut consumer = Consumer::bind(&sandbox).await;
     drop_file(&sandbox, "a_20261101.csv", &Rows::sample());
     assert_eq!(run(&sandbox, true).0, 0);
-    assert_eq!(consumer.drain(IDLE, 100).await.len(), 7);
+    assert_eq!(consumer.drain_published().await.len(), 7);
 
     // A truncated export: 3 of 6 gone, more than the feed's 20%.
     let truncated = Rows::sample()
@@ -571,12 +564,7 @@ async fn a_discarded_snapshot_publishes_nothing_and_leaves_the_state_unchanged()
         "3 deletions, 2 leavers (the two with an end date) and the manifest: {}",
         stdout(&out)
     );
-    assert!(
-        consumer
-            .drain(Duration::from_millis(800), 10)
-            .await
-            .is_empty()
-    );
+    assert!(consumer.drain_published().await.is_empty());
     assert_eq!(batches(&sandbox)[0]["status"], "discarded");
     assert_eq!(state_size(&sandbox), 6);
     let store = sandbox.open_store();
@@ -606,7 +594,7 @@ async fn a_discarded_snapshot_publishes_nothing_and_leaves_the_state_unchanged()
     let (code, text) = run(&sandbox, true);
     assert_eq!(code, 0, "{text}");
     assert_eq!(
-        keys(&consumer.drain(IDLE, 100).await),
+        keys(&consumer.drain_published().await),
         expect(&[
             ("hr.employment.updated.westmarch", "E100233-1"),
             ("hr.batch.completed.westmarch", ""),
@@ -825,7 +813,7 @@ async fn the_manifest_carries_money_control_totals_that_match_the_records_publis
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     let records: Vec<&Received> = got
         .iter()
         .filter(|m| m.routing_key == "finance.supplier_payment.upserted.northshire")

@@ -58,7 +58,7 @@ async fn force_says_how_many_delivered_messages_go_out_again() {
         .args(["run", "--council", "northshire"])
         .assert()
         .success();
-    let first = consumer.drain(Duration::from_secs(2), 10_000).await;
+    let first = consumer.drain_published().await;
     let out = sandbox
         .cli(Some(&url))
         .args([
@@ -76,7 +76,7 @@ async fn force_says_how_many_delivered_messages_go_out_again() {
         text.contains("payroll_202610.csv  processed: read 15, valid 13, rejected 2, new messages 0 (13 already in the outbox; --force: 13 messages already delivered go out again under their same ids)"),
         "{text}"
     );
-    let again = consumer.drain(Duration::from_secs(2), 10_000).await;
+    let again = consumer.drain_published().await;
     let ids = |v: &[common::Received]| {
         v.iter()
             .filter(|m| m.routing_key.starts_with("payroll.pay_result"))

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Consumer, Sandbox, broker_url};
 use council_bridge::canonical::Registry;
 use council_bridge::config::Config;
@@ -123,7 +121,7 @@ async fn sent_payloads_and_old_run_reports_are_pruned_ids_stay() {
         .await
         .unwrap();
     assert!(flushed.error.is_none());
-    let got = consumer.drain(Duration::from_secs(3), 10_000).await;
+    let got = consumer.drain_published().await;
     for m in got
         .iter()
         .filter(|m| m.routing_key.starts_with("payroll.pay_result"))

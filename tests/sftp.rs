@@ -22,7 +22,6 @@ const SSHD: &str = "/usr/sbin/sshd";
 const USER: &str = "cbsftp";
 const PASSWORD: &str = "Sftp-test-pw-41f7";
 const PASSPHRASE: &str = "key-passphrase-9c2e";
-const IDLE: Duration = Duration::from_secs(3);
 /// Folders of the running sshds (root-owned, as ChrootDirectory requires all the way up).
 const BASE: &str = "/srv/council-bridge-sftp-tests";
 
@@ -400,7 +399,7 @@ async fn a_council_payroll_export_goes_over_sftp_with_key_auth_to_rabbitmq_and_i
             "{secret} leaked"
         );
     }
-    let got = consumer.drain(IDLE, 100).await;
+    let got = consumer.drain_published().await;
     assert_eq!(got.len(), 14, "13 pay results and the batch manifest");
     assert_eq!(
         got.iter()
@@ -418,7 +417,7 @@ async fn a_council_payroll_export_goes_over_sftp_with_key_auth_to_rabbitmq_and_i
         .unwrap();
     assert_eq!(again.status.code(), Some(0), "{}", stdout(&again));
     assert!(stdout(&again).contains("pulled 0 file(s) over SFTP"));
-    assert!(consumer.drain(IDLE, 10).await.is_empty());
+    assert!(consumer.drain_published().await.is_empty());
     consumer.cleanup().await;
 }
 
@@ -756,7 +755,7 @@ async fn a_connection_dropped_mid_download_is_resumed_by_the_next_pull_without_a
     assert!(sshd.remote("outbound").is_empty());
     assert_eq!(sshd.remote("archive").len(), 1);
 
-    let got = consumer.drain(IDLE, ROWS * 2).await;
+    let got = consumer.drain_published().await;
     let ids: HashSet<&str> = got.iter().map(|m| m.message_id.as_str()).collect();
     assert_eq!(got.len(), ROWS + 1, "every employee once, and the manifest");
     assert_eq!(ids.len(), ROWS + 1, "no duplicate");
@@ -764,7 +763,7 @@ async fn a_connection_dropped_mid_download_is_resumed_by_the_next_pull_without_a
     // Again: nothing pulled, nothing published.
     let third = cli(&sandbox).output().unwrap();
     assert_eq!(third.status.code(), Some(0), "{}", stdout(&third));
-    assert!(consumer.drain(IDLE, 10).await.is_empty());
+    assert!(consumer.drain_published().await.is_empty());
     eprintln!(
         "dropped-connection scenario took {:?} (bytes per connection {bytes:?}, file {size})",
         started.elapsed()

@@ -54,13 +54,19 @@ impl TestDatabase {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
+        // One connection for the three statements (each its own transaction: CREATE DATABASE
+        // cannot run in one). `synchronous_commit = off` on the test's own database only: a
+        // commit returns before its WAL reaches the disk, so it is lost only if the PostgreSQL
+        // server itself crashes, which no test does; what every other session sees, and when,
+        // is unchanged (a committed transaction is visible at once either way), so the tests
+        // assert the same things, without waiting for an fsync per commit on a busy disk.
         admin(
             server,
-            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-        admin(
-            server,
-            &format!("CREATE DATABASE {name} TEMPLATE template0"),
+            &[
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                &format!("CREATE DATABASE {name} TEMPLATE template0"),
+                &format!("ALTER DATABASE {name} SET synchronous_commit = off"),
+            ],
         );
         let mut url = url::Url::parse(server).expect("COUNCIL_BRIDGE_TEST_STORE parses");
         url.set_path(&name);
@@ -92,13 +98,16 @@ impl Drop for TestDatabase {
     }
 }
 
-fn admin(server: &str, sql: &str) {
+/// Runs `statements` one after the other on one connection to `server`.
+fn admin(server: &str, statements: &[&str]) {
     council_bridge::store::db::off_async(|| {
         let mut db = Db::open_postgres(server).unwrap_or_else(|e| {
             panic!("COUNCIL_BRIDGE_TEST_STORE is set but PostgreSQL is not reachable at {server}: {e}. Start it with `pg_ctlcluster $(ls /etc/postgresql) main start`.")
         });
-        db.execute_batch(sql)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for sql in statements {
+            db.execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
     })
 }
 
@@ -375,6 +384,58 @@ impl Consumer {
             }
         }
         out
+    }
+
+    /// Every message that reached the consumer's queue before this call, without waiting for a
+    /// quiet spell: a marker message goes to the queue itself (default exchange) and the
+    /// messages ahead of it are returned (a queue delivers in order). For a publisher that is
+    /// done (its process ended, its flush returned): what it published was confirmed, so is in
+    /// the queue ahead of the marker, duplicates included; to wait on a publisher still at work
+    /// (a running daemon), use [`Consumer::drain`]. Panics when the marker does not come back
+    /// within two minutes.
+    pub async fn drain_published(&mut self) -> Vec<Received> {
+        let marker = format!("cb-test-end-{}", uuid::Uuid::new_v4().simple());
+        let ch = self.conn.create_channel().await.unwrap();
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let confirm = ch
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(self.queue.as_str()),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                b"{}",
+                lapin::BasicProperties::default()
+                    .with_message_id(ShortString::from(marker.as_str())),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "the end marker was not accepted");
+        let _ = ch.close(200, ShortString::from("marker sent")).await;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            match tokio::time::timeout_at(deadline, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    let r = received(&d);
+                    if r.message_id == marker {
+                        return out;
+                    }
+                    out.push(r);
+                }
+                Ok(Some(Err(e))) => panic!("consumer error: {e}"),
+                Ok(None) => panic!("the consumer ended before the end marker came back"),
+                Err(_) => panic!(
+                    "the end marker did not come back within 120 s ({} messages before it)",
+                    out.len()
+                ),
+            }
+        }
     }
 
     /// Deletes the queue and the sandbox's exchanges.
