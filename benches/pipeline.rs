@@ -1355,8 +1355,8 @@ fn env_count(name: &str, default: usize) -> usize {
 
 /// Instructions per record of phase A and of phase B's processing, counted by callgrind on a
 /// `--decode-only` and a `--process-only` child: only `phase_a_records` (decode, map, validate,
-/// envelope) and `phase_b_process` (all of `process_file`: phase A's work and the store's) are
-/// collected (`--toggle-collect`), so generating the file, loading the mapping and hashing the
+/// envelope) and `phase_b_process` (all of `process_file`: phase A's work and the store's, with
+/// the chunk writer's thread, `pipeline::writer::write_all`) are collected (`--toggle-collect`), so generating the file, loading the mapping and hashing the
 /// file are not counted. Instruction counts do not move with the load on the machine, unlike
 /// wall times; they do not count the kernel's work (the store's writes and fsyncs).
 /// `BENCH_CALLGRIND_OUT=<file>` keeps the phase A profile for `callgrind_annotate` (and
@@ -1389,8 +1389,14 @@ fn phase_a_instructions() {
         .unwrap_or_else(|_| work.path().join("callgrind.out"));
     let mut out_b = out_a.clone().into_os_string();
     out_b.push(".b");
-    let a = callgrind_count("phase_a_records", "--decode-only", rows, &out_a);
-    let b = callgrind_count("phase_b_process", "--process-only", rows, Path::new(&out_b));
+    let a = callgrind_count(&["phase_a_records"], "--decode-only", rows, &out_a);
+    // Phase B writes its chunks on a thread of its own (`pipeline::writer`): counted too.
+    let b = callgrind_count(
+        &["phase_b_process", "pipeline::writer::write_all"],
+        "--process-only",
+        rows,
+        Path::new(&out_b),
+    );
     println!(
         "{:<84}{:>10}{:>12}",
         "instructions (callgrind, the phase's function only)", "rows", "per record"
@@ -1412,14 +1418,14 @@ fn phase_a_instructions() {
     println!("{line}");
 }
 
-/// Runs this benchmark as a `mode rows` child under callgrind, collecting only `function`, and
-/// returns the instructions counted and the seconds it took.
-fn callgrind_count(function: &str, mode: &str, rows: usize, out_file: &Path) -> (u64, f64) {
+/// Runs this benchmark as a `mode rows` child under callgrind, collecting only `functions` (on
+/// whichever thread they run), and returns the instructions counted and the seconds it took.
+fn callgrind_count(functions: &[&str], mode: &str, rows: usize, out_file: &Path) -> (u64, f64) {
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
     let out = Command::new("valgrind")
         .arg("--tool=callgrind")
-        .arg(format!("--toggle-collect=*{function}*"))
+        .args(functions.iter().map(|f| format!("--toggle-collect=*{f}*")))
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(&exe)
         .args([mode, &rows.to_string()])
@@ -1441,7 +1447,7 @@ fn callgrind_count(function: &str, mode: &str, rows: usize, out_file: &Path) -> 
         .unwrap_or_else(|| panic!("no totals in {}", out_file.display()));
     assert!(
         total > 0,
-        "callgrind collected nothing: is `{function}` still a function of its own?"
+        "callgrind collected nothing: are `{functions:?}` still functions of their own?"
     );
     (total, started.elapsed().as_secs_f64())
 }
