@@ -246,10 +246,9 @@ async fn a_dead_lettered_batch_becomes_one_failure_per_record_each_replayed_alon
     use council_bridge::amqp::DeadLetterConsumer;
     use futures_util::StreamExt;
     use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicRejectOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicRejectOptions, QueueDeleteOptions,
     };
-    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    use lapin::types::{FieldTable, ShortString};
 
     let sandbox = sandbox_with_payroll();
     let (store, records, _) = batched_file(&sandbox, SMALL_FILE_ROWS);
@@ -257,35 +256,7 @@ async fn a_dead_lettered_batch_becomes_one_failure_per_record_each_replayed_alon
     let broker = sandbox.broker(&url);
     // The platform's queue for the feed, dead-lettering to the bridge's DLX, and the bridge's
     // dead-letter consumer (which declares the dead-letter queue) before anything is published.
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ is required at {url}: {e}"));
-    let ch = conn.create_channel().await.unwrap();
-    council_bridge::amqp::declare_topology(&ch, &broker)
-        .await
-        .unwrap();
-    let queue = format!("{}.platform-payroll", sandbox.exchange);
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-dead-letter-exchange"),
-        AMQPValue::LongString(LongString::from(sandbox.dlx.as_str())),
-    );
-    ch.queue_declare(
-        ShortString::from(queue.as_str()),
-        QueueDeclareOptions::default(),
-        args,
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        ShortString::from(queue.as_str()),
-        ShortString::from(sandbox.exchange.as_str()),
-        ShortString::from("#"),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (conn, ch, queue) = common::platform_queue(&sandbox, &url, false).await;
     let mut dead_letters = DeadLetterConsumer::connect(&broker).await.unwrap();
     let mut platform = ch
         .basic_consume(

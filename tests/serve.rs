@@ -8,10 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{Consumer, Sandbox, broker_url, sandbox_with_payroll, write_payroll};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::options::{BasicConsumeOptions, BasicRejectOptions};
+use lapin::types::{FieldTable, ShortString};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -398,38 +396,7 @@ async fn messages_the_platform_dead_letters_become_failures_an_operator_replays(
     let sandbox = sandbox_with_payroll();
     let url = broker_url();
     // The platform's queue for Northshire payroll, dead-lettering to the bridge's DLX.
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ is required at {url}: {e}"));
-    let ch = conn.create_channel().await.unwrap();
-    council_bridge::amqp::declare_topology(&ch, &sandbox.broker(&url))
-        .await
-        .unwrap();
-    let queue = format!("{}.platform-payroll", sandbox.exchange);
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-dead-letter-exchange"),
-        AMQPValue::LongString(LongString::from(sandbox.dlx.as_str())),
-    );
-    ch.queue_declare(
-        ShortString::from(queue.as_str()),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        ShortString::from(queue.as_str()),
-        ShortString::from(sandbox.exchange.as_str()),
-        ShortString::from("#"),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let (conn, ch, queue) = common::platform_queue(&sandbox, &url, true).await;
     let mut platform = ch
         .basic_consume(
             ShortString::from(queue.as_str()),

@@ -568,6 +568,52 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok.success(), "kill -{name} {pid}");
 }
 
+/// The platform's queue for a feed, as a consumer that rejects what it cannot take sets it up:
+/// `<exchange>.platform-payroll`, bound on `#` to the sandbox's events exchange and
+/// dead-lettering to the bridge's dead-letter exchange, after the bridge's topology is declared
+/// (so the dead-letter queue exists). Returns the connection, its channel and the queue's name.
+pub async fn platform_queue(
+    sandbox: &Sandbox,
+    url: &str,
+    auto_delete: bool,
+) -> (lapin::Connection, lapin::Channel, String) {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ is required at {url}: {e}"));
+    let ch = conn.create_channel().await.unwrap();
+    council_bridge::amqp::declare_topology(&ch, &sandbox.broker(url))
+        .await
+        .unwrap();
+    let queue = format!("{}.platform-payroll", sandbox.exchange);
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("x-dead-letter-exchange"),
+        AMQPValue::LongString(LongString::from(sandbox.dlx.as_str())),
+    );
+    ch.queue_declare(
+        ShortString::from(queue.as_str()),
+        QueueDeclareOptions {
+            auto_delete,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        ShortString::from(queue.as_str()),
+        ShortString::from(sandbox.exchange.as_str()),
+        ShortString::from("#"),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    (conn, ch, queue)
+}
+
 /// Rows per generated payroll file.
 pub const ROWS: usize = 5_000;
 
