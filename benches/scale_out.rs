@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 use council_bridge::amqp;
 use council_bridge::store::db::off_async;
 use council_bridge::store::{Location, Store};
-use lapin::options::{
-    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
 
@@ -173,25 +171,11 @@ async fn measure(instances: usize, files: usize, store_url: &str) -> Figures {
     let ch = conn.create_channel().await.unwrap();
     amqp::declare_topology(&ch, &broker).await.unwrap();
     let sink = format!("{}.sink", broker.exchange);
-    ch.queue_declare(
-        ShortString::from(sink.as_str()),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        ShortString::from(sink.as_str()),
-        ShortString::from(broker.exchange.as_str()),
-        ShortString::from("#"),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    common::bound_queue(&ch, &broker.exchange, &sink, durable, FieldTable::default()).await;
 
     // The schema first, outside the measured time.
     let store = Store::open(Location::parse(store_url)).unwrap();

@@ -442,21 +442,7 @@ impl Store {
     pub fn begin_batch(&self, b: &NewBatch<'_>) -> Result<()> {
         self.with(|db| {
             let mut tx = db.transaction()?;
-            for table in ["failures", "outbox"] {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE council = ?1
-                         AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing')
-                         AND (?4 = 'failures' OR status IN ('pending', 'staged'))"
-                    ),
-                    p![b.council, b.feed, b.file_sha256, table],
-                )?;
-            }
-            tx.execute(
-                "UPDATE batches SET status = 'abandoned', finished_at = ?4 WHERE council = ?1
-                 AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing'",
-                p![b.council, b.feed, b.file_sha256, now()],
-            )?;
+            resume::abandon_unfinished(&mut tx, b.council, b.feed, b.file_sha256, b.id)?;
             tx.execute(
                 "INSERT INTO batches (id, council, feed, file_name, file_sha256, mapping_id,
                  mapping_version, status, started_at, reader) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'processing', ?8, ?9)",

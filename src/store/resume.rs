@@ -75,6 +75,33 @@ pub(super) fn load_checkpoint(tx: &mut Db, batch_id: &str) -> DbResult<Option<Ch
     Ok(text.flatten().and_then(|t| serde_json::from_str(&t).ok()))
 }
 
+/// Abandons the unfinished readings of a file for a feed other than `keep` (a crash left them
+/// `processing`): their staged messages and failures are dropped, none was ever published.
+pub(super) fn abandon_unfinished(
+    tx: &mut Db,
+    council: &str,
+    feed: &str,
+    sha256: &str,
+    keep: &str,
+) -> DbResult<()> {
+    for table in ["failures", "outbox"] {
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE council = ?1
+                 AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing' AND id <> ?4)
+                 AND (?5 = 'failures' OR status IN ('pending', 'staged'))"
+            ),
+            p![council, feed, sha256, keep, table],
+        )?;
+    }
+    tx.execute(
+        "UPDATE batches SET status = 'abandoned', finished_at = ?5 WHERE council = ?1
+         AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing' AND id <> ?4",
+        p![council, feed, sha256, keep, now()],
+    )?;
+    Ok(())
+}
+
 /// Records a chunk's checkpoint (in the chunk's transaction).
 pub(super) fn record_checkpoint(
     tx: &mut Db,
@@ -141,21 +168,7 @@ impl Store {
             let Some((checkpoint, before, council, feed, sha)) = row else {
                 return Ok(None);
             };
-            for table in ["failures", "outbox"] {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE batch_id IN (SELECT id FROM batches WHERE council = ?1
-                         AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing' AND id <> ?4)
-                         AND (?5 = 'failures' OR status IN ('pending', 'staged'))"
-                    ),
-                    p![council, feed, sha, batch_id, table],
-                )?;
-            }
-            tx.execute(
-                "UPDATE batches SET status = 'abandoned', finished_at = ?5 WHERE council = ?1
-                 AND feed = ?2 AND file_sha256 = ?3 AND status = 'processing' AND id <> ?4",
-                p![council, feed, sha, batch_id, now()],
-            )?;
+            abandon_unfinished(&mut tx, &council, &feed, &sha, batch_id)?;
             tx.execute(
                 "UPDATE batches SET reader = ?2 WHERE id = ?1",
                 p![batch_id, me.id],
@@ -189,6 +202,24 @@ impl Store {
 mod tests {
     use super::*;
     use crate::store::tests::{batch, message};
+
+    /// A store with batch `b1` being read by this process and one chunk of `ids` written.
+    fn store_with_chunk(ids: &[&str]) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.db")).unwrap();
+        store.begin_batch(&batch("b1")).unwrap();
+        let messages: Vec<_> = ids.iter().map(|id| message(id)).collect();
+        store
+            .write_chunk_at(
+                &batch("b1"),
+                &messages,
+                &[],
+                false,
+                Some(Checkpoint::default()),
+            )
+            .unwrap();
+        (dir, store)
+    }
 
     fn outbox_rows(store: &Store) -> i64 {
         store
@@ -256,19 +287,8 @@ mod tests {
 
     #[test]
     fn a_reader_that_lost_its_batch_writes_nothing_more_into_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let (_dir, store) = store_with_chunk(&["m1"]);
         let b = batch("b1");
-        store.begin_batch(&b).unwrap();
-        store
-            .write_chunk_at(
-                &b,
-                &[message("m1")],
-                &[],
-                false,
-                Some(Checkpoint::default()),
-            )
-            .unwrap();
         // Another process takes the reading over.
         store
             .with(|db| {
@@ -307,19 +327,8 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_taken_back_once_per_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("s.db")).unwrap();
+        let (_dir, store) = store_with_chunk(&["m1", "m2"]);
         let b = batch("b1");
-        store.begin_batch(&b).unwrap();
-        store
-            .write_chunk_at(
-                &b,
-                &[message("m1"), message("m2")],
-                &[],
-                false,
-                Some(Checkpoint::default()),
-            )
-            .unwrap();
         let failure = crate::store::NewFailure {
             stage: "validation",
             file_name: "p.csv".into(),

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Connection, ConnectionProperties};
@@ -329,28 +328,14 @@ impl Consumer {
             .await
             .unwrap();
         let queue = format!("{}.test-consumer", sandbox.exchange);
-        channel
-            .queue_declare(
-                ShortString::from(queue.as_str()),
-                QueueDeclareOptions {
-                    durable: false,
-                    auto_delete: false,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        channel
-            .queue_bind(
-                ShortString::from(queue.as_str()),
-                ShortString::from(sandbox.exchange.as_str()),
-                ShortString::from("#"),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        bound_queue(
+            &channel,
+            &sandbox.exchange,
+            &queue,
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
         let consumer = channel
             .basic_consume(
                 ShortString::from(queue.as_str()),
@@ -577,7 +562,7 @@ pub async fn platform_queue(
     url: &str,
     auto_delete: bool,
 ) -> (lapin::Connection, lapin::Channel, String) {
-    use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+    use lapin::options::QueueDeclareOptions;
     use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
@@ -592,26 +577,36 @@ pub async fn platform_queue(
         ShortString::from("x-dead-letter-exchange"),
         AMQPValue::LongString(LongString::from(sandbox.dlx.as_str())),
     );
-    ch.queue_declare(
-        ShortString::from(queue.as_str()),
-        QueueDeclareOptions {
-            auto_delete,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
+    let options = QueueDeclareOptions {
+        auto_delete,
+        ..Default::default()
+    };
+    bound_queue(&ch, &sandbox.exchange, &queue, options, args).await;
+    (conn, ch, queue)
+}
+
+/// Declares `queue` and binds it on `#` to `exchange`: it receives everything published there.
+pub async fn bound_queue(
+    ch: &lapin::Channel,
+    exchange: &str,
+    queue: &str,
+    options: lapin::options::QueueDeclareOptions,
+    args: lapin::types::FieldTable,
+) {
+    use lapin::options::QueueBindOptions;
+    use lapin::types::{FieldTable, ShortString};
+    ch.queue_declare(ShortString::from(queue), options, args)
+        .await
+        .unwrap_or_else(|e| panic!("declare the queue {queue}: {e}"));
     ch.queue_bind(
-        ShortString::from(queue.as_str()),
-        ShortString::from(sandbox.exchange.as_str()),
+        ShortString::from(queue),
+        ShortString::from(exchange),
         ShortString::from("#"),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await
-    .unwrap();
-    (conn, ch, queue)
+    .unwrap_or_else(|e| panic!("bind the queue {queue} to {exchange}: {e}"));
 }
 
 /// Rows per generated payroll file.
