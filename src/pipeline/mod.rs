@@ -682,12 +682,8 @@ fn read_with_writer(
     // rebuild what the reading tallies (counts, control totals, duplicate keys, a snapshot's
     // keys), but nothing they make is written again.
     let skip = resume.map_or(0, |c| c.items);
-    if let Some(c) = resume {
-        report.resumed_after = Some(c.items);
-        report.new_messages = c.new_messages;
-        report.already_known = c.already_known;
-        report.resent = c.resent;
-    }
+    // (The counts the resumed chunks wrote come back from the writer, which starts from them.)
+    report.resumed_after = resume.map(|c| c.items);
     // The records each row makes: the mapping's own, then those of its `also:` blocks.
     let mut outputs = vec![(mapping, entity)];
     for m in &mapping.also {
