@@ -57,6 +57,11 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::Value;
 
+/// The allocator the `council-bridge` binary uses (see `src/main.rs`), so that the benchmark
+/// measures what the binary does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_ROWS: usize = 100_000;
 const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Unconfirmed messages in flight, as `BrokerConfig::new` sets for the pipeline.

@@ -5,6 +5,8 @@
 //! mapping, nor the mapping for it.
 //!
 //! At most one chunk waits while another is written, so memory stays bounded by two chunks.
+//! On SQLite, a third thread checkpoints the write-ahead log after each commit
+//! ([`crate::store::WalCheckpointer`]), so that the writer does not stop to do it.
 //! The writer keeps the running counts the checkpoints carry; the reader learns them from
 //! [`ChunkWriter::finish`], after the last chunk is committed.
 
@@ -91,6 +93,8 @@ fn write_all(
     mut totals: Checkpoint,
     chunks: Receiver<Chunk>,
 ) -> Result<Checkpoint, ReadError> {
+    // SQLite: the log is copied into the database beside this thread, not inside its commits.
+    let wal = store.wal_checkpointer()?;
     for chunk in chunks {
         if !chunk.changes.is_empty() {
             store.stage_state_changes(batch.id, &chunk.changes)?;
@@ -110,6 +114,9 @@ fn write_all(
         totals.new_messages += outcome.new;
         totals.already_known += outcome.already_known;
         totals.resent += outcome.resent;
+        if let Some(w) = &wal {
+            w.nudge();
+        }
     }
     Ok(totals)
 }

@@ -22,6 +22,7 @@ mod migrations;
 mod resume;
 mod retention;
 mod runs;
+mod wal;
 
 pub use console::{AuditEntry, FailureFilter, ReplayJob, TokenRow};
 pub use copy::{COPIED_TABLES, CopyReport};
@@ -29,6 +30,7 @@ pub use delta::{FeedState, StateChange};
 pub use resume::{Checkpoint, Resumable};
 pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
+pub use wal::WalCheckpointer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -393,6 +395,21 @@ impl Store {
         &self.location
     }
 
+    /// For an SQLite store, a [`WalCheckpointer`] on a connection of its own, which a writer
+    /// nudges after its commits so that copying the log into the database happens beside it;
+    /// `None` on PostgreSQL.
+    pub fn wal_checkpointer(&self) -> Result<Option<WalCheckpointer>> {
+        let Location::Sqlite(path) = &self.location else {
+            return Ok(None);
+        };
+        let db = Db::open_sqlite(path).map_err(|source| StoreError::Database {
+            location: self.location.to_string(),
+            source,
+        })?;
+        // Without a thread for it, the writer checkpoints as it always could.
+        Ok(WalCheckpointer::start(db).ok())
+    }
+
     /// The engine the store runs on.
     pub fn engine(&self) -> Engine {
         self.engine
@@ -493,8 +510,16 @@ impl Store {
                 };
                 let created = now();
                 // Rows go in by groups, one statement each (a round trip per group, not per
-                // row, on PostgreSQL); the ids it returns are the rows it inserted.
-                for group in messages.chunks(ROWS_PER_INSERT) {
+                // row, on PostgreSQL); the ids it returns are the rows it inserted. SQLite
+                // has no round trips, and a statement writing several rows needs a statement
+                // journal (it could fail half-way), which spills to a temporary file past
+                // 64 KB: 100 rows a statement wrote 2.6 KB to /var/tmp per record. One row a
+                // statement needs none.
+                let per_insert = match tx.engine() {
+                    Engine::Sqlite => 1,
+                    Engine::Postgres => ROWS_PER_INSERT,
+                };
+                for group in messages.chunks(per_insert) {
                     let own: Vec<(String, Option<i64>)> = group
                         .iter()
                         .map(|m| own_headers(m, shared.as_ref(), set))
@@ -1238,7 +1263,7 @@ fn requeue_in(
     Ok(true)
 }
 
-/// Outbox rows per INSERT statement of `write_chunk` (10 parameters a row).
+/// Outbox rows per INSERT statement of `write_chunk` on PostgreSQL (10 parameters a row).
 const ROWS_PER_INSERT: usize = 100;
 
 /// An INSERT of `rows` new outbox rows (`pending`, staged by their batch's state) that skips
