@@ -185,7 +185,7 @@ fn the_binary_is_thin() {
         .filter(|l| *l != "#[global_allocator]" && !l.starts_with("static ALLOCATOR:"))
         .collect();
     assert!(
-        code.len() <= 3 && code.iter().any(|l| *l == "council_bridge::cli::main()"),
+        code.len() <= 3 && code.contains(&"council_bridge::cli::main()"),
         "main.rs only picks the allocator and calls cli::main: {code:?}"
     );
 }
