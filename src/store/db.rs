@@ -812,7 +812,7 @@ impl Db {
         conn.set_prepared_statement_cache_capacity(64);
         // A commit checkpoints the log itself only past 16 MB (SQLite's default is 4 MB): a
         // file's chunk writer leaves checkpoints to a `WalCheckpointer` beside it, and this is
-        // the backstop when that falls behind (41,000 → 50,000 records/s file → store).
+        // the backstop when that falls behind (41,000 → 49,000 records/s file → store).
         conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
         // 8 MiB of page cache (SQLite's default is 2 MB): a chunk of 1,000 outbox rows dirties
         // up to ~6 MB of pages (the rows, and the message id index's leaves, which random ids

@@ -70,9 +70,11 @@ mod tests {
     use crate::store::Store;
     use crate::store::tests::{batch, message};
 
-    /// Writes 2,000 outbox rows of 1 KB in one commit (well under the 16 MB at which the
-    /// writer checkpoints by itself) and returns the database file's size.
-    fn write_rows(store: &Store, path: &std::path::Path) -> u64 {
+    /// A new SQLite store holding 2,000 outbox rows of 1 KB written in one commit (well under
+    /// the 16 MB at which the writer checkpoints by itself), and its database file's size.
+    fn store_with_rows(dir: &tempfile::TempDir) -> (Store, std::path::PathBuf, u64) {
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path).unwrap();
         store.begin_batch(&batch("b")).unwrap();
         let rows: Vec<_> = (0..2000)
             .map(|i| {
@@ -82,15 +84,14 @@ mod tests {
             })
             .collect();
         store.write_chunk(&batch("b"), &rows, &[], false).unwrap();
-        std::fs::metadata(path).unwrap().len()
+        let size = std::fs::metadata(&path).unwrap().len();
+        (store, path, size)
     }
 
     #[test]
     fn a_nudge_copies_the_log_into_the_database_beside_the_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let store = Store::open(&path).unwrap();
-        let before = write_rows(&store, &path);
+        let (store, path, before) = store_with_rows(&dir);
         let checkpointer = store.wal_checkpointer().unwrap().expect("SQLite has one");
         checkpointer.nudge();
         drop(checkpointer); // waits for the checkpoint it was nudged for
@@ -106,9 +107,7 @@ mod tests {
     #[test]
     fn without_a_nudge_the_rows_stay_in_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("store.db");
-        let store = Store::open(&path).unwrap();
-        let before = write_rows(&store, &path);
+        let (store, path, before) = store_with_rows(&dir);
         drop(store.wal_checkpointer().unwrap());
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(
