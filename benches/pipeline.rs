@@ -1082,39 +1082,37 @@ fn broker_phases(
     let bookkeeping = outbox_bookkeeping(&copy, expected);
     let messages = &messages;
 
-    // C (direct): the same messages, straight through lapin.
-    rt.block_on(purge(admin, sink));
-    let direct = rt.block_on(direct_publish(&broker.url, &broker.exchange, messages));
-    let depth = rt.block_on(queue_depth(admin, sink));
-    assert_eq!(
-        u64::from(depth),
-        expected,
-        "messages in the sink queue after the direct publish"
-    );
-
-    // C (library): the same messages through the library's `Publisher`, without the store:
-    // in one call, then in pages of the flush's size. The differences split the flush's cost
-    // into the publisher's own, its page boundaries and the outbox bookkeeping.
-    let mut library = Vec::new();
-    for page in [messages.len(), FLUSH_PAGE] {
+    // Every publish of phase C into the sink: purged before, and every message counted in it
+    // after.
+    let into_sink = |what: &str, publish: &dyn Fn() -> Span| -> Span {
         rt.block_on(purge(admin, sink));
-        library.push(rt.block_on(library_publish(broker, messages, page)));
+        let span = publish();
         let depth = rt.block_on(queue_depth(admin, sink));
         assert_eq!(
             u64::from(depth),
             expected,
-            "messages in the sink queue after Publisher::publish in pages of {page}"
+            "messages in the sink queue after {what}"
         );
-    }
+        span
+    };
+    let direct_lapin = || rt.block_on(direct_publish(&broker.url, &broker.exchange, messages));
+
+    // C (direct): the same messages, straight through lapin.
+    let direct = into_sink("the direct publish", &direct_lapin);
+
+    // C (library): the same messages through the library's `Publisher`, without the store:
+    // in one call, then in pages of the flush's size. The differences split the flush's cost
+    // into the publisher's own, its page boundaries and the outbox bookkeeping.
+    let library: Vec<Span> = [messages.len(), FLUSH_PAGE]
+        .into_iter()
+        .map(|page| {
+            into_sink(&format!("Publisher::publish in pages of {page}"), &|| {
+                rt.block_on(library_publish(broker, messages, page))
+            })
+        })
+        .collect();
     // C (direct) again, last.
-    rt.block_on(purge(admin, sink));
-    let direct_after = rt.block_on(direct_publish(&broker.url, &broker.exchange, messages));
-    let depth = rt.block_on(queue_depth(admin, sink));
-    assert_eq!(
-        u64::from(depth),
-        expected,
-        "messages in the sink queue after the second direct publish"
-    );
+    let direct_after = into_sink("the second direct publish", &direct_lapin);
     BrokerFigures {
         publish,
         bookkeeping,

@@ -32,6 +32,7 @@ pub use retention::{PruneReport, Retention};
 pub use runs::{NewRun, RunRow};
 pub use wal::WalCheckpointer;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -519,6 +520,7 @@ impl Store {
                     Engine::Sqlite => 1,
                     Engine::Postgres => ROWS_PER_INSERT,
                 };
+                let full_group = insert_outbox_rows(per_insert);
                 for group in messages.chunks(per_insert) {
                     let own: Vec<(String, Option<i64>)> = group
                         .iter()
@@ -542,7 +544,15 @@ impl Store {
                         ]);
                     }
                     let mut inserted: std::collections::HashSet<String> = tx
-                        .query_map(&insert_outbox_rows(group.len()), &params, |r| r.get(0))?
+                        .query_map(
+                            &if group.len() == per_insert {
+                                Cow::Borrowed(full_group.as_str())
+                            } else {
+                                Cow::Owned(insert_outbox_rows(group.len()))
+                            },
+                            &params,
+                            |r| r.get(0),
+                        )?
                         .into_iter()
                         .collect();
                     for (m, (headers, set)) in group.iter().zip(own.iter().map(|(h, s)| (h, *s))) {
