@@ -8,7 +8,8 @@
 //! * A — decode + map + validate + envelope, in memory: no store, no broker;
 //! * B — end to end: `pipeline::process_file` into a fresh store, then `pipeline::flush` to
 //!   RabbitMQ (a unique exchange per run, with a durable queue bound on `#`); and, on a copy of
-//!   the store, the flush's outbox bookkeeping alone (read a page, mark it sent);
+//!   the store, the flush's outbox bookkeeping alone (read a page, mark it sent); and the store
+//!   writes of processing alone (the same messages written in chunks into a fresh store);
 //! * C — the same messages published directly with lapin on one confirm channel with the same
 //!   window (512 unconfirmed, mandatory, persistent): the broker's limit from one publisher;
 //!   and through the library's `Publisher` without the store, in one call and in pages of the
@@ -208,6 +209,7 @@ fn main() {
     let BrokerFigures {
         publish,
         bookkeeping,
+        writes,
         library,
         paged,
         direct: direct_first,
@@ -268,6 +270,11 @@ fn main() {
         "B  process: file -> store (process_file)",
         rows as u64,
         process,
+    );
+    row(
+        &format!("   outbox writes alone, chunks of {}", pipeline::CHUNK),
+        expected,
+        writes,
     );
     row("B  publish: store -> broker (flush)", expected, publish);
     row(
@@ -1019,6 +1026,7 @@ async fn queue_depth(admin: &Connection, sink: &str) -> u32 {
 struct BrokerFigures {
     publish: Span,
     bookkeeping: Span,
+    writes: Span,
     library: Span,
     paged: Span,
     direct: Span,
@@ -1068,7 +1076,9 @@ fn broker_phases(
     );
     let hwm_after_flush = vmhwm_kb();
 
-    // The flush's messages, all in memory (not timed), then its bookkeeping alone.
+    // The flush's messages, all in memory (not timed), then its bookkeeping alone, and the
+    // store writes of processing alone, into a fresh store.
+    let writes_db = copy.with_file_name("writes.db");
     let copy = Store::open(copy).expect("open the copy of the store");
     let messages: Vec<OutboundMessage> = copy
         .pending(u32::MAX)
@@ -1080,6 +1090,7 @@ fn broker_phases(
     let wire_bytes = messages.iter().map(message_size).sum();
     let hwm_after_snapshot = vmhwm_kb();
     let bookkeeping = outbox_bookkeeping(&copy, expected);
+    let writes = outbox_writes(&writes_db, &messages);
     let messages = &messages;
 
     // Every publish of phase C into the sink: purged before, and every message counted in it
@@ -1116,6 +1127,7 @@ fn broker_phases(
     BrokerFigures {
         publish,
         bookkeeping,
+        writes,
         library: library[0],
         paged: library[1],
         direct,
@@ -1124,6 +1136,39 @@ fn broker_phases(
         hwm_after_flush,
         hwm_after_snapshot,
     }
+}
+
+/// The store's side of processing alone, without the reading: the flush's messages written
+/// into a fresh store at `path` in chunks of the pipeline's size, one transaction each,
+/// the write-ahead log checkpointed beside the writer, as `process_file`'s chunk writer does.
+fn outbox_writes(path: &Path, messages: &[OutboundMessage]) -> Span {
+    let store = Store::open(path).expect("open a fresh store");
+    let batch = council_bridge::store::NewBatch {
+        id: "bench-writes",
+        council: COUNCIL,
+        feed: FEED,
+        file_name: "payroll_bench.csv",
+        file_sha256: "bench-writes",
+        mapping_id: "northshire-payroll",
+        mapping_version: 1,
+    };
+    store.begin_batch(&batch).expect("begin a batch");
+    let meter = Meter::start();
+    let wal = store.wal_checkpointer().expect("a checkpointer");
+    let mut new = 0;
+    for chunk in messages.chunks(pipeline::CHUNK) {
+        new += store
+            .write_chunk(&batch, chunk, &[], false)
+            .expect("write a chunk")
+            .new;
+        if let Some(w) = &wal {
+            w.nudge();
+        }
+    }
+    drop(wal);
+    let span = meter.stop();
+    assert_eq!(new, messages.len() as u64, "every message is a new row");
+    span
 }
 
 /// Copies the store's database and write-ahead log; the store is idle, so together they are

@@ -55,8 +55,10 @@ use crate::sources::{self, RawFile};
 use crate::store::lease::{self, Lease, Renewal};
 use crate::store::{NewBatch, NewFailure, Store};
 
-/// Records written to the store per transaction.
-const CHUNK: usize = 1000;
+/// Records written to the store per transaction (a chunk). A bigger chunk writes fewer index
+/// pages per record but holds more records in memory: the reader, the writer and the queue
+/// between them each hold one.
+pub const CHUNK: usize = 1000;
 
 /// A feed that cannot be processed at all.
 #[derive(Debug, thiserror::Error)]

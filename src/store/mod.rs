@@ -520,7 +520,10 @@ impl Store {
                     Engine::Sqlite => 1,
                     Engine::Postgres => ROWS_PER_INSERT,
                 };
-                let full_group = insert_outbox_rows(per_insert);
+                // On SQLite, one row a statement, its count of changes says whether it went
+                // in: a RETURNING clause would materialise its one row in a temporary b-tree.
+                let returning = per_insert > 1;
+                let full_group = insert_outbox_rows(per_insert, returning);
                 for group in messages.chunks(per_insert) {
                     let own: Vec<(String, Option<i64>)> = group
                         .iter()
@@ -543,21 +546,21 @@ impl Store {
                             created
                         ]);
                     }
-                    let mut inserted: std::collections::HashSet<String> = tx
-                        .query_map(
-                            &if group.len() == per_insert {
-                                Cow::Borrowed(full_group.as_str())
-                            } else {
-                                Cow::Owned(insert_outbox_rows(group.len()))
-                            },
-                            &params,
-                            |r| r.get(0),
-                        )?
-                        .into_iter()
-                        .collect();
+                    let sql = if group.len() == per_insert {
+                        Cow::Borrowed(full_group.as_str())
+                    } else {
+                        Cow::Owned(insert_outbox_rows(group.len(), returning))
+                    };
+                    let (mut inserted, one_inserted) = if returning {
+                        let ids: std::collections::HashSet<String> =
+                            tx.query_map(&sql, &params, |r| r.get(0))?.into_iter().collect();
+                        (ids, false)
+                    } else {
+                        (Default::default(), tx.execute(&sql, &params)? == 1)
+                    };
                     for (m, (headers, set)) in group.iter().zip(own.iter().map(|(h, s)| (h, *s))) {
                         // The first of a group's messages with an inserted id is the new row.
-                        if inserted.remove(&m.message_id) {
+                        if one_inserted || inserted.remove(&m.message_id) {
                             outcome.new += 1;
                             continue;
                         }
@@ -1277,8 +1280,8 @@ fn requeue_in(
 const ROWS_PER_INSERT: usize = 100;
 
 /// An INSERT of `rows` new outbox rows (`pending`, staged by their batch's state) that skips
-/// ids already in the outbox and returns the ids it inserted.
-fn insert_outbox_rows(rows: usize) -> String {
+/// ids already in the outbox; with `returning`, it returns the ids it inserted.
+fn insert_outbox_rows(rows: usize, returning: bool) -> String {
     let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)";
     let mut sql = String::with_capacity(200 + rows * (row.len() + 2));
     sql.push_str(
@@ -1291,7 +1294,10 @@ fn insert_outbox_rows(rows: usize) -> String {
         }
         sql.push_str(row);
     }
-    sql.push_str(" ON CONFLICT(message_id) DO NOTHING RETURNING message_id");
+    sql.push_str(" ON CONFLICT(message_id) DO NOTHING");
+    if returning {
+        sql.push_str(" RETURNING message_id");
+    }
     sql
 }
 
