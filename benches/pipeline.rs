@@ -13,7 +13,8 @@
 //! * C — the same messages published directly with lapin on one confirm channel with the same
 //!   window (512 unconfirmed, mandatory, persistent): the broker's limit from one publisher;
 //!   and through the library's `Publisher` without the store, in one call and in pages of the
-//!   flush's size, which splits the flush's cost between publisher, pages and store;
+//!   flush's size, which splits the flush's cost between publisher, pages and store; then the
+//!   flush again, of a second copy of the store, between two direct runs (side by side);
 //! * memory — peak RSS (VmHWM) of this process after each phase, and of two child processes
 //!   (this binary again with `--decode-only N`) doing phase A at N and 4N rows, to show that
 //!   memory does not grow with file size.
@@ -184,6 +185,9 @@ fn main() {
     // messages the flush sent from it, and the flush's outbox bookkeeping is measured on it.
     let copy = work.path().join("copy.db");
     copy_store(&store, &copy);
+    // A second copy, flushed again near the end between two direct runs.
+    let copy_again = work.path().join("copy-again.db");
+    copy_store(&store, &copy_again);
 
     // Phases B (publish) and C against a topology of this run's own; removed afterwards even
     // when a phase fails.
@@ -203,11 +207,21 @@ fn main() {
     let sink = format!("council-bridge.bench.{run}.sink");
     let topology = rt.block_on(declare(&admin, &broker, &sink));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        broker_phases(&rt, &admin, &store, &copy, &broker, &sink, expected)
+        broker_phases(
+            &rt,
+            &admin,
+            &store,
+            [&copy, &copy_again],
+            &broker,
+            &sink,
+            expected,
+        )
     }));
     rt.block_on(cleanup(&admin, &broker, &sink, topology));
     let BrokerFigures {
         publish,
+        publish_again,
+        direct_last,
         bookkeeping,
         writes,
         library,
@@ -302,19 +316,32 @@ fn main() {
         expected,
         direct_first,
     );
-    row("C  direct lapin again, last", expected, direct_after);
+    row("C  direct lapin again", expected, direct_after);
+    row(
+        "B  publish again: a copy of the store (flush)",
+        expected,
+        publish_again,
+    );
+    row("C  direct lapin, last", expected, direct_last);
     println!("{line}");
-    // The broker's limit: the mean of the two direct runs, which bracket the phases compared.
+    // The broker's limit: the mean of the first two direct runs, which bracket the library's.
     let direct = direct_first.mean(direct_after);
     println!(
-        "flush publish rate / direct lapin rate (mean of both direct runs): {:.2}   \
-         (against the first: {:.2}, the last: {:.2}; Publisher::publish one call / direct: {:.2}; \
+        "flush publish rate / direct lapin rate (mean of the first two direct runs): {:.2}   \
+         (against the first: {:.2}, the second: {:.2}; Publisher::publish one call / direct: {:.2}; \
          in pages / direct: {:.2})",
         direct.wall / publish.wall,
         direct_first.wall / publish.wall,
         direct_after.wall / publish.wall,
         direct.wall / library.wall,
         direct.wall / paged.wall,
+    );
+    // The same comparison side by side: the second flush against the direct runs either side.
+    println!(
+        "second flush / the direct runs either side of it (mean): {:.2}   (before it: {:.2}, after it: {:.2})",
+        direct_after.mean(direct_last).wall / publish_again.wall,
+        direct_after.wall / publish_again.wall,
+        direct_last.wall / publish_again.wall,
     );
     batched_end_to_end(
         &rt,
@@ -1025,6 +1052,8 @@ async fn queue_depth(admin: &Connection, sink: &str) -> u32 {
 /// What the broker phases measured.
 struct BrokerFigures {
     publish: Span,
+    publish_again: Span,
+    direct_last: Span,
     bookkeeping: Span,
     writes: Span,
     library: Span,
@@ -1046,7 +1075,7 @@ fn broker_phases(
     rt: &tokio::runtime::Runtime,
     admin: &Connection,
     store: &Store,
-    copy: &Path,
+    [copy, copy_again]: [&Path; 2],
     broker: &BrokerConfig,
     sink: &str,
     expected: u64,
@@ -1122,10 +1151,28 @@ fn broker_phases(
             })
         })
         .collect();
-    // C (direct) again, last.
+    // C (direct) again.
     let direct_after = into_sink("the second direct publish", &direct_lapin);
+    // B publish again, on the second copy of the store as processing left it, between two
+    // direct runs: the flush and direct lapin side by side, as the broker is at that point.
+    let flush_again = || {
+        let again = Store::open(copy_again).expect("open the second copy of the store");
+        let meter = Meter::start();
+        let report = rt
+            .block_on(pipeline::flush(&again, broker, &Retry::default()))
+            .expect("flush the second copy");
+        let span = meter.stop();
+        assert!(report.error.is_none(), "the second flush stopped: {report:?}");
+        assert_eq!(report.published, expected, "{report:?}");
+        span
+    };
+    let publish_again = into_sink("the second flush", &flush_again);
+    // C (direct), last.
+    let direct_last = into_sink("the third direct publish", &direct_lapin);
     BrokerFigures {
         publish,
+        publish_again,
+        direct_last,
         bookkeeping,
         writes,
         library: library[0],
