@@ -1162,7 +1162,10 @@ fn broker_phases(
             .block_on(pipeline::flush(&again, broker, &Retry::default()))
             .expect("flush the second copy");
         let span = meter.stop();
-        assert!(report.error.is_none(), "the second flush stopped: {report:?}");
+        assert!(
+            report.error.is_none(),
+            "the second flush stopped: {report:?}"
+        );
         assert_eq!(report.published, expected, "{report:?}");
         span
     };
