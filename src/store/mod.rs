@@ -511,18 +511,16 @@ impl Store {
                 };
                 let created = now();
                 // Rows go in by groups, one statement each (a round trip per group, not per
-                // row, on PostgreSQL); the ids it returns are the rows it inserted. SQLite
-                // has no round trips, and a statement writing several rows needs a statement
-                // journal (it could fail half-way), which spills to a temporary file past
-                // 64 KB: 100 rows a statement wrote 2.6 KB to /var/tmp per record. One row a
-                // statement needs none.
-                let per_insert = match tx.engine() {
-                    Engine::Sqlite => 1,
-                    Engine::Postgres => ROWS_PER_INSERT,
+                // row, on PostgreSQL), which returns the ids it inserted. SQLite has no round
+                // trips, and a statement writing several rows needs a statement journal (it
+                // could fail half-way), which spills to a temporary file past 64 KB: 100 rows a
+                // statement wrote 2.6 KB to /var/tmp per record. One row a statement needs
+                // none, and its count of changes says whether the row went in (a RETURNING
+                // clause would materialise that row in a temporary b-tree).
+                let (per_insert, returning) = match tx.engine() {
+                    Engine::Sqlite => (1, false),
+                    Engine::Postgres => (ROWS_PER_INSERT, true),
                 };
-                // On SQLite, one row a statement, its count of changes says whether it went
-                // in: a RETURNING clause would materialise its one row in a temporary b-tree.
-                let returning = per_insert > 1;
                 let full_group = insert_outbox_rows(per_insert, returning);
                 for group in messages.chunks(per_insert) {
                     let own: Vec<(String, Option<i64>)> = group
