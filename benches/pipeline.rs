@@ -1083,20 +1083,8 @@ fn broker_phases(
     // B publish: the pipeline's own flush, outbox → broker.
     rt.block_on(settle());
     let meter = Meter::start();
-    let report = rt
-        .block_on(pipeline::flush(store, broker, &Retry::default()))
-        .expect("flush");
+    flush_all(rt, store, broker, expected);
     let publish = meter.stop();
-    assert!(report.error.is_none(), "flush stopped: {report:?}");
-    assert_eq!(
-        report.published, expected,
-        "flush must publish every message: {report:?}"
-    );
-    assert_eq!(
-        report.unroutable + report.rejected + report.still_pending,
-        0,
-        "{report:?}"
-    );
     let depth = rt.block_on(queue_depth(admin, sink));
     assert_eq!(
         u64::from(depth),
@@ -1158,16 +1146,8 @@ fn broker_phases(
     let flush_again = || {
         let again = Store::open(copy_again).expect("open the second copy of the store");
         let meter = Meter::start();
-        let report = rt
-            .block_on(pipeline::flush(&again, broker, &Retry::default()))
-            .expect("flush the second copy");
-        let span = meter.stop();
-        assert!(
-            report.error.is_none(),
-            "the second flush stopped: {report:?}"
-        );
-        assert_eq!(report.published, expected, "{report:?}");
-        span
+        flush_all(rt, &again, broker, expected);
+        meter.stop()
     };
     let publish_again = into_sink("the second flush", &flush_again);
     // C (direct), last.
@@ -1186,6 +1166,30 @@ fn broker_phases(
         hwm_after_flush,
         hwm_after_snapshot,
     }
+}
+
+/// `pipeline::flush` of `store`, which must publish `expected` messages, every one confirmed
+/// and none left pending, unroutable or refused.
+fn flush_all(
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    broker: &BrokerConfig,
+    expected: u64,
+) -> council_bridge::pipeline::FlushReport {
+    let report = rt
+        .block_on(pipeline::flush(store, broker, &Retry::default()))
+        .expect("flush");
+    assert!(report.error.is_none(), "flush stopped: {report:?}");
+    assert_eq!(
+        report.published, expected,
+        "flush must publish every message: {report:?}"
+    );
+    assert_eq!(
+        report.unroutable + report.rejected + report.still_pending,
+        0,
+        "{report:?}"
+    );
+    report
 }
 
 /// The store's side of processing alone, without the reading: the flush's messages written
@@ -1404,12 +1408,8 @@ fn batched_end_to_end(
         let b_process = meter.stop();
         assert_eq!(report.valid, rows as u64, "{report:?}");
         let meter = Meter::start();
-        let flushed = rt
-            .block_on(pipeline::flush(&store, &broker, &Retry::default()))
-            .expect("flush (batched)");
+        let flushed = flush_all(rt, &store, &broker, rows as u64 + 1);
         let b_publish = meter.stop();
-        assert!(flushed.error.is_none(), "{flushed:?}");
-        assert_eq!(flushed.published, rows as u64 + 1, "{flushed:?}");
         assert_eq!(flushed.batched_records, rows as u64, "{flushed:?}");
         let depth = rt.block_on(queue_depth(&admin, &sink));
         assert_eq!(
@@ -1701,22 +1701,10 @@ fn whole_run_child(file: &Path) {
         let process_secs = started.elapsed().as_secs_f64();
         let process_vmhwm = vmhwm_kb();
         assert_eq!(report.rejected, 0, "no row rejected: {report:?}");
-        let flushed = Instant::now();
-        let flush = rt
-            .block_on(pipeline::flush(&store, &broker, &Retry::default()))
-            .expect("flush");
-        let flush_secs = flushed.elapsed().as_secs_f64();
         let expected = report.valid + 1;
-        assert!(flush.error.is_none(), "flush stopped: {flush:?}");
-        assert_eq!(
-            flush.published, expected,
-            "every message published: {flush:?}"
-        );
-        assert_eq!(
-            flush.unroutable + flush.rejected + flush.still_pending,
-            0,
-            "{flush:?}"
-        );
+        let flushed = Instant::now();
+        flush_all(&rt, &store, &broker, expected);
+        let flush_secs = flushed.elapsed().as_secs_f64();
         let depth = rt.block_on(queue_depth(&admin, &sink));
         assert_eq!(u64::from(depth), expected, "messages in the sink queue");
         (report.valid, process_secs, flush_secs, process_vmhwm)
